@@ -1,0 +1,1 @@
+"""Raw datasets in, one fixed COCO-compatible annotation format out. Imports no Keras."""

@@ -1,0 +1,54 @@
+"""The one error type for bad input: it names the file, the row, the field and what was expected."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class DataError(Exception):
+    """Bad input data or configuration.
+
+    Attributes:
+        file: the offending file (or folder).
+        expected: what should have been there.
+        row: 1-based line number or element index, when there is one.
+        field: column, key or parameter name, when there is one.
+        found: what was there instead.
+        hint: a "did you mean" or a fix.
+    """
+
+    file: Path | str
+    expected: str
+    row: int | str | None = None
+    field: str | None = None
+    found: str | None = None
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        where = str(self.file)
+        if self.row is not None:
+            where += f", row {self.row}"
+        if self.field is not None:
+            where += f", field {self.field!r}"
+        msg = f"{where}: expected {self.expected}"
+        if self.found is not None:
+            msg += f"; found {self.found}"
+        if self.hint:
+            msg += f" ({self.hint})"
+        return msg
+
+
+def exit_on_error(func):
+    """Decorate a stage `main()`: print a DataError as one clear line and exit with status 2."""
+    import functools
+    import sys
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DataError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper

@@ -1,0 +1,163 @@
+"""The project's fixed annotation format: a strict superset of COCO, one JSON file per split.
+
+`pycocotools.coco.COCO` reads these files unchanged. Extensions on each image (`labels`,
+`object_counts`, `mask_file`, `source`) are ignored by COCO readers. See datasets/FORMAT.md.
+Output is deterministic (ids by sorted file name, no timestamps) so DVC's cache holds.
+"""
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from data_processing.errors import DataError
+
+FORMAT_VERSION = "1.0"
+
+
+@dataclass(frozen=True)
+class Category:
+    id: int  # 1-based, as in COCO
+    name: str
+    supercategory: str = ""
+
+
+@dataclass(frozen=True)
+class Image:
+    id: int  # 1-based, in sorted file_name order
+    file_name: str  # POSIX path relative to the dataset root (datasets/raw/<name>/)
+    width: int  # upright size (after EXIF orientation)
+    height: int
+    labels: tuple[int, ...] | None = None  # category ids; None = unlabelled, () = no class
+    object_counts: dict[str, int] | None = None  # class name -> count
+    mask_file: str | None = None  # mask PNG relative to the dataset root
+    source: str | None = None  # "<file>:<row>" the record came from, for error messages
+
+
+@dataclass(frozen=True)
+class Annotation:
+    id: int  # 1-based, unique within the file
+    image_id: int
+    category_id: int
+    bbox: tuple[float, float, float, float]  # COCO [x, y, w, h] in pixels, top-left origin
+    area: float
+    iscrowd: int = 0
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One split of one dataset."""
+
+    categories: tuple[Category, ...]
+    images: tuple[Image, ...]
+    annotations: tuple[Annotation, ...] = ()
+    info: dict = field(default_factory=dict)  # includes label_mode: "single" | "multi"
+    licenses: tuple[dict, ...] = ()
+
+    @property
+    def label_mode(self) -> str:
+        return self.info.get("label_mode", "single")
+
+    def category_names(self) -> list[str]:
+        return [c.name for c in self.categories]
+
+
+def make_info(name: str, split: str, label_mode: str, source_format: str) -> dict:
+    """Return the `info` block written into every file."""
+    return {
+        "description": f"{name} ({split})",
+        "version": FORMAT_VERSION,
+        "dataset": name,
+        "split": split,
+        "label_mode": label_mode,
+        "source_format": source_format,
+    }
+
+
+def to_json(dataset: Dataset) -> dict:
+    """Return the dataset as a COCO-compatible dict; optional extensions are omitted when None."""
+    images = []
+    for image in dataset.images:
+        record = {k: v for k, v in asdict(image).items() if v is not None}
+        if image.labels is not None:
+            record["labels"] = list(image.labels)
+        images.append(record)
+    return {
+        "info": dataset.info,
+        "licenses": list(dataset.licenses),
+        "categories": [asdict(c) for c in dataset.categories],
+        "images": images,
+        "annotations": [{**asdict(a), "bbox": list(a.bbox)} for a in dataset.annotations],
+    }
+
+
+def save(dataset: Dataset, path: Path) -> None:
+    """Write atomically: a temporary file renamed into place, never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    text = json.dumps(to_json(dataset), allow_nan=False, ensure_ascii=False,
+                      separators=(",", ":"))
+    tmp.write_text(text + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load(path: Path) -> Dataset:
+    """Read one split file written by `save` (DataError naming the file and field otherwise)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return Dataset(
+            info=data["info"],
+            licenses=tuple(data.get("licenses", ())),
+            categories=tuple(Category(**c) for c in data["categories"]),
+            images=tuple(
+                Image(**{**i, "labels": tuple(i["labels"]) if "labels" in i else None})
+                for i in data["images"]
+            ),
+            annotations=tuple(
+                Annotation(**{**a, "bbox": tuple(a["bbox"])}) for a in data["annotations"]
+            ),
+        )
+    except FileNotFoundError:
+        raise DataError(path, "a normalized split file (run the normalize stage)") from None
+    except json.JSONDecodeError as err:
+        raise DataError(path, "valid JSON", row=err.lineno, found=err.msg) from None
+    except (KeyError, TypeError) as err:
+        raise DataError(path, "the fields of datasets/FORMAT.md", found=str(err)) from None
+
+
+def validate(dataset: Dataset) -> list[str]:
+    """Return schema problems: duplicate ids and dangling image or category references."""
+    problems = []
+    cat_ids = [c.id for c in dataset.categories]
+    img_ids = [i.id for i in dataset.images]
+    for kind, ids in (("category", cat_ids), ("image", img_ids),
+                      ("annotation", [a.id for a in dataset.annotations])):
+        if len(ids) != len(set(ids)):
+            problems.append(f"duplicate {kind} ids")
+    if sorted(cat_ids) != list(range(1, len(cat_ids) + 1)):
+        problems.append("category ids must run 1..N")
+    known_cats, known_imgs = set(cat_ids), set(img_ids)
+    for image in dataset.images:
+        bad = [c for c in image.labels or () if c not in known_cats]
+        if bad:
+            problems.append(f"image {image.file_name}: unknown category ids {bad}")
+        if dataset.label_mode == "single" and image.labels is not None and len(image.labels) != 1:
+            problems.append(f"image {image.file_name}: single-label image with "
+                            f"{len(image.labels)} labels")
+    for ann in dataset.annotations:
+        if ann.image_id not in known_imgs:
+            problems.append(f"annotation {ann.id}: dangling image_id {ann.image_id}")
+        if ann.category_id not in known_cats:
+            problems.append(f"annotation {ann.id}: dangling category_id {ann.category_id}")
+    return problems
+
+
+def class_counts(dataset: Dataset) -> Counter:
+    """Return category name -> number of images labelled with it (every category present)."""
+    counts = Counter({c.name: 0 for c in dataset.categories})
+    names = {c.id: c.name for c in dataset.categories}
+    counts.update(names[c] for image in dataset.images for c in image.labels or ())
+    return counts
