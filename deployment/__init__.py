@@ -1,0 +1,1 @@
+"""Gate, deploy-test and serve exported bundles. Imports nothing from models/: only bundles."""

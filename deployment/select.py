@@ -1,0 +1,97 @@
+"""Select the production model: the best cell by test macro F1 among those that pass the gate.
+
+Reads models/metrics/<cell>.json for every cell of the current params (datasets x models).
+Writes deployment/gate.json (every candidate, pass or fail, and why) and, when one passes,
+the pointer deployment/production.json. When none passes it says so and leaves the
+previous pointer unchanged (the stage output is `persist: true`); with no previous pointer
+it fails.
+
+Run: python -m deployment.select models/metrics models/runs deployment/production.json
+"""
+
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from data_processing.errors import DataError, exit_on_error
+from data_processing.params import Params, load_params, read_params
+
+GATE_REPORT = Path("deployment/gate.json")
+
+
+class SelectParams(Params):
+    min_f1: float = 0.9
+    min_precision: float = 0.9
+    min_recall: float = 0.9
+
+
+def gate(metrics: dict, params: SelectParams) -> list[str]:
+    """Return the reasons a candidate fails the gate (empty when it passes)."""
+    test, reasons = metrics["test"], []
+    for key, bound in (("f1_macro", params.min_f1), ("precision_macro", params.min_precision),
+                       ("recall_macro", params.min_recall)):
+        if test[key] < bound:
+            reasons.append(f"{key} {test[key]:.4f} < {bound}")
+    return reasons
+
+
+def choose(candidates: dict[str, dict], params: SelectParams) -> tuple[str | None, dict]:
+    """Return (best passing name or None, {name: {test metrics, passed, reasons}})."""
+    report = {name: {**m["test"], "passed": not gate(m, params), "reasons": gate(m, params)}
+              for name, m in candidates.items()}
+    passing = [n for n, r in report.items() if r["passed"]]
+    best = max(passing, key=lambda n: (report[n]["f1_macro"], report[n]["accuracy"], n),
+               default=None)
+    return best, report
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)  # atomic: readers see the old or the new pointer, never half
+
+
+@exit_on_error
+def main() -> None:
+    metrics_dir, runs_dir, pointer = (Path(a) for a in sys.argv[1:4])
+    params, grid = load_params("select", SelectParams), read_params()
+    cells = [(d, m) for d in grid["datasets"] for m in grid["models"]]
+    candidates = {}
+    for dataset, model in cells:
+        path = metrics_dir / f"{dataset}-{model}.json"
+        if not path.is_file():
+            raise DataError(path, "the metrics of every cell", found="no such file")
+        candidates[f"{dataset}-{model}"] = json.loads(path.read_text())
+    best, report = choose(candidates, params)
+    _write_json(GATE_REPORT, {"gate": params.model_dump(), "selected": best, "candidates": report})
+    for name, r in sorted(report.items()):
+        print(f"select: {name}: F1 {r['f1_macro']:.4f} "
+              f"{'passes' if r['passed'] else 'fails: ' + '; '.join(r['reasons'])}")
+    if best is None:
+        if pointer.exists():
+            print(f"select: no candidate passed the gate; {pointer} left unchanged")
+            return
+        raise DataError(pointer, "a candidate that passes the gate in params.yaml `select`",
+                        found="none, and no previous pointer to keep")
+    dataset, model = next(c for c in cells if f"{c[0]}-{c[1]}" == best)
+    bundle = runs_dir / best / "bundle"
+    _write_json(pointer, {
+        "name": best, "dataset": dataset, "model": model, "bundle": bundle.as_posix(),
+        "sha256": sha256(bundle / "model.keras"),
+        "eval_predictions": (runs_dir / best / "eval" / "predictions.json").as_posix(),
+        "metrics": candidates[best]["test"]})
+    print(f"select: {best} -> {pointer}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""One file per architecture, each exposing `Params` and `build(spec, params) -> keras.Model`."""

@@ -1,0 +1,1 @@
+"""Code shared by every architecture: inputs, data, training, metrics, plots, serving."""

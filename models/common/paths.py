@@ -1,0 +1,49 @@
+"""Where every stage reads and writes: one name per cell (`<dataset>-<model>`) everywhere.
+
+dvc.yaml spells the same paths in deps and outs.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RAW = Path("datasets/raw")
+NORMALIZED = Path("datasets/normalized")
+DECODED = Path("datasets/decoded")
+RUNS = Path("models/runs")  # models/runs/<cell>/{train,eval,bundle}/
+METRICS = Path("models/metrics")  # models/metrics/<cell>.json  (top-level metrics in dvc.yaml)
+PLOTS = Path("models/plots")  # models/plots/<kind>/<cell>.<ext>  (top-level plots in dvc.yaml)
+POINTER = Path("deployment/production.json")
+
+
+@dataclass(frozen=True)
+class Cell:
+    dataset: str
+    model: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.dataset}-{self.model}"
+
+    @property
+    def decoded(self) -> Path:
+        return DECODED / self.dataset
+
+    @property
+    def train_dir(self) -> Path:
+        return RUNS / self.name / "train"
+
+    @property
+    def eval_dir(self) -> Path:
+        return RUNS / self.name / "eval"
+
+    @property
+    def bundle_dir(self) -> Path:
+        return RUNS / self.name / "bundle"
+
+    @property
+    def metrics(self) -> Path:
+        return METRICS / f"{self.name}.json"
+
+    def plot(self, kind: str, ext: str) -> Path:
+        """models/plots/<kind>/<cell>.<ext>, e.g. plot("confusion", "json")."""
+        return PLOTS / kind / f"{self.name}.{ext}"

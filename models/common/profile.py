@@ -1,0 +1,30 @@
+"""Runtime profile: inference milliseconds per image through a compiled tf.function."""
+
+import time
+
+import numpy as np
+
+
+def compiled(model):
+    """Return a traced tf.function over the model (no XLA: slower on this CPU)."""
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), jit_compile=False,
+                       reduce_retracing=True)
+
+
+def ms_per_image(fn, batch: np.ndarray, repeats: int) -> float:
+    """Median wall time of fn(batch) over `repeats` calls after one warm-up, per image."""
+    fn(batch)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.asarray(fn(batch))
+        times.append(time.perf_counter() - start)
+    return float(np.median(times)) * 1000.0 / len(batch)
+
+
+def tile_to(images: np.ndarray, n: int) -> np.ndarray:
+    """Repeat images along the batch axis until there are exactly n."""
+    reps = -(-n // len(images))
+    return np.concatenate([images] * reps)[:n]

@@ -1,0 +1,84 @@
+"""Predict with an exported bundle. The bundle's code/ carries this file and its imports.
+
+A bundle is self-describing: model.keras, labels.json (output index -> class name) and
+params.json. `Predictor` takes raw images of any size and mode (L, RGB, RGBA, 16-bit,
+palette) and converts them exactly as training did (data_processing.images.to_array).
+
+Run (the deploy test does this in a clean process whose path holds only the bundle's code/):
+    python -E -s models/runs/digits-cnn/bundle/code --bundle models/runs/digits-cnn/bundle \
+        --images images.json --out predictions.json
+"""
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from data_processing.images import to_array
+from models.common.quiet import import_tensorflow
+
+PROJECT_PACKAGES = ("data_processing", "models", "deployment")
+
+
+class Predictor:
+    """Load a bundle once; predict class probabilities for raw images."""
+
+    def __init__(self, bundle_dir: Path) -> None:
+        tf = import_tensorflow()
+        import keras
+
+        self.bundle_dir = Path(bundle_dir)
+        self.labels: list[str] = json.loads((self.bundle_dir / "labels.json").read_text())
+        self.model = keras.saving.load_model(self.bundle_dir / "model.keras", compile=False)
+        self.channels = int(self.model.inputs[0].shape[-1])
+        spec = tf.TensorSpec([None, None, None, self.channels], tf.uint8)
+        self._fn = tf.function(lambda x: self.model(x, training=False),
+                               input_signature=[spec], jit_compile=False)
+
+    def prepare(self, image: "PILImage.Image | bytes | Path | str") -> np.ndarray:
+        """Return uint8 [H, W, C] for a PIL image, encoded bytes or a file path."""
+        if isinstance(image, bytes):
+            image = PILImage.open(io.BytesIO(image))
+        elif isinstance(image, (str, Path)):
+            image = PILImage.open(image)
+        image.load()
+        return to_array(image, self.channels)
+
+    def predict(self, image) -> np.ndarray:
+        """Return class probabilities [K] for one raw image (any size and mode)."""
+        return np.asarray(self._fn(self.prepare(image)[None]))[0]
+
+
+def foreign_modules(code_dir: Path) -> list[str]:
+    """Return project modules loaded from anywhere but code_dir (should be none)."""
+    code_dir = code_dir.resolve()
+    bad = []
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None)
+        if name.split(".")[0] in PROJECT_PACKAGES and origin:
+            if code_dir not in Path(origin).resolve().parents:
+                bad.append(f"{name} from {origin}")
+    return bad
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--images", type=Path, required=True, help="JSON list of image paths")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    predictor = Predictor(args.bundle)
+    paths = json.loads(args.images.read_text())
+    probs = {p: [float(v) for v in predictor.predict(p)] for p in paths}
+    args.out.write_text(json.dumps({
+        "labels": predictor.labels, "channels": predictor.channels, "predictions": probs,
+        "foreign_modules": foreign_modules(Path(__file__).parents[2]),
+        "sys_path": sys.path}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""What every architecture is told about its data, and the shared train params."""
+
+from dataclasses import dataclass
+
+from pydantic import Field
+
+from data_processing.params import Params
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    channels: int  # 1 (grayscale) or 3 (RGB); inputs are uint8 [N, H, W, channels] of any H, W
+    num_classes: int
+    image_size: tuple[int, int]  # (height, width) the graph resizes every input to
+    label_mode: str = "single"  # "single": softmax; "multi": sigmoid
+
+
+class EarlyStopping(Params):
+    monitor: str = "val/loss"
+    patience: int = 8
+
+
+class TrainParams(Params):
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 0.001
+    image_size: list[int] = Field(default=[28, 28], min_length=2, max_length=2)  # (h, w)
+    val_fraction: float = 0.15
+    early_stopping: EarlyStopping = EarlyStopping()

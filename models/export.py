@@ -1,0 +1,107 @@
+"""Export one cell as a self-contained bundle under models/runs/<cell>/bundle/.
+
+    model.keras      the best checkpoint        saved_model/   serving SavedModel (model.export)
+    labels.json      output index -> class      params.json    resolved params and model spec
+    metrics.json     the cell's test metrics    lineage.json   git commit, data hashes, versions
+    code/            the model file, every project module it imports, and serving.py;
+                     `python -E -s code --bundle . ...` predicts with nothing else on the path
+
+Run: python -m models.export digits cnn
+"""
+
+import ast
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from data_processing.errors import exit_on_error
+from data_processing.params import BaseParams, load_params, read_params
+from models.common import lineage
+from models.common.io import staged_dir, write_json, write_text
+from models.common.paths import Cell
+from models.common.quiet import import_tensorflow
+
+PROJECT_PACKAGES = ("data_processing", "models", "deployment")
+ENTRY = "models/common/serving.py"
+MAIN = '"""Run the bundle\'s predictor: python -E -s code --bundle DIR --images J --out J."""\n' \
+       "from models.common.serving import main\n\nmain()\n"
+
+
+def _module_file(module: str, root: Path) -> Path | None:
+    base = root.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def project_imports(path: Path, root: Path = Path(".")) -> set[Path]:
+    """Return `path` and every project module it imports, transitively, with package inits."""
+    seen, todo = set(), [path]
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        parts = current.relative_to(root).parent.parts
+        todo += [f for i in range(1, len(parts) + 1)
+                 if (f := root.joinpath(*parts[:i], "__init__.py")).is_file()]
+        for node in ast.walk(ast.parse(current.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                if name.split(".")[0] in PROJECT_PACKAGES and (f := _module_file(name, root)):
+                    todo.append(f)
+    return seen
+
+
+def copy_code(cell: Cell, code_dir: Path) -> list[str]:
+    """Copy the model file, its project imports and the serving entry point into code_dir."""
+    files = project_imports(Path(f"models/architectures/{cell.model}.py"))
+    files |= project_imports(Path(ENTRY))
+    for f in sorted(files):
+        (code_dir / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, code_dir / f)
+    write_text(code_dir / "__main__.py", MAIN)
+    return sorted(f.as_posix() for f in files)
+
+
+def export(cell: Cell, out_dir: Path, seed: int) -> None:
+    """Write the bundle for `cell` into out_dir."""
+    import_tensorflow()
+    import keras
+
+    summary = json.loads((cell.train_dir / "train.json").read_text())
+    model = keras.saving.load_model(cell.train_dir / "model.keras")
+    shutil.copy2(cell.train_dir / "model.keras", out_dir / "model.keras")
+    model.export(str(out_dir / "saved_model"), format="tf_saved_model", verbose=False)
+    write_json(out_dir / "labels.json", summary["categories"])
+    params = read_params()
+    write_json(out_dir / "params.json", {
+        "dataset": cell.dataset, "model": cell.model, "base": params.get("base"),
+        "train": params.get("train"), f"models.{cell.model}": params["models"][cell.model],
+        "spec": summary["spec"]})
+    shutil.copy2(cell.metrics, out_dir / "metrics.json")
+    files = copy_code(cell, out_dir / "code")
+    write_json(out_dir / "lineage.json", {
+        "cell": cell.name, "dataset": cell.dataset, "model": cell.model, "seed": seed,
+        **lineage.git_state(), "data": lineage.data_hashes(cell.dataset),
+        "packages": lineage.package_versions(), "python": sys.version.split()[0],
+        "train_seconds": summary["seconds"], "code": files})
+
+
+@exit_on_error
+def main() -> None:
+    cell = Cell(*sys.argv[1:3])
+    seed = load_params("base", BaseParams).seed
+    with staged_dir(cell.bundle_dir) as out_dir:
+        export(cell, out_dir, seed)
+    print(f"export: {cell.name} -> {cell.bundle_dir}")
+
+
+if __name__ == "__main__":
+    main()

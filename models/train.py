@@ -1,0 +1,82 @@
+"""Train one cell (dataset x model) from the decoded cache; keep the best checkpoint.
+
+Reads datasets/decoded/<dataset>/train.npz and params `base`, `train`, `models.<model>`.
+Writes models/runs/<cell>/train/ (model.keras, train.json, live/ from dvclive, tensorboard/)
+and the per-epoch curves models/plots/{loss,accuracy}/<cell>.tsv.
+
+Run: python -m models.train digits cnn
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import models
+from data_processing.errors import DataError, exit_on_error
+from data_processing.params import PARAMS_FILE, BaseParams, load_params, read_params
+from models.common.data import load_split, split_train_val, to_dataset
+from models.common.io import staged_dir, write_text
+from models.common.paths import Cell
+from models.common.spec import ModelSpec, TrainParams
+
+
+def train(cell: Cell, params: TrainParams, arch_params, seed: int, out_dir: Path) -> dict:
+    """Train `cell` into out_dir; return the train summary written to train.json."""
+    from dvclive import Live
+
+    from models.common.training import fit, seed_everything
+
+    seed_everything(seed)
+    full = load_split(cell.decoded / "train.npz")
+    train_split, val_split = split_train_val(full, params.val_fraction, seed)
+    spec = ModelSpec(channels=int(full.images.shape[-1]), num_classes=len(full.categories),
+                     image_size=tuple(params.image_size), label_mode=full.label_mode)
+    model = models.get(cell.model).build(spec, arch_params)
+    loss = ("sparse_categorical_crossentropy" if spec.label_mode == "single"
+            else "binary_crossentropy")
+    with Live(str(out_dir / "live"), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        live.log_params(json.loads(json.dumps(
+            {"dataset": cell.dataset, "model": cell.model, "seed": seed,
+             "train": params.model_dump(mode="json"), "arch": arch_params.model_dump(mode="json")}
+        )))
+        result = fit(model, to_dataset(train_split, params.batch_size, True, seed),
+                     to_dataset(val_split, params.batch_size, False, seed),
+                     params, live, out_dir, loss)
+    epochs = len(result["history"]["loss"])
+    return {"seconds": round(result["seconds"], 3), "epochs": epochs,
+            "best_epoch": result["best_epoch"], "train_images": len(train_split.images),
+            "val_images": len(val_split.images),
+            "images_per_second": round(len(train_split.images) * epochs / result["seconds"], 1),
+            "spec": {"channels": spec.channels, "num_classes": spec.num_classes,
+                     "image_size": list(spec.image_size), "label_mode": spec.label_mode},
+            "categories": full.categories, "history": result["history"]}
+
+
+def curves_tsv(history: dict, metric: str) -> str:
+    """Return `epoch, train, val` rows for one metric (the dvc plots data)."""
+    rows = ["epoch\ttrain\tval"]
+    for epoch, (tr, va) in enumerate(zip(history[metric], history[f"val_{metric}"]), start=1):
+        rows.append(f"{epoch}\t{tr:.6f}\t{va:.6f}")
+    return "\n".join(rows) + "\n"
+
+
+@exit_on_error
+def main() -> None:
+    cell = Cell(*sys.argv[1:3])
+    if cell.model not in models.available():
+        raise DataError(PARAMS_FILE, f"a model from models/architectures/: {models.available()}",
+                        field=f"models.{cell.model}", found=repr(cell.model))
+    arch_params = load_params(f"models.{cell.model}", models.get(cell.model).Params)
+    params, seed = load_params("train", TrainParams), load_params("base", BaseParams).seed
+    read_params()  # the whole file parses
+    with staged_dir(cell.train_dir) as out_dir:
+        summary = train(cell, params, arch_params, seed, out_dir)
+        write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
+    for metric in ("loss", "accuracy"):
+        write_text(cell.plot(metric, "tsv"), curves_tsv(summary["history"], metric))
+    print(f"train: {cell.name}: {summary['epochs']} epochs in {summary['seconds']:.1f}s, "
+          f"best epoch {summary['best_epoch']} -> {cell.train_dir}")
+
+
+if __name__ == "__main__":
+    main()
