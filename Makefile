@@ -7,8 +7,8 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 # Plot scripts for `dvc plots show`, installed from the npm registry so pages draw offline
-# (the same versions dvc-render would load from a CDN).
-VEGA := vega@5.20.2 vega-lite@5.2.0 vega-embed@6.18.2
+# (the versions dvc-render loads from a CDN; vega 5.21 is what vega-lite 5.2 requires).
+VEGA := vega@5.21.0 vega-lite@5.2.0 vega-embed@6.18.2
 
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1

@@ -56,7 +56,7 @@ def run_bundle(bundle: Path, images: list[Path], work: Path) -> dict:
     """Predict `images` with the bundle in a fresh process; return its JSON output."""
     (work / "images.json").write_text(json.dumps([str(p) for p in images]))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    cmd = [sys.executable, "-E", "-s", str(bundle.resolve() / "code"), "--bundle",
+    cmd = [sys.executable, "-B", "-E", "-s", str(bundle.resolve() / "code"), "--bundle",
            str(bundle.resolve()), "--images", "images.json", "--out", "out.json"]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     if proc.returncode != 0:

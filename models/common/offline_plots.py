@@ -13,6 +13,7 @@ from pathlib import Path
 SCRIPTS = ("vega/build/vega.min.js", "vega-lite/build/vega-lite.min.js",
            "vega-embed/build/vega-embed.min.js")
 
+ESCAPED_END = "<\\/script"  # a literal "</script" inside inlined JS would end the tag
 PAGE = """<!DOCTYPE html>
 <html>
 <head>
@@ -44,8 +45,8 @@ def render(node_modules: Path) -> str:
     """
     tags = []
     for rel in SCRIPTS:
-        js = (node_modules / rel).read_text(encoding="utf-8")
-        tags.append(f'<script type="text/javascript">{js.replace("</script", "<\\/script")}</script>')
+        js = (node_modules / rel).read_text(encoding="utf-8").replace("</script", ESCAPED_END)
+        tags.append(f'<script type="text/javascript">{js}</script>')
     return PAGE % "\n    ".join(tags)
 
 
