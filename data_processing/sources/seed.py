@@ -8,6 +8,7 @@ Reads image headers only. No writes. Every problem raises DataError naming file 
 """
 
 import csv
+import os
 from pathlib import Path
 
 from data_processing.errors import DataError
@@ -87,7 +88,8 @@ def _read_csv(split_dir: Path) -> list[tuple[str, str, int]]:
 
 
 def _check_files(split_dir: Path, csv_path: Path, rows: list[tuple[str, str, int]]) -> None:
-    on_disk = {p.name for p in split_dir.iterdir() if p.is_file() and is_image(p)}
+    with os.scandir(split_dir) as entries:  # scandir: no stat per file
+        on_disk = {e.name for e in entries if e.is_file() and is_image(e.name)}
     lower = {n.lower(): n for n in on_disk}
     for filename, _, line in rows:
         if filename not in on_disk:
@@ -103,10 +105,10 @@ def _check_files(split_dir: Path, csv_path: Path, rows: list[tuple[str, str, int
 
 
 def _images(raw_dir: Path, split: str, rows: list, cat_id: dict[str, int]) -> tuple[Image, ...]:
-    images = []
+    images, folder = [], os.path.join(raw_dir, split)
     for image_id, (filename, label, line) in enumerate(sorted(rows), start=1):
         try:
-            width, height, _ = read_header(raw_dir / split / filename)
+            width, height, _ = read_header(os.path.join(folder, filename))
         except DataError as err:
             raise DataError(err.file, err.expected, row=f"{CSV_NAME}:{line}",
                             found=err.found) from None

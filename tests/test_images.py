@@ -1,0 +1,59 @@
+"""Image helpers: the fast PNG header read agrees with Pillow; modes convert as training does."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_processing.errors import DataError
+from data_processing.images import _png_header, decode, read_header, to_array
+
+MODES = ["1", "L", "I;16", "RGB", "RGBA", "P", "LA"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_png_header_matches_pillow(mode: str, tmp_path: Path) -> None:
+    path = tmp_path / "x.png"
+    Image.new(mode, (13, 7)).save(path)
+    with Image.open(path) as im:
+        expected = (*im.size, im.mode)
+    assert _png_header(path) == expected == read_header(path)
+
+
+def test_non_png_falls_back_to_pillow(tmp_path: Path) -> None:
+    path = tmp_path / "x.JPG"  # upper-case extension
+    Image.new("RGB", (5, 9)).save(path, format="JPEG")
+    assert _png_header(path) is None and read_header(path) == (5, 9, "RGB")
+
+
+def test_corrupt_header_is_a_data_error(tmp_path: Path) -> None:
+    path = tmp_path / "x.png"
+    Image.new("L", (4, 4)).save(path)
+    data = bytearray(path.read_bytes())
+    data[20] ^= 0xFF  # width byte: the IHDR checksum no longer matches
+    path.write_bytes(bytes(data))
+    assert _png_header(path) is None
+    with pytest.raises(DataError, match="x.png"):
+        read_header(path)
+
+
+def test_sixteen_bit_scales_not_clips() -> None:
+    im = Image.fromarray(np.array([[0, 32768, 65535]], np.uint16)).convert("I;16")
+    assert to_array(im, 1)[0, :, 0].tolist() == [0, 128, 255]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "P", "1"])
+def test_to_array_channels(mode: str) -> None:
+    im = Image.new(mode, (6, 4))
+    assert to_array(im, 1).shape == (4, 6, 1) and to_array(im, 3).shape == (4, 6, 3)
+    assert to_array(im, 3).dtype == np.uint8
+
+
+def test_truncated_png_fails_decode(tmp_path: Path) -> None:
+    path = tmp_path / "t.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:80])
+    assert read_header(path) == (32, 32, "L")  # the header alone looks fine
+    with pytest.raises(DataError, match="complete, decodable image"):
+        decode(path, 1)
