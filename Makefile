@@ -45,6 +45,7 @@ run: install
 	@echo "  source .venv/bin/activate        # to use dvc and python interactively"
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: install

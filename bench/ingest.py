@@ -85,7 +85,7 @@ def generate(root: Path, n: int, seed: int = 0) -> None:
             writer.writerow(["filename", "label"])
             writer.writerows(split_rows)
     workers = min(4, os.cpu_count() or 1)
-    chunks = [specs[i::workers * 8] for i in range(workers * 8)]
+    chunks = [specs[i :: workers * 8] for i in range(workers * 8)]
     with multiprocessing.Pool(workers) as pool:
         pool.map(_write_pngs, chunks)
 
@@ -135,31 +135,45 @@ def summarize(times: dict[str, list[float]], n: int) -> list[dict]:
     rows = []
     for name, runs in times.items():
         best, median = min(runs), statistics.median(runs)
-        rows.append({"step": name, "runs_s": [round(t, 4) for t in runs],
-                     "best_s": round(best, 4), "median_s": round(median, 4),
-                     "images_per_s": round(n / best),
-                     "ratio_vs_naive": round(naive_best / best, 2),
-                     "median_ratio_vs_naive": round(naive_median / median, 2)})
+        rows.append(
+            {
+                "step": name,
+                "runs_s": [round(t, 4) for t in runs],
+                "best_s": round(best, 4),
+                "median_s": round(median, 4),
+                "images_per_s": round(n / best),
+                "ratio_vs_naive": round(naive_best / best, 2),
+                "median_ratio_vs_naive": round(naive_median / median, 2),
+            }
+        )
     return rows
 
 
 def table(rows: list[dict]) -> str:
     """Return the rows as a Markdown table."""
-    lines = ["| step | best s | median s | images/s | ratio vs naive (best / median) |",
-             "|---|---:|---:|---:|---:|"]
+    lines = [
+        "| step | best s | median s | images/s | ratio vs naive (best / median) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['step']} | {r['best_s']:.3f} | {r['median_s']:.3f} | "
-                     f"{r['images_per_s']:,} | {r['ratio_vs_naive']:.2f}x / "
-                     f"{r['median_ratio_vs_naive']:.2f}x |")
+        lines.append(
+            f"| {r['step']} | {r['best_s']:.3f} | {r['median_s']:.3f} | "
+            f"{r['images_per_s']:,} | {r['ratio_vs_naive']:.2f}x / "
+            f"{r['median_ratio_vs_naive']:.2f}x |"
+        )
     return "\n".join(lines)
 
 
 def machine() -> dict:
     """Describe where the figures come from."""
-    return {"cpus": os.cpu_count(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "python": platform.python_version(), "numpy": np.__version__,
-            "pillow": PIL.__version__}
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+    }
 
 
 def run(work: Path, n: int, reps: int) -> dict:
@@ -174,18 +188,30 @@ def run(work: Path, n: int, reps: int) -> dict:
         "decode": lambda: decode_stage(raw, out / "normalized", out / "decoded"),
     }
     rows = summarize(measure(steps, reps), n)
-    return {"benchmark": "ingest", "date": datetime.date.today().isoformat(), "images": n,
-            "reps": reps, "statistic": "best of reps, round-robin order", "caches": "warm",
-            "generate_s": round(generated_s, 2), "machine": machine(), "steps": rows}
+    return {
+        "benchmark": "ingest",
+        "date": datetime.date.today().isoformat(),
+        "images": n,
+        "reps": reps,
+        "statistic": "best of reps, round-robin order",
+        "caches": "warm",
+        "generate_s": round(generated_s, 2),
+        "machine": machine(),
+        "steps": rows,
+    }
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.ingest", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ingest",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--n", type=int, default=20_000, help="images to generate")
     parser.add_argument("--reps", type=int, default=3, help="timed runs of each step")
-    parser.add_argument("--keep", type=Path, metavar="DIR",
-                        help="generate into this new folder and keep it")
+    parser.add_argument(
+        "--keep", type=Path, metavar="DIR", help="generate into this new folder and keep it"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     args = parser.parse_args(argv)
     if args.n < 2 or args.reps < 1:
@@ -205,8 +231,10 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
-    print(f"ingest: {args.n:,} PNGs, best of {args.reps} (round-robin, warm caches), "
-          f"generated in {results['generate_s']} s (not timed)\n")
+    print(
+        f"ingest: {args.n:,} PNGs, best of {args.reps} (round-robin, warm caches), "
+        f"generated in {results['generate_s']} s (not timed)\n"
+    )
     print(table(results["steps"]))
     print(f"\n-> {args.out}" + (f"; data kept in {args.keep}" if args.keep else ""))
 

@@ -27,8 +27,9 @@ from data_processing.errors import exit_on_error
 from data_processing.images import channels_for, decode, read_header
 
 
-def decode_split(raw_dir: Path, dataset: schema.Dataset, channels: int,
-                 size: tuple[int, int]) -> dict[str, np.ndarray]:
+def decode_split(
+    raw_dir: Path, dataset: schema.Dataset, channels: int, size: tuple[int, int]
+) -> dict[str, np.ndarray]:
     """Return the arrays for one split (see the module docstring)."""
     n, k = len(dataset.images), len(dataset.categories)
     images = np.zeros((n, size[1], size[0], channels), np.uint8)
@@ -40,10 +41,13 @@ def decode_split(raw_dir: Path, dataset: schema.Dataset, channels: int,
             arr = np.asarray(resized.resize(size, PILImage.BILINEAR)).reshape(images.shape[1:])
         images[row] = arr
         labels[row, [c - 1 for c in image.labels or ()]] = 1
-    return {"images": images, "labels": labels,
-            "file_names": np.array([i.file_name for i in dataset.images]),
-            "categories": np.array(dataset.category_names()),
-            "label_mode": np.array(dataset.label_mode)}
+    return {
+        "images": images,
+        "labels": labels,
+        "file_names": np.array([i.file_name for i in dataset.images]),
+        "categories": np.array(dataset.category_names()),
+        "label_mode": np.array(dataset.label_mode),
+    }
 
 
 def common_format(raw_dir: Path, splits: dict[str, schema.Dataset]) -> tuple[int, tuple[int, int]]:

@@ -26,8 +26,9 @@ def split_indices(labels: np.ndarray, test_fraction: float, seed: int) -> dict[s
     """Return stratified, seeded train/test index arrays (sorted)."""
     from sklearn.model_selection import train_test_split
 
-    train, test = train_test_split(np.arange(len(labels)), test_size=test_fraction,
-                                   stratify=labels, random_state=seed)
+    train, test = train_test_split(
+        np.arange(len(labels)), test_size=test_fraction, stratify=labels, random_state=seed
+    )
     return {"train": np.sort(train), "test": np.sort(test)}
 
 
@@ -36,8 +37,9 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
     return np.round(images * (255.0 / 16.0)).astype(np.uint8)
 
 
-def write_seed_format(images: np.ndarray, labels: np.ndarray,
-                      splits: dict[str, np.ndarray], out_dir: Path) -> None:
+def write_seed_format(
+    images: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray], out_dir: Path
+) -> None:
     """Write PNGs and groundtruth.csv per split into a temporary folder, then move it in place."""
     tmp = out_dir.with_name(f".{out_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -63,8 +65,10 @@ def main() -> None:
     data = load_digits()
     splits = split_indices(data.target, params.test_fraction, seed)
     write_seed_format(to_uint8(data.images), data.target, splits, out_dir)
-    print(f"digits: wrote {len(splits['train'])} train and {len(splits['test'])} test images "
-          f"to {out_dir}")
+    print(
+        f"digits: wrote {len(splits['train'])} train and {len(splits['test'])} test images "
+        f"to {out_dir}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The one error type for bad input: it names the file, the row, the field and what was expected."""
+"""The one error type for bad input: it names the file, row, field and what was expected."""
 
 from dataclasses import dataclass
 from pathlib import Path

@@ -28,9 +28,23 @@ def is_image(path: Path | str) -> bool:
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # (bit depth, colour type) of a PNG IHDR -> the mode Pillow opens it in
-PNG_MODES = {(1, 0): "1", (2, 0): "L", (4, 0): "L", (8, 0): "L", (16, 0): "I;16",
-             (8, 2): "RGB", (16, 2): "RGB", (1, 3): "P", (2, 3): "P", (4, 3): "P", (8, 3): "P",
-             (8, 4): "LA", (16, 4): "LA", (8, 6): "RGBA", (16, 6): "RGBA"}
+PNG_MODES = {
+    (1, 0): "1",
+    (2, 0): "L",
+    (4, 0): "L",
+    (8, 0): "L",
+    (16, 0): "I;16",
+    (8, 2): "RGB",
+    (16, 2): "RGB",
+    (1, 3): "P",
+    (2, 3): "P",
+    (4, 3): "P",
+    (8, 3): "P",
+    (8, 4): "LA",
+    (16, 4): "LA",
+    (8, 6): "RGBA",
+    (16, 6): "RGBA",
+}
 
 
 def _png_header(path: Path) -> tuple[int, int, str] | None:

@@ -22,8 +22,12 @@ class NormalizeParams(Params):
 def normalize(raw_dir: Path, fmt: str) -> dict[str, schema.Dataset]:
     """Parse `raw_dir` with importer `fmt` and check the schema of every split."""
     if not Path(raw_dir).is_dir():
-        raise DataError(raw_dir, "a dataset folder", found="no such folder",
-                        hint="list datasets under datasets/raw/ in params.yaml `datasets`")
+        raise DataError(
+            raw_dir,
+            "a dataset folder",
+            found="no such folder",
+            hint="list datasets under datasets/raw/ in params.yaml `datasets`",
+        )
     splits = sources.get(fmt).parse(Path(raw_dir), Path(raw_dir).name)
     for split, dataset in splits.items():
         problems = schema.validate(dataset)

@@ -53,8 +53,13 @@ def parse_params(data: object, cls: type[P], section: str, path: Path = PARAMS_F
         found = repr(first.get("input")) if first["type"] != "missing" else "nothing"
         if first["type"] == "extra_forbidden":
             known = ", ".join(sorted(cls.model_fields))
-            raise DataError(path, "a known key", field=field, found="an unknown key",
-                            hint=f"known keys of {section!r}: {known}") from None
+            raise DataError(
+                path,
+                "a known key",
+                field=field,
+                found="an unknown key",
+                hint=f"known keys of {section!r}: {known}",
+            ) from None
         raise DataError(path, first["msg"].lower(), field=field, found=found) from None
 
 

@@ -77,8 +77,12 @@ def make_info(name: str, split: str, label_mode: str, source_format: str) -> dic
 
 def _image_json(image: Image) -> dict:
     """One image record; None extensions are left out (asdict would deep-copy: 3x slower)."""
-    record = {"id": image.id, "file_name": image.file_name, "width": image.width,
-              "height": image.height}
+    record = {
+        "id": image.id,
+        "file_name": image.file_name,
+        "width": image.width,
+        "height": image.height,
+    }
     for key in ("labels", "object_counts", "mask_file", "source"):
         value = getattr(image, key)
         if value is not None:
@@ -103,8 +107,7 @@ def save(dataset: Dataset, path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    text = json.dumps(to_json(dataset), allow_nan=False, ensure_ascii=False,
-                      separators=(",", ":"))
+    text = json.dumps(to_json(dataset), allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     tmp.write_text(text + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
@@ -139,8 +142,11 @@ def validate(dataset: Dataset) -> list[str]:
     problems = []
     cat_ids = [c.id for c in dataset.categories]
     img_ids = [i.id for i in dataset.images]
-    for kind, ids in (("category", cat_ids), ("image", img_ids),
-                      ("annotation", [a.id for a in dataset.annotations])):
+    for kind, ids in (
+        ("category", cat_ids),
+        ("image", img_ids),
+        ("annotation", [a.id for a in dataset.annotations]),
+    ):
         if len(ids) != len(set(ids)):
             problems.append(f"duplicate {kind} ids")
     if sorted(cat_ids) != list(range(1, len(cat_ids) + 1)):
@@ -151,8 +157,9 @@ def validate(dataset: Dataset) -> list[str]:
         if bad:
             problems.append(f"image {image.file_name}: unknown category ids {bad}")
         if dataset.label_mode == "single" and image.labels is not None and len(image.labels) != 1:
-            problems.append(f"image {image.file_name}: single-label image with "
-                            f"{len(image.labels)} labels")
+            problems.append(
+                f"image {image.file_name}: single-label image with {len(image.labels)} labels"
+            )
     for ann in dataset.annotations:
         if ann.image_id not in known_imgs:
             problems.append(f"annotation {ann.id}: dangling image_id {ann.image_id}")

@@ -36,8 +36,10 @@ def check_split(raw_dir: Path, dataset: schema.Dataset) -> tuple[list[str], dict
             errors.append(f"{err} (listed at {image.source})")
             continue
         if arr.shape[:2] != (image.height, image.width):
-            errors.append(f"{path}: expected {image.width}x{image.height} as annotated; "
-                          f"found {arr.shape[1]}x{arr.shape[0]}")
+            errors.append(
+                f"{path}: expected {image.width}x{image.height} as annotated; "
+                f"found {arr.shape[1]}x{arr.shape[0]}"
+            )
         sizes[f"{arr.shape[1]}x{arr.shape[0]}"] += 1
         modes[read_header(path)[2]] += 1
     folders = {Path(i.file_name).parent for i in dataset.images}
@@ -47,13 +49,18 @@ def check_split(raw_dir: Path, dataset: schema.Dataset) -> tuple[list[str], dict
             rel = (folder / path.name).as_posix()
             if path.is_file() and is_image(path) and rel not in listed:
                 errors.append(f"{path}: expected an annotation for this image; found none")
-    stats = {"images": len(dataset.images), "class_counts": dict(schema.class_counts(dataset)),
-             "sizes": dict(sizes.most_common()), "modes": dict(modes.most_common())}
+    stats = {
+        "images": len(dataset.images),
+        "class_counts": dict(schema.class_counts(dataset)),
+        "sizes": dict(sizes.most_common()),
+        "modes": dict(modes.most_common()),
+    }
     return errors, stats
 
 
-def check_labels(train: schema.Dataset, test: schema.Dataset, params: ValidateParams
-                 ) -> tuple[list[str], list[str]]:
+def check_labels(
+    train: schema.Dataset, test: schema.Dataset, params: ValidateParams
+) -> tuple[list[str], list[str]]:
     """Return (errors, warnings) about the label distributions."""
     errors, warnings = [], []
     train_counts, test_counts = schema.class_counts(train), schema.class_counts(test)
@@ -61,13 +68,17 @@ def check_labels(train: schema.Dataset, test: schema.Dataset, params: ValidatePa
     for image in test.images:
         unknown = [names[c] for c in image.labels or () if train_counts[names[c]] == 0]
         if unknown:
-            errors.append(f"{image.source} ({image.file_name}): label {unknown[0]!r} is in "
-                          f"test but not in train; expected one of "
-                          f"{sorted(n for n, k in train_counts.items() if k)}")
+            errors.append(
+                f"{image.source} ({image.file_name}): label {unknown[0]!r} is in "
+                f"test but not in train; expected one of "
+                f"{sorted(n for n, k in train_counts.items() if k)}"
+            )
     present = [k for k in train_counts.values() if k > 0]
     if present and max(present) > params.max_imbalance * min(present):
-        warnings.append(f"class imbalance: largest/smallest train class = "
-                        f"{max(present)}/{min(present)} > {params.max_imbalance}")
+        warnings.append(
+            f"class imbalance: largest/smallest train class = "
+            f"{max(present)}/{min(present)} > {params.max_imbalance}"
+        )
     for name, count in train_counts.items():
         if 0 < count < params.min_per_class:
             warnings.append(f"class {name!r} has only {count} training images")
@@ -111,8 +122,11 @@ def main() -> None:
     report = validate(raw_dir, norm_dir, load_params("validate", ValidateParams))
     if report["errors"]:
         print(to_markdown(report), file=sys.stderr)
-        raise DataError(raw_dir, "a dataset without errors",
-                        found=f"{len(report['errors'])} error(s), first: {report['errors'][0]}")
+        raise DataError(
+            raw_dir,
+            "a dataset without errors",
+            found=f"{len(report['errors'])} error(s), first: {report['errors'][0]}",
+        )
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "validate.md").write_text(to_markdown(report), encoding="utf-8")
     (out_dir / "validate.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -27,8 +27,14 @@ from data_processing.params import BaseParams, Params, load_params
 
 RAW = Path("datasets/raw")
 ATOL = 1e-5  # evaluate rounds probabilities to 1e-7; batch size changes the last bits only
-VARIANTS = {"L": (8, 8), "RGB": (8, 8), "RGBA": (8, 8), "L-5x7": (5, 7), "RGB-64x64": (64, 64),
-            "RGBA-300x200": (300, 200)}
+VARIANTS = {
+    "L": (8, 8),
+    "RGB": (8, 8),
+    "RGBA": (8, 8),
+    "L-5x7": (5, 7),
+    "RGB-64x64": (64, 64),
+    "RGBA-300x200": (300, 200),
+}
 
 
 class DeployTestParams(Params):
@@ -56,17 +62,32 @@ def run_bundle(bundle: Path, images: list[Path], work: Path) -> dict:
     """Predict `images` with the bundle in a fresh process; return its JSON output."""
     (work / "images.json").write_text(json.dumps([str(p) for p in images]))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    cmd = [sys.executable, "-B", "-E", "-s", str(bundle.resolve() / "code"), "--bundle",
-           str(bundle.resolve()), "--images", "images.json", "--out", "out.json"]
+    cmd = [
+        sys.executable,
+        "-B",
+        "-E",
+        "-s",
+        str(bundle.resolve() / "code"),
+        "--bundle",
+        str(bundle.resolve()),
+        "--images",
+        "images.json",
+        "--out",
+        "out.json",
+    ]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise DataError(bundle, "a bundle that loads in a clean process",
-                        found=proc.stderr.strip().splitlines()[-1] if proc.stderr else "no output")
+        raise DataError(
+            bundle,
+            "a bundle that loads in a clean process",
+            found=proc.stderr.strip().splitlines()[-1] if proc.stderr else "no output",
+        )
     return json.loads((work / "out.json").read_text())
 
 
-def compare(expected: dict, got: dict, samples: list[str], raw_dir: Path,
-            labels: list[str]) -> dict:
+def compare(
+    expected: dict, got: dict, samples: list[str], raw_dir: Path, labels: list[str]
+) -> dict:
     """Return the check results (all must hold for `passed`)."""
     preds = got["predictions"]
     ref = np.array([expected["predictions"][f] for f in samples])
@@ -77,13 +98,20 @@ def compare(expected: dict, got: dict, samples: list[str], raw_dir: Path,
         "label_agreement": float((ref.argmax(1) == out.argmax(1)).mean()),
         "max_abs_diff": float(np.abs(ref - out).max()),
         "labels_match": got["labels"] == labels == expected["categories"],
-        "variants_ok": bool(len(variants) == len(VARIANTS) and np.isfinite(variants).all()
-                            and np.allclose(variants.sum(1), 1.0, atol=1e-4)),
+        "variants_ok": bool(
+            len(variants) == len(VARIANTS)
+            and np.isfinite(variants).all()
+            and np.allclose(variants.sum(1), 1.0, atol=1e-4)
+        ),
         "clean_imports": not got["foreign_modules"],
     }
-    checks["passed"] = bool(checks["label_agreement"] == 1.0 and checks["max_abs_diff"] <= ATOL
-                            and checks["labels_match"] and checks["variants_ok"]
-                            and checks["clean_imports"])
+    checks["passed"] = bool(
+        checks["label_agreement"] == 1.0
+        and checks["max_abs_diff"] <= ATOL
+        and checks["labels_match"]
+        and checks["variants_ok"]
+        and checks["clean_imports"]
+    )
     return checks
 
 
@@ -93,17 +121,22 @@ def main() -> None:
     pointer = json.loads(pointer_path.read_text())
     bundle, raw_dir = Path(pointer["bundle"]), (RAW / pointer["dataset"]).resolve()
     expected = json.loads(Path(pointer["eval_predictions"]).read_text())
-    samples = sample(list(expected["predictions"]), load_params("deploy_test", DeployTestParams)
-                     .n_samples, load_params("base", BaseParams).seed)
+    samples = sample(
+        list(expected["predictions"]),
+        load_params("deploy_test", DeployTestParams).n_samples,
+        load_params("base", BaseParams).seed,
+    )
     labels = json.loads((bundle / "labels.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         variants = write_variants(raw_dir / samples[0], Path(tmp))
-        got = run_bundle(bundle, [raw_dir / f for f in samples] + list(variants.values()),
-                         Path(tmp))
+        got = run_bundle(
+            bundle, [raw_dir / f for f in samples] + list(variants.values()), Path(tmp)
+        )
     checks = compare(expected, got, samples, raw_dir, labels)
     tmp_out = out_path.with_name(f".{out_path.name}.tmp")
-    tmp_out.write_text(json.dumps({"deploy_test": {"model": pointer["name"], **checks}},
-                                  indent=2) + "\n")
+    tmp_out.write_text(
+        json.dumps({"deploy_test": {"model": pointer["name"], **checks}}, indent=2) + "\n"
+    )
     os.replace(tmp_out, out_path)
     print(f"deploy_test: {pointer['name']}: {'passed' if checks['passed'] else 'FAILED'} {checks}")
     if not checks["passed"]:

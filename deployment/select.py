@@ -30,8 +30,11 @@ class SelectParams(Params):
 def gate(metrics: dict, params: SelectParams) -> list[str]:
     """Return the reasons a candidate fails the gate (empty when it passes)."""
     test, reasons = metrics["test"], []
-    for key, bound in (("f1_macro", params.min_f1), ("precision_macro", params.min_precision),
-                       ("recall_macro", params.min_recall)):
+    for key, bound in (
+        ("f1_macro", params.min_f1),
+        ("precision_macro", params.min_precision),
+        ("recall_macro", params.min_recall),
+    ):
         if test[key] < bound:
             reasons.append(f"{key} {test[key]:.4f} < {bound}")
     return reasons
@@ -39,11 +42,14 @@ def gate(metrics: dict, params: SelectParams) -> list[str]:
 
 def choose(candidates: dict[str, dict], params: SelectParams) -> tuple[str | None, dict]:
     """Return (best passing name or None, {name: {test metrics, passed, reasons}})."""
-    report = {name: {**m["test"], "passed": not gate(m, params), "reasons": gate(m, params)}
-              for name, m in candidates.items()}
+    report = {
+        name: {**m["test"], "passed": not gate(m, params), "reasons": gate(m, params)}
+        for name, m in candidates.items()
+    }
     passing = [n for n, r in report.items() if r["passed"]]
-    best = max(passing, key=lambda n: (report[n]["f1_macro"], report[n]["accuracy"], n),
-               default=None)
+    best = max(
+        passing, key=lambda n: (report[n]["f1_macro"], report[n]["accuracy"], n), default=None
+    )
     return best, report
 
 
@@ -75,21 +81,33 @@ def main() -> None:
     best, report = choose(candidates, params)
     _write_json(GATE_REPORT, {"gate": params.model_dump(), "selected": best, "candidates": report})
     for name, r in sorted(report.items()):
-        print(f"select: {name}: F1 {r['f1_macro']:.4f} "
-              f"{'passes' if r['passed'] else 'fails: ' + '; '.join(r['reasons'])}")
+        print(
+            f"select: {name}: F1 {r['f1_macro']:.4f} "
+            f"{'passes' if r['passed'] else 'fails: ' + '; '.join(r['reasons'])}"
+        )
     if best is None:
         if pointer.exists():
             print(f"select: no candidate passed the gate; {pointer} left unchanged")
             return
-        raise DataError(pointer, "a candidate that passes the gate in params.yaml `select`",
-                        found="none, and no previous pointer to keep")
+        raise DataError(
+            pointer,
+            "a candidate that passes the gate in params.yaml `select`",
+            found="none, and no previous pointer to keep",
+        )
     dataset, model = next(c for c in cells if f"{c[0]}-{c[1]}" == best)
     bundle = runs_dir / best / "bundle"
-    _write_json(pointer, {
-        "name": best, "dataset": dataset, "model": model, "bundle": bundle.as_posix(),
-        "sha256": sha256(bundle / "model.keras"),
-        "eval_predictions": (runs_dir / best / "eval" / "predictions.json").as_posix(),
-        "metrics": candidates[best]["test"]})
+    _write_json(
+        pointer,
+        {
+            "name": best,
+            "dataset": dataset,
+            "model": model,
+            "bundle": bundle.as_posix(),
+            "sha256": sha256(bundle / "model.keras"),
+            "eval_predictions": (runs_dir / best / "eval" / "predictions.json").as_posix(),
+            "metrics": candidates[best]["test"],
+        },
+    )
     print(f"select: {best} -> {pointer}")
 
 

@@ -12,8 +12,9 @@ from models import architectures
 
 def available() -> list[str]:
     """Return the names of every architecture (the module names)."""
-    return sorted(m.name for m in pkgutil.iter_modules(architectures.__path__)
-                  if not m.name.startswith("_"))
+    return sorted(
+        m.name for m in pkgutil.iter_modules(architectures.__path__) if not m.name.startswith("_")
+    )
 
 
 def get(name: str) -> ModuleType:

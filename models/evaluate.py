@@ -16,7 +16,7 @@ from data_processing.errors import exit_on_error
 from data_processing.params import Params, load_params
 from models.common import metrics, plots, profile
 from models.common.data import Split, load_split
-from models.common.io import staged_dir, write_json, write_text
+from models.common.io import staged_dir, write_json
 from models.common.paths import Cell
 from models.common.quiet import import_tensorflow
 
@@ -29,22 +29,34 @@ class EvaluateParams(Params):
 def evaluate(model, test: Split, params: EvaluateParams) -> dict:
     """Return probabilities, metrics, confusion records, failure grid and profile."""
     fn = profile.compiled(model)
-    probs = np.concatenate([np.asarray(fn(test.images[i:i + 256]))
-                            for i in range(0, len(test.images), 256)])
+    probs = np.concatenate(
+        [np.asarray(fn(test.images[i : i + 256])) for i in range(0, len(test.images), 256)]
+    )
     y_true, y_pred = test.targets, metrics.classify(probs, test.label_mode)
     scores = metrics.summary(y_true, y_pred, test.categories)
     names = test.categories
     worst = metrics.confident_mistakes(probs, y_true, params.n_failures)
-    captions = [f"true {names[y_true[i]]}\npred {names[y_pred[i]]} ({probs[i, y_pred[i]]:.2f})"
-                for i in worst]
-    timing = {"params": int(model.count_params()),
-              "infer_ms_b1": profile.ms_per_image(fn, test.images[:1], params.profile_repeats),
-              "infer_ms_b256": profile.ms_per_image(fn, profile.tile_to(test.images, 256),
-                                                    max(3, params.profile_repeats // 4))}
-    return {"probs": probs, "scores": scores, "profile": timing,
-            "confusion": [{"actual": names[t], "predicted": names[p]}
-                          for t, p in zip(y_true, y_pred)],
-            "failures": (test.images[worst], captions)}
+    captions = [
+        f"true {names[y_true[i]]}\npred {names[y_pred[i]]} ({probs[i, y_pred[i]]:.2f})"
+        for i in worst
+    ]
+    timing = {
+        "params": int(model.count_params()),
+        "infer_ms_b1": profile.ms_per_image(fn, test.images[:1], params.profile_repeats),
+        "infer_ms_b256": profile.ms_per_image(
+            fn, profile.tile_to(test.images, 256), max(3, params.profile_repeats // 4)
+        ),
+    }
+    return {
+        "probs": probs,
+        "scores": scores,
+        "profile": timing,
+        "confusion": [
+            {"actual": names[t], "predicted": names[p]}
+            for t, p in zip(y_true, y_pred, strict=True)
+        ],
+        "failures": (test.images[worst], captions),
+    }
 
 
 @exit_on_error
@@ -60,25 +72,39 @@ def main() -> None:
     result = evaluate(model, test, params)
     scores = result["scores"]
     with staged_dir(cell.eval_dir) as out_dir:
-        write_json(out_dir / "predictions.json", {
-            "categories": test.categories,
-            "predictions": {str(f): [round(float(p), 7) for p in row]
-                            for f, row in zip(test.file_names, result["probs"])}})
-    write_json(cell.metrics, {
-        "test": {k: round(v, 6) for k, v in scores.items() if k != "per_class"},
-        "train": {k: summary[k] for k in ("seconds", "epochs", "best_epoch", "images_per_second")},
-        "profile": {k: round(v, 4) for k, v in result["profile"].items()},
-    })
+        write_json(
+            out_dir / "predictions.json",
+            {
+                "categories": test.categories,
+                "predictions": {
+                    str(f): [round(float(p), 7) for p in row]
+                    for f, row in zip(test.file_names, result["probs"], strict=True)
+                },
+            },
+        )
+    write_json(
+        cell.metrics,
+        {
+            "test": {k: round(v, 6) for k, v in scores.items() if k != "per_class"},
+            "train": {
+                k: summary[k] for k in ("seconds", "epochs", "best_epoch", "images_per_second")
+            },
+            "profile": {k: round(v, 4) for k, v in result["profile"].items()},
+        },
+    )
     write_json(cell.plot("confusion", "json"), result["confusion"])
     write_json(cell.plot("per_class", "json"), scores["per_class"])
     images, captions = result["failures"]
     cell.plot("failures", "png").parent.mkdir(parents=True, exist_ok=True)
-    cell.plot("failures", "png").write_bytes(plots.failures_png(
-        images, captions, f"{cell.name}: most confident mistakes"))
+    cell.plot("failures", "png").write_bytes(
+        plots.failures_png(images, captions, f"{cell.name}: most confident mistakes")
+    )
     cell.plot("curves", "png").parent.mkdir(parents=True, exist_ok=True)
     cell.plot("curves", "png").write_bytes(plots.curves_png(summary["history"], cell.name))
-    print(f"evaluate: {cell.name}: accuracy {scores['accuracy']:.4f}, "
-          f"macro F1 {scores['f1_macro']:.4f} -> {cell.metrics}")
+    print(
+        f"evaluate: {cell.name}: accuracy {scores['accuracy']:.4f}, "
+        f"macro F1 {scores['f1_macro']:.4f} -> {cell.metrics}"
+    )
 
 
 if __name__ == "__main__":

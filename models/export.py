@@ -24,8 +24,10 @@ from models.common.quiet import import_tensorflow
 
 PROJECT_PACKAGES = ("data_processing", "models", "deployment")
 ENTRY = "models/common/serving.py"
-MAIN = '"""Run the bundle\'s predictor: python -E -s code --bundle DIR --images J --out J."""\n' \
-       "from models.common.serving import main\n\nmain()\n"
+MAIN = (
+    '"""Run the bundle\'s predictor: python -E -s code --bundle DIR --images J --out J."""\n'
+    "from models.common.serving import main\n\nmain()\n"
+)
 
 
 def _module_file(module: str, root: Path) -> Path | None:
@@ -45,8 +47,11 @@ def project_imports(path: Path, root: Path = Path(".")) -> set[Path]:
             continue
         seen.add(current)
         parts = current.relative_to(root).parent.parts
-        todo += [f for i in range(1, len(parts) + 1)
-                 if (f := root.joinpath(*parts[:i], "__init__.py")).is_file()]
+        todo += [
+            f
+            for i in range(1, len(parts) + 1)
+            if (f := root.joinpath(*parts[:i], "__init__.py")).is_file()
+        ]
         for node in ast.walk(ast.parse(current.read_text(encoding="utf-8"))):
             names = []
             if isinstance(node, ast.Import):
@@ -81,17 +86,34 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     model.export(str(out_dir / "saved_model"), format="tf_saved_model", verbose=False)
     write_json(out_dir / "labels.json", summary["categories"])
     params = read_params()
-    write_json(out_dir / "params.json", {
-        "dataset": cell.dataset, "model": cell.model, "base": params.get("base"),
-        "train": params.get("train"), f"models.{cell.model}": params["models"][cell.model],
-        "spec": summary["spec"]})
+    write_json(
+        out_dir / "params.json",
+        {
+            "dataset": cell.dataset,
+            "model": cell.model,
+            "base": params.get("base"),
+            "train": params.get("train"),
+            f"models.{cell.model}": params["models"][cell.model],
+            "spec": summary["spec"],
+        },
+    )
     shutil.copy2(cell.metrics, out_dir / "metrics.json")
     files = copy_code(cell, out_dir / "code")
-    write_json(out_dir / "lineage.json", {
-        "cell": cell.name, "dataset": cell.dataset, "model": cell.model, "seed": seed,
-        **lineage.git_state(), "data": lineage.data_hashes(cell.dataset),
-        "packages": lineage.package_versions(), "python": sys.version.split()[0],
-        "train_seconds": summary["seconds"], "code": files})
+    write_json(
+        out_dir / "lineage.json",
+        {
+            "cell": cell.name,
+            "dataset": cell.dataset,
+            "model": cell.model,
+            "seed": seed,
+            **lineage.git_state(),
+            "data": lineage.data_hashes(cell.dataset),
+            "packages": lineage.package_versions(),
+            "python": sys.version.split()[0],
+            "train_seconds": summary["seconds"],
+            "code": files,
+        },
+    )
 
 
 @exit_on_error

@@ -29,33 +29,63 @@ def train(cell: Cell, params: TrainParams, arch_params, seed: int, out_dir: Path
     seed_everything(seed)
     full = load_split(cell.decoded / "train.npz")
     train_split, val_split = split_train_val(full, params.val_fraction, seed)
-    spec = ModelSpec(channels=int(full.images.shape[-1]), num_classes=len(full.categories),
-                     image_size=tuple(params.image_size), label_mode=full.label_mode)
+    spec = ModelSpec(
+        channels=int(full.images.shape[-1]),
+        num_classes=len(full.categories),
+        image_size=tuple(params.image_size),
+        label_mode=full.label_mode,
+    )
     model = models.get(cell.model).build(spec, arch_params)
-    loss = ("sparse_categorical_crossentropy" if spec.label_mode == "single"
-            else "binary_crossentropy")
+    loss = (
+        "sparse_categorical_crossentropy" if spec.label_mode == "single" else "binary_crossentropy"
+    )
     with Live(str(out_dir / "live"), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        live.log_params(json.loads(json.dumps(
-            {"dataset": cell.dataset, "model": cell.model, "seed": seed,
-             "train": params.model_dump(mode="json"), "arch": arch_params.model_dump(mode="json")}
-        )))
-        result = fit(model, to_dataset(train_split, params.batch_size, True, seed),
-                     to_dataset(val_split, params.batch_size, False, seed),
-                     params, live, out_dir, loss)
+        live.log_params(
+            json.loads(
+                json.dumps(
+                    {
+                        "dataset": cell.dataset,
+                        "model": cell.model,
+                        "seed": seed,
+                        "train": params.model_dump(mode="json"),
+                        "arch": arch_params.model_dump(mode="json"),
+                    }
+                )
+            )
+        )
+        result = fit(
+            model,
+            to_dataset(train_split, params.batch_size, True, seed),
+            to_dataset(val_split, params.batch_size, False, seed),
+            params,
+            live,
+            out_dir,
+            loss,
+        )
     epochs = len(result["history"]["loss"])
-    return {"seconds": round(result["seconds"], 3), "epochs": epochs,
-            "best_epoch": result["best_epoch"], "train_images": len(train_split.images),
-            "val_images": len(val_split.images),
-            "images_per_second": round(len(train_split.images) * epochs / result["seconds"], 1),
-            "spec": {"channels": spec.channels, "num_classes": spec.num_classes,
-                     "image_size": list(spec.image_size), "label_mode": spec.label_mode},
-            "categories": full.categories, "history": result["history"]}
+    return {
+        "seconds": round(result["seconds"], 3),
+        "epochs": epochs,
+        "best_epoch": result["best_epoch"],
+        "train_images": len(train_split.images),
+        "val_images": len(val_split.images),
+        "images_per_second": round(len(train_split.images) * epochs / result["seconds"], 1),
+        "spec": {
+            "channels": spec.channels,
+            "num_classes": spec.num_classes,
+            "image_size": list(spec.image_size),
+            "label_mode": spec.label_mode,
+        },
+        "categories": full.categories,
+        "history": result["history"],
+    }
 
 
 def curves_tsv(history: dict, metric: str) -> str:
     """Return `epoch, train, val` rows for one metric (the dvc plots data)."""
     rows = ["epoch\ttrain\tval"]
-    for epoch, (tr, va) in enumerate(zip(history[metric], history[f"val_{metric}"]), start=1):
+    pairs = zip(history[metric], history[f"val_{metric}"], strict=True)
+    for epoch, (tr, va) in enumerate(pairs, start=1):
         rows.append(f"{epoch}\t{tr:.6f}\t{va:.6f}")
     return "\n".join(rows) + "\n"
 
@@ -64,8 +94,12 @@ def curves_tsv(history: dict, metric: str) -> str:
 def main() -> None:
     cell = Cell(*sys.argv[1:3])
     if cell.model not in models.available():
-        raise DataError(PARAMS_FILE, f"a model from models/architectures/: {models.available()}",
-                        field=f"models.{cell.model}", found=repr(cell.model))
+        raise DataError(
+            PARAMS_FILE,
+            f"a model from models/architectures/: {models.available()}",
+            field=f"models.{cell.model}",
+            found=repr(cell.model),
+        )
     arch_params = load_params(f"models.{cell.model}", models.get(cell.model).Params)
     params, seed = load_params("train", TrainParams), load_params("base", BaseParams).seed
     read_params()  # the whole file parses
@@ -74,8 +108,10 @@ def main() -> None:
         write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
     for metric in ("loss", "accuracy"):
         write_text(cell.plot(metric, "tsv"), curves_tsv(summary["history"], metric))
-    print(f"train: {cell.name}: {summary['epochs']} epochs in {summary['seconds']:.1f}s, "
-          f"best epoch {summary['best_epoch']} -> {cell.train_dir}")
+    print(
+        f"train: {cell.name}: {summary['epochs']} epochs in {summary['seconds']:.1f}s, "
+        f"best epoch {summary['best_epoch']} -> {cell.train_dir}"
+    )
 
 
 if __name__ == "__main__":

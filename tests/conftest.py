@@ -28,8 +28,7 @@ def pattern(label: int, rng: np.random.Generator, size: int = 8) -> np.ndarray:
     return img
 
 
-def write_seed_dataset(root: Path, per_class: dict[str, int] | None = None,
-                       seed: int = 0) -> Path:
+def write_seed_dataset(root: Path, per_class: dict[str, int] | None = None, seed: int = 0) -> Path:
     """Write train/ and test/ with PNGs and groundtruth.csv; return root."""
     per_class = per_class or {"train": 8, "test": 4}
     rng = np.random.default_rng(seed)
@@ -64,7 +63,9 @@ def edit_params(path: Path, **sections) -> None:
     """Merge sections into a params.yaml (a None value deletes the key)."""
     data = yaml.safe_load(path.read_text())
     for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
+        if value is None:
+            data.pop(key, None)
+        elif isinstance(value, dict) and isinstance(data.get(key), dict):
             data[key].update(value)
         else:
             data[key] = value
@@ -74,5 +75,11 @@ def edit_params(path: Path, **sections) -> None:
 def run_stage(module: str, *args: str | Path, cwd: Path) -> subprocess.CompletedProcess:
     """Run `python -m module args` in cwd, as dvc would."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

@@ -53,5 +53,4 @@ def test_build_fit_save_reload(name: str, tmp_path: Path) -> None:
     assert np.isfinite(history.history["loss"][0])
     model.save(tmp_path / "m.keras")
     again = keras.saving.load_model(tmp_path / "m.keras")
-    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)

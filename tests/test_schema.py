@@ -32,8 +32,11 @@ def test_roundtrip_and_byte_identical(seed_dataset: Path, tmp_path: Path) -> Non
 def test_validate_finds_dangling_ids(seed_dataset: Path) -> None:
     dataset = seed.parse(seed_dataset)["train"]
     broken = schema.Dataset(
-        info=dataset.info, categories=dataset.categories, images=dataset.images,
-        annotations=(schema.Annotation(1, 999, 7, (0, 0, 1, 1), 1.0),))
+        info=dataset.info,
+        categories=dataset.categories,
+        images=dataset.images,
+        annotations=(schema.Annotation(1, 999, 7, (0, 0, 1, 1), 1.0),),
+    )
     problems = schema.validate(broken)
     assert any("dangling image_id 999" in p for p in problems)
     assert any("dangling category_id 7" in p for p in problems)

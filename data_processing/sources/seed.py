@@ -55,30 +55,44 @@ def _read_csv(split_dir: Path) -> list[tuple[str, str, int]]:
     """Return (filename, label, line number) rows, checked against the folder's images."""
     path = split_dir / CSV_NAME
     if not split_dir.is_dir():
-        raise DataError(split_dir, f"a split folder with images and {CSV_NAME}",
-                        found="no such folder")
+        raise DataError(
+            split_dir, f"a split folder with images and {CSV_NAME}", found="no such folder"
+        )
     if not path.is_file():
         raise DataError(path, f"a CSV file with columns {','.join(COLUMNS)}", found="no such file")
     with path.open(encoding="utf-8-sig", newline="") as f:  # utf-8-sig strips a BOM
         reader = csv.reader(f)
         header = [h.strip() for h in next(reader, [])]
         if [h.lower() for h in header] != list(COLUMNS):
-            raise DataError(path, f"header {','.join(COLUMNS)}", row=1,
-                            found=",".join(header) or "an empty file")
+            raise DataError(
+                path,
+                f"header {','.join(COLUMNS)}",
+                row=1,
+                found=",".join(header) or "an empty file",
+            )
         rows, seen = [], {}
         for line, record in enumerate(reader, start=2):
             if not any(cell.strip() for cell in record):
                 continue
             if len(record) != 2:
-                raise DataError(path, "2 columns (filename,label)", row=line,
-                                found=f"{len(record)} columns: {record}")
+                raise DataError(
+                    path,
+                    "2 columns (filename,label)",
+                    row=line,
+                    found=f"{len(record)} columns: {record}",
+                )
             filename, label = record[0].strip(), record[1].strip()
             if not filename or not label:
                 field = "filename" if not filename else "label"
                 raise DataError(path, "a non-empty value", row=line, field=field)
             if filename in seen:
-                raise DataError(path, "each filename once", row=line, field="filename",
-                                found=f"{filename!r} again (first on row {seen[filename]})")
+                raise DataError(
+                    path,
+                    "each filename once",
+                    row=line,
+                    field="filename",
+                    found=f"{filename!r} again (first on row {seen[filename]})",
+                )
             seen[filename] = line
             rows.append((filename, label, line))
     if not rows:
@@ -95,13 +109,22 @@ def _check_files(split_dir: Path, csv_path: Path, rows: list[tuple[str, str, int
         if filename not in on_disk:
             close = lower.get(filename.lower())
             hint = f"did you mean {close!r}?" if close else None
-            raise DataError(csv_path, f"an image file {split_dir / filename}", row=line,
-                            field="filename", found="no such file", hint=hint)
+            raise DataError(
+                csv_path,
+                f"an image file {split_dir / filename}",
+                row=line,
+                field="filename",
+                found="no such file",
+                hint=hint,
+            )
     listed = {filename for filename, _, _ in rows}
     extra = sorted(on_disk - listed)
     if extra:
-        raise DataError(split_dir / extra[0], f"a row for it in {csv_path}",
-                        found=f"{len(extra)} image(s) not listed: {extra[:5]}")
+        raise DataError(
+            split_dir / extra[0],
+            f"a row for it in {csv_path}",
+            found=f"{len(extra)} image(s) not listed: {extra[:5]}",
+        )
 
 
 def _images(raw_dir: Path, split: str, rows: list, cat_id: dict[str, int]) -> tuple[Image, ...]:
@@ -110,10 +133,17 @@ def _images(raw_dir: Path, split: str, rows: list, cat_id: dict[str, int]) -> tu
         try:
             width, height, _ = read_header(os.path.join(folder, filename))
         except DataError as err:
-            raise DataError(err.file, err.expected, row=f"{CSV_NAME}:{line}",
-                            found=err.found) from None
-        images.append(Image(id=image_id, file_name=f"{split}/{filename}", width=width,
-                            height=height, labels=(cat_id[label],),
-                            source=f"{split}/{CSV_NAME}:{line}"))
+            raise DataError(
+                err.file, err.expected, row=f"{CSV_NAME}:{line}", found=err.found
+            ) from None
+        images.append(
+            Image(
+                id=image_id,
+                file_name=f"{split}/{filename}",
+                width=width,
+                height=height,
+                labels=(cat_id[label],),
+                source=f"{split}/{CSV_NAME}:{line}",
+            )
+        )
     return tuple(images)
-

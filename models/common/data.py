@@ -25,15 +25,25 @@ class Split:
         return self.labels.astype(np.float32)
 
     def take(self, idx: np.ndarray) -> "Split":
-        return Split(self.images[idx], self.labels[idx], self.file_names[idx],
-                     self.categories, self.label_mode)
+        return Split(
+            self.images[idx],
+            self.labels[idx],
+            self.file_names[idx],
+            self.categories,
+            self.label_mode,
+        )
 
 
 def load_split(path: Path) -> Split:
     """Load one split of the decoded cache (no pickle: allow_pickle=False)."""
     with np.load(path, allow_pickle=False) as z:
-        return Split(z["images"], z["labels"], z["file_names"], [str(c) for c in z["categories"]],
-                     str(z["label_mode"]))
+        return Split(
+            z["images"],
+            z["labels"],
+            z["file_names"],
+            [str(c) for c in z["categories"]],
+            str(z["label_mode"]),
+        )
 
 
 def split_train_val(split: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
@@ -42,8 +52,9 @@ def split_train_val(split: Split, val_fraction: float, seed: int) -> tuple[Split
 
     idx = np.arange(len(split.images))
     stratify = split.targets if split.label_mode == "single" else None
-    train, val = train_test_split(idx, test_size=val_fraction, random_state=seed,
-                                  stratify=stratify)
+    train, val = train_test_split(
+        idx, test_size=val_fraction, random_state=seed, stratify=stratify
+    )
     return split.take(np.sort(train)), split.take(np.sort(val))
 
 

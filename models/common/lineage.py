@@ -21,8 +21,10 @@ def git_state() -> dict:
     """Return {"commit", "dirty"}; dirty ignores dvc.lock, which a running repro rewrites."""
     status = _git("status", "--porcelain", "--untracked-files=no")
     changed = [line for line in (status or "").splitlines() if not line.endswith("dvc.lock")]
-    return {"commit": _git("rev-parse", "HEAD"), "dirty": bool(changed) if status is not None
-            else None}
+    return {
+        "commit": _git("rev-parse", "HEAD"),
+        "dirty": bool(changed) if status is not None else None,
+    }
 
 
 def data_hashes(dataset: str, lock_file: Path = Path("dvc.lock")) -> dict:

@@ -22,15 +22,21 @@ def summary(y_true: np.ndarray, y_pred: np.ndarray, names: list[str]) -> dict:
 
     labels = list(range(len(names)))
     p, r, f, support = skm.precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0)
+        y_true, y_pred, labels=labels, zero_division=0
+    )
     return {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "f1_macro": float(f.mean()),
         "precision_macro": float(p.mean()),
         "recall_macro": float(r.mean()),
         "per_class": [
-            {"class": n, "precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-             "support": int(support[i])}
+            {
+                "class": n,
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(support[i]),
+            }
             for i, n in enumerate(names)
         ],
     }

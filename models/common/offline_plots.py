@@ -10,8 +10,11 @@ Run: python -m models.common.offline_plots .venv/vega/node_modules .dvc/plots/of
 import sys
 from pathlib import Path
 
-SCRIPTS = ("vega/build/vega.min.js", "vega-lite/build/vega-lite.min.js",
-           "vega-embed/build/vega-embed.min.js")
+SCRIPTS = (
+    "vega/build/vega.min.js",
+    "vega-lite/build/vega-lite.min.js",
+    "vega-embed/build/vega-embed.min.js",
+)
 
 ESCAPED_END = "<\\/script"  # a literal "</script" inside inlined JS would end the tag
 PAGE = """<!DOCTYPE html>

@@ -19,7 +19,7 @@ def _png(fig) -> bytes:
 def curves_png(history: dict, title: str) -> bytes:
     """Loss and accuracy vs epoch, train and val, side by side."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, metric in zip(axes, ("loss", "accuracy")):
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         epochs = range(1, len(history[metric]) + 1)
         ax.plot(epochs, history[metric], label="train")
         ax.plot(epochs, history[f"val_{metric}"], label="val", linestyle="--")
@@ -37,9 +37,15 @@ def failures_png(images: np.ndarray, captions: list[str], title: str) -> bytes:
     fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, image, caption in zip(axes.flat, images, captions):
-        ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None,
-                  interpolation="nearest", vmin=0, vmax=255)
+    # more axes than images: the spare ones stay blank
+    for ax, image, caption in zip(axes.flat, images, captions, strict=False):
+        ax.imshow(
+            image.squeeze(),
+            cmap="gray" if image.shape[-1] == 1 else None,
+            interpolation="nearest",
+            vmin=0,
+            vmax=255,
+        )
         ax.set_title(caption, fontsize=8)
     if not len(images):
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")

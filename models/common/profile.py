@@ -9,8 +9,9 @@ def compiled(model):
     """Return a traced tf.function over the model (no XLA: slower on this CPU)."""
     import tensorflow as tf
 
-    return tf.function(lambda x: model(x, training=False), jit_compile=False,
-                       reduce_retracing=True)
+    return tf.function(
+        lambda x: model(x, training=False), jit_compile=False, reduce_retracing=True
+    )
 
 
 def ms_per_image(fn, batch: np.ndarray, repeats: int) -> float:

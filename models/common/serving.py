@@ -36,8 +36,9 @@ class Predictor:
         self.model = keras.saving.load_model(self.bundle_dir / "model.keras", compile=False)
         self.channels = int(self.model.inputs[0].shape[-1])
         spec = tf.TensorSpec([None, None, None, self.channels], tf.uint8)
-        self._fn = tf.function(lambda x: self.model(x, training=False),
-                               input_signature=[spec], jit_compile=False)
+        self._fn = tf.function(
+            lambda x: self.model(x, training=False), input_signature=[spec], jit_compile=False
+        )
 
     def prepare(self, image: "PILImage.Image | bytes | Path | str") -> np.ndarray:
         """Return uint8 [H, W, C] for a PIL image, encoded bytes or a file path."""
@@ -74,10 +75,18 @@ def main() -> None:
     predictor = Predictor(args.bundle)
     paths = json.loads(args.images.read_text())
     probs = {p: [float(v) for v in predictor.predict(p)] for p in paths}
-    args.out.write_text(json.dumps({
-        "labels": predictor.labels, "channels": predictor.channels, "predictions": probs,
-        "foreign_modules": foreign_modules(Path(__file__).parents[2]),
-        "sys_path": sys.path}, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {
+                "labels": predictor.labels,
+                "channels": predictor.channels,
+                "predictions": probs,
+                "foreign_modules": foreign_modules(Path(__file__).parents[2]),
+                "sys_path": sys.path,
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -43,8 +43,9 @@ def keras_name(metric: str) -> str:
     return f"val_{name}" if split == "val" else name
 
 
-def fit(model: keras.Model, train_ds, val_ds, params: TrainParams, live, out_dir: Path,
-        loss: str) -> dict:
+def fit(
+    model: keras.Model, train_ds, val_ds, params: TrainParams, live, out_dir: Path, loss: str
+) -> dict:
     """Compile and train; keep the best checkpoint at out_dir/model.keras.
 
     Args:
@@ -58,22 +59,31 @@ def fit(model: keras.Model, train_ds, val_ds, params: TrainParams, live, out_dir
     Returns:
         {"history": {keras metric: [per epoch]}, "seconds": float, "best_epoch": int}
     """
-    model.compile(optimizer=keras.optimizers.Adam(params.learning_rate), loss=loss,
-                  metrics=["accuracy"], jit_compile=False)  # XLA is 5-6x slower on this CPU
+    model.compile(
+        optimizer=keras.optimizers.Adam(params.learning_rate),
+        loss=loss,
+        metrics=["accuracy"],
+        jit_compile=False,
+    )  # XLA is 5-6x slower on this CPU
     monitor = keras_name(params.early_stopping.monitor)
     mode = "min" if monitor.endswith("loss") else "max"
     callbacks = [
-        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode,
-                                      patience=params.early_stopping.patience,
-                                      restore_best_weights=True),
-        keras.callbacks.ModelCheckpoint(out_dir / "model.keras", monitor=monitor, mode=mode,
-                                        save_best_only=True),
+        keras.callbacks.EarlyStopping(
+            monitor=monitor,
+            mode=mode,
+            patience=params.early_stopping.patience,
+            restore_best_weights=True,
+        ),
+        keras.callbacks.ModelCheckpoint(
+            out_dir / "model.keras", monitor=monitor, mode=mode, save_best_only=True
+        ),
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), write_graph=False),
         LiveLogger(live),
     ]
     start = time.perf_counter()
-    history = model.fit(train_ds, validation_data=val_ds, epochs=params.epochs,
-                        callbacks=callbacks, verbose=2)
+    history = model.fit(
+        train_ds, validation_data=val_ds, epochs=params.epochs, callbacks=callbacks, verbose=2
+    )
     seconds = time.perf_counter() - start
     scores = history.history[monitor]
     best = scores.index(min(scores) if mode == "min" else max(scores))
