@@ -14,7 +14,6 @@ Run: python -m data_processing.decode datasets/raw/digits datasets/normalized/di
          datasets/decoded/digits
 """
 
-import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -25,6 +24,7 @@ from PIL import Image as PILImage
 from data_processing import schema
 from data_processing.errors import exit_on_error
 from data_processing.images import channels_for, decode, read_header
+from data_processing.io import staged_dir
 
 
 def decode_split(
@@ -63,13 +63,9 @@ def main() -> None:
     raw_dir, norm_dir, out_dir = (Path(a) for a in sys.argv[1:4])
     splits = {p.stem: schema.load(p) for p in sorted(norm_dir.glob("*.json"))}
     channels, size = common_format(raw_dir, splits)
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for split, dataset in splits.items():
-        np.savez(tmp / f"{split}.npz", **decode_split(raw_dir, dataset, channels, size))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with staged_dir(out_dir) as tmp:
+        for split, dataset in splits.items():
+            np.savez(tmp / f"{split}.npz", **decode_split(raw_dir, dataset, channels, size))
     print(f"decode: {raw_dir.name}: {size[0]}x{size[1]}x{channels} -> {out_dir}")
 
 

@@ -8,13 +8,13 @@ Run: python -m data_processing.digits datasets/raw/digits
 """
 
 import csv
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
 
+from data_processing.io import staged_dir
 from data_processing.params import BaseParams, Params, load_params
 
 
@@ -41,19 +41,16 @@ def write_seed_format(
     images: np.ndarray, labels: np.ndarray, splits: dict[str, np.ndarray], out_dir: Path
 ) -> None:
     """Write PNGs and groundtruth.csv per split into a temporary folder, then move it in place."""
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for split, idx in splits.items():
-        (tmp / split).mkdir(parents=True)
-        with (tmp / split / "groundtruth.csv").open("w", newline="") as f:
-            writer = csv.writer(f, lineterminator="\n")
-            writer.writerow(["filename", "label"])
-            for i in idx:
-                name = f"digit_{i:04d}.png"
-                PILImage.fromarray(images[i], "L").save(tmp / split / name, optimize=False)
-                writer.writerow([name, str(labels[i])])
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with staged_dir(out_dir) as tmp:
+        for split, idx in splits.items():
+            (tmp / split).mkdir()
+            with (tmp / split / "groundtruth.csv").open("w", newline="") as f:
+                writer = csv.writer(f, lineterminator="\n")
+                writer.writerow(["filename", "label"])
+                for i in idx:
+                    name = f"digit_{i:04d}.png"
+                    PILImage.fromarray(images[i], "L").save(tmp / split / name)
+                    writer.writerow([name, str(labels[i])])
 
 
 def main() -> None:

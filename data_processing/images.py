@@ -7,6 +7,8 @@ images to arrays in exactly the same way.
 import os
 import struct
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -67,6 +69,20 @@ def _png_header(path: Path) -> tuple[int, int, str] | None:
     return width, height, mode
 
 
+@contextmanager
+def _opened(path: Path, expected: str) -> Iterator[PILImage.Image]:
+    """Open an image with Pillow; any failure inside becomes a DataError naming the file."""
+    try:
+        with PILImage.open(path) as im:
+            yield im
+    except FileNotFoundError:
+        raise DataError(path, "an image file", found="no such file") from None
+    except PILImage.DecompressionBombError as err:
+        raise DataError(path, "an image under the pixel limit", found=str(err)) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise DataError(path, expected, found=str(err)) from None
+
+
 def read_header(path: Path) -> tuple[int, int, str]:
     """Return (width, height, mode) from the header only, without decoding the pixels.
 
@@ -76,18 +92,14 @@ def read_header(path: Path) -> tuple[int, int, str]:
     try:
         if (header := _png_header(path)) is not None:
             return header
-        with PILImage.open(path) as im:
-            width, height = im.size
-            orientation = im.getexif().get(0x0112, 1) if im.format == "JPEG" else 1
-            if orientation in (5, 6, 7, 8):  # EXIF rotations by 90 degrees swap the sides
-                width, height = height, width
-            return width, height, im.mode
-    except FileNotFoundError:
-        raise DataError(path, "an image file", found="no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(path, "a readable PNG, JPEG, BMP or GIF image", found=str(err)) from None
-    except PILImage.DecompressionBombError as err:
-        raise DataError(path, "an image under the pixel limit", found=str(err)) from None
+    except OSError:
+        pass  # Pillow below reports it
+    with _opened(path, "a readable PNG, JPEG, BMP or GIF image") as im:
+        width, height = im.size
+        orientation = im.getexif().get(0x0112, 1) if im.format == "JPEG" else 1
+        if orientation in (5, 6, 7, 8):  # EXIF rotations by 90 degrees swap the sides
+            width, height = height, width
+        return width, height, im.mode
 
 
 def channels_for(modes: set[str]) -> int:
@@ -100,9 +112,8 @@ def to_array(im: PILImage.Image, channels: int) -> np.ndarray:
     if im.format in ("JPEG", "MPO", "TIFF", "WEBP") or "exif" in im.info:
         im = ImageOps.exif_transpose(im)
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if im.mode != "I" or arr.max() > 255 else 255.0
-        gray = PILImage.fromarray(np.round(arr * 255.0 / top).astype(np.uint8), "L")
+        arr = np.clip(np.asarray(im, dtype=np.float64), 0, 65535)  # Pillow opens 16-bit as I
+        gray = PILImage.fromarray(np.round(arr * (255.0 / 65535.0)).astype(np.uint8), "L")
         im = gray if channels == 1 else gray.convert("RGB")
     elif im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
@@ -115,13 +126,6 @@ def to_array(im: PILImage.Image, channels: int) -> np.ndarray:
 
 def decode(path: Path, channels: int) -> np.ndarray:
     """Fully decode an image file to uint8 [H, W, channels] (DataError if unreadable/truncated)."""
-    try:
-        with PILImage.open(path) as im:
-            im.load()
-            return to_array(im, channels)
-    except FileNotFoundError:
-        raise DataError(path, "an image file", found="no such file") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise DataError(path, "a complete, decodable image", found=str(err)) from None
-    except PILImage.DecompressionBombError as err:
-        raise DataError(path, "an image under the pixel limit", found=str(err)) from None
+    with _opened(path, "a complete, decodable image") as im:
+        im.load()
+        return to_array(im, channels)

@@ -6,12 +6,12 @@ The whole folder is written aside and renamed into place: no half-written output
 Run: python -m data_processing.normalize datasets/raw/digits datasets/normalized/digits
 """
 
-import shutil
 import sys
 from pathlib import Path
 
 from data_processing import schema, sources
 from data_processing.errors import DataError, exit_on_error
+from data_processing.io import staged_dir
 from data_processing.params import Params, load_params
 
 
@@ -38,12 +38,9 @@ def normalize(raw_dir: Path, fmt: str) -> dict[str, schema.Dataset]:
 
 def write(splits: dict[str, schema.Dataset], out_dir: Path) -> None:
     """Write every split into a temporary folder, then swap it in."""
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for split, dataset in splits.items():
-        schema.save(dataset, tmp / f"{split}.json")
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+    with staged_dir(out_dir) as tmp:
+        for split, dataset in splits.items():
+            schema.save(dataset, tmp / f"{split}.json")
 
 
 @exit_on_error

@@ -6,12 +6,12 @@ Output is deterministic (ids by sorted file name, no timestamps) so DVC's cache 
 """
 
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from data_processing.errors import DataError
+from data_processing.io import write_text
 
 FORMAT_VERSION = "1.0"
 
@@ -103,13 +103,9 @@ def to_json(dataset: Dataset) -> dict:
 
 
 def save(dataset: Dataset, path: Path) -> None:
-    """Write atomically: a temporary file renamed into place, never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write compact JSON atomically (a temporary file renamed into place)."""
     text = json.dumps(to_json(dataset), allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-    tmp.write_text(text + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text + "\n")
 
 
 def load(path: Path) -> Dataset:

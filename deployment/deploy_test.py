@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from data_processing.errors import DataError, exit_on_error
+from data_processing.io import write_json
 from data_processing.params import BaseParams, Params, load_params
 
 RAW = Path("datasets/raw")
@@ -133,11 +134,7 @@ def main() -> None:
             bundle, [raw_dir / f for f in samples] + list(variants.values()), Path(tmp)
         )
     checks = compare(expected, got, samples, raw_dir, labels)
-    tmp_out = out_path.with_name(f".{out_path.name}.tmp")
-    tmp_out.write_text(
-        json.dumps({"deploy_test": {"model": pointer["name"], **checks}}, indent=2) + "\n"
-    )
-    os.replace(tmp_out, out_path)
+    write_json(out_path, {"deploy_test": {"model": pointer["name"], **checks}})
     print(f"deploy_test: {pointer['name']}: {'passed' if checks['passed'] else 'FAILED'} {checks}")
     if not checks["passed"]:
         raise SystemExit(1)

@@ -11,11 +11,11 @@ Run: python -m deployment.select models/metrics models/runs deployment/productio
 
 import hashlib
 import json
-import os
 import sys
 from pathlib import Path
 
 from data_processing.errors import DataError, exit_on_error
+from data_processing.io import write_json
 from data_processing.params import Params, load_params, read_params
 
 GATE_REPORT = Path("deployment/gate.json")
@@ -61,12 +61,6 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)  # atomic: readers see the old or the new pointer, never half
-
-
 @exit_on_error
 def main() -> None:
     metrics_dir, runs_dir, pointer = (Path(a) for a in sys.argv[1:4])
@@ -79,7 +73,7 @@ def main() -> None:
             raise DataError(path, "the metrics of every cell", found="no such file")
         candidates[f"{dataset}-{model}"] = json.loads(path.read_text())
     best, report = choose(candidates, params)
-    _write_json(GATE_REPORT, {"gate": params.model_dump(), "selected": best, "candidates": report})
+    write_json(GATE_REPORT, {"gate": params.model_dump(), "selected": best, "candidates": report})
     for name, r in sorted(report.items()):
         print(
             f"select: {name}: F1 {r['f1_macro']:.4f} "
@@ -96,7 +90,7 @@ def main() -> None:
         )
     dataset, model = next(c for c in cells if f"{c[0]}-{c[1]}" == best)
     bundle = runs_dir / best / "bundle"
-    _write_json(
+    write_json(
         pointer,
         {
             "name": best,

@@ -13,10 +13,10 @@ import sys
 import numpy as np
 
 from data_processing.errors import exit_on_error
+from data_processing.io import staged_dir, write_json
 from data_processing.params import Params, load_params
 from models.common import metrics, plots, profile
 from models.common.data import Split, load_split
-from models.common.io import staged_dir, write_json
 from models.common.paths import Cell
 from models.common.quiet import import_tensorflow
 

@@ -4,7 +4,7 @@
     labels.json      output index -> class      params.json    resolved params and model spec
     metrics.json     the cell's test metrics    lineage.json   git commit, data hashes, versions
     code/            the model file, every project module it imports, and serving.py;
-                     `python -E -s code --bundle . ...` predicts with nothing else on the path
+                     `python -B -E -s code --bundle . ...` predicts with nothing else on the path
 
 Run: python -m models.export digits cnn
 """
@@ -16,16 +16,16 @@ import sys
 from pathlib import Path
 
 from data_processing.errors import exit_on_error
+from data_processing.io import staged_dir, write_json, write_text
 from data_processing.params import BaseParams, load_params, read_params
 from models.common import lineage
-from models.common.io import staged_dir, write_json, write_text
 from models.common.paths import Cell
 from models.common.quiet import import_tensorflow
 
 PROJECT_PACKAGES = ("data_processing", "models", "deployment")
 ENTRY = "models/common/serving.py"
 MAIN = (
-    '"""Run the bundle\'s predictor: python -E -s code --bundle DIR --images J --out J."""\n'
+    '"""Run the bundle\'s predictor: python -B -E -s code --bundle DIR --images J --out J."""\n'
     "from models.common.serving import main\n\nmain()\n"
 )
 

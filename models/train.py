@@ -13,9 +13,9 @@ from pathlib import Path
 
 import models
 from data_processing.errors import DataError, exit_on_error
-from data_processing.params import PARAMS_FILE, BaseParams, load_params, read_params
+from data_processing.io import staged_dir, write_text
+from data_processing.params import PARAMS_FILE, BaseParams, load_params
 from models.common.data import load_split, split_train_val, to_dataset
-from models.common.io import staged_dir, write_text
 from models.common.paths import Cell
 from models.common.spec import ModelSpec, TrainParams
 
@@ -102,7 +102,6 @@ def main() -> None:
         )
     arch_params = load_params(f"models.{cell.model}", models.get(cell.model).Params)
     params, seed = load_params("train", TrainParams), load_params("base", BaseParams).seed
-    read_params()  # the whole file parses
     with staged_dir(cell.train_dir) as out_dir:
         summary = train(cell, params, arch_params, seed, out_dir)
         write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")

@@ -5,7 +5,7 @@ params.json. `Predictor` takes raw images of any size and mode (L, RGB, RGBA, 16
 palette) and converts them exactly as training did (data_processing.images.to_array).
 
 Run (the deploy test does this in a clean process whose path holds only the bundle's code/):
-    python -E -s models/runs/digits-cnn/bundle/code --bundle models/runs/digits-cnn/bundle \
+    python -B -E -s models/runs/digits-cnn/bundle/code --bundle models/runs/digits-cnn/bundle \
         --images images.json --out predictions.json
 """
 

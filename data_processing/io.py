@@ -1,4 +1,4 @@
-"""Atomic writes: every output appears whole or not at all."""
+"""Atomic writes: every output appears whole or not at all (a temporary sibling, renamed)."""
 
 import json
 import os
