@@ -6,6 +6,7 @@ Output is deterministic (ids by sorted file name, no timestamps) so DVC's cache 
 """
 
 import json
+import math
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ class Image:
     height: int
     labels: tuple[int, ...] | None = None  # category ids; None = unlabelled, () = no class
     object_counts: dict[str, int] | None = None  # class name -> count
-    mask_file: str | None = None  # mask PNG relative to the dataset root
+    mask_file: str | None = None  # mask PNG relative to the dataset root; pixel = category id
     source: str | None = None  # "<file>:<row>" the record came from, for error messages
 
 
@@ -156,11 +157,43 @@ def validate(dataset: Dataset) -> list[str]:
             problems.append(
                 f"image {image.file_name}: single-label image with {len(image.labels)} labels"
             )
+    images = {i.id: i for i in dataset.images}
     for ann in dataset.annotations:
         if ann.image_id not in known_imgs:
             problems.append(f"annotation {ann.id}: dangling image_id {ann.image_id}")
         if ann.category_id not in known_cats:
             problems.append(f"annotation {ann.id}: dangling category_id {ann.category_id}")
+        problems += _box_problems(ann, images.get(ann.image_id))
+    return problems + _count_problems(dataset)
+
+
+def _box_problems(ann: Annotation, image: Image | None) -> list[str]:
+    """A box must be finite, of positive area and inside its image."""
+    x, y, w, h = ann.bbox
+    where = f"annotation {ann.id}" + (f" ({image.source or image.file_name})" if image else "")
+    if not all(math.isfinite(v) for v in ann.bbox):
+        return [f"{where}: bbox {list(ann.bbox)} is not finite"]
+    if w <= 0 or h <= 0:
+        return [f"{where}: bbox {list(ann.bbox)} has zero area; expected w > 0 and h > 0"]
+    if image and (x < 0 or y < 0 or x + w > image.width or y + h > image.height):
+        return [f"{where}: bbox {list(ann.bbox)} leaves the {image.width}x{image.height} image"]
+    return []
+
+
+def _count_problems(dataset: Dataset) -> list[str]:
+    """object_counts must equal the box tally wherever an image has boxes."""
+    names = {c.id: c.name for c in dataset.categories}
+    tally: dict[int, Counter] = {}
+    for ann in dataset.annotations:
+        tally.setdefault(ann.image_id, Counter())[names.get(ann.category_id)] += 1
+    problems = []
+    for image in dataset.images:
+        boxes = tally.get(image.id)
+        if boxes and image.object_counts is not None and dict(boxes) != image.object_counts:
+            problems.append(
+                f"image {image.source or image.file_name}: object_counts "
+                f"{image.object_counts} disagree with its boxes {dict(boxes)}"
+            )
     return problems
 
 

@@ -1,0 +1,104 @@
+"""What every importer produces, and the one function that turns it into a Dataset.
+
+An importer reads its format into `Record`s (class *names*, boxes in pixels) and calls
+`assemble`; ids, categories, counts and label order are decided here, once, so every format
+converts to the same normalized dataset.
+"""
+
+from collections import Counter
+from dataclasses import dataclass
+
+from data_processing.schema import Annotation, Category, Dataset, Image, make_info
+
+
+MASK_ENCODING = "8-bit PNG, one pixel value per class: 0 = background, k = category id k"
+
+
+@dataclass(frozen=True)
+class Box:
+    name: str  # class name
+    x: float  # COCO convention: top-left corner and size in pixels; pixel (i, j) covers
+    y: float  # [i, i+1) x [j, j+1), so a 1-pixel box at column 3, row 5 is (3, 5, 1, 1)
+    w: float
+    h: float
+
+
+@dataclass(frozen=True)
+class Record:
+    file_name: str  # POSIX path relative to the dataset root
+    width: int
+    height: int
+    labels: tuple[str, ...] | None = None  # None: unlabelled (or: derive from boxes)
+    boxes: tuple[Box, ...] = ()
+    counts: dict[str, int] | None = None  # class name -> count, when the source gives them
+    mask_file: str | None = None
+    source: str | None = None  # "<file>:<row>" for error messages
+
+
+def natural_key(name: str) -> tuple:
+    """Sort "2" before "10", and numbers before words."""
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+def category_list(splits: dict[str, list[Record]], extra: tuple[str, ...] = ()) -> list[str]:
+    """Every class name seen in labels, boxes or counts, naturally sorted."""
+    names = set(extra)
+    for records in splits.values():
+        for r in records:
+            names.update(r.labels or ())
+            names.update(b.name for b in r.boxes)
+            names.update(r.counts or {})
+    return sorted(names, key=natural_key)
+
+
+def assemble(
+    name: str,
+    split: str,
+    records: list[Record],
+    categories: list[str],
+    label_mode: str,
+    source_format: str,
+) -> Dataset:
+    """Build one split: ids by sorted file name, annotation ids 1.. in that order.
+
+    Images with boxes but no labels get the classes present as labels; images with boxes get
+    object_counts from the box tally.
+    """
+    cat_id = {n: i for i, n in enumerate(categories, start=1)}
+    images, annotations = [], []
+    for image_id, r in enumerate(sorted(records, key=lambda r: r.file_name), start=1):
+        labels = r.labels
+        if labels is None and r.boxes:
+            labels = tuple(sorted({b.name for b in r.boxes}, key=natural_key))
+        counts = dict(Counter(b.name for b in r.boxes)) if r.boxes else r.counts
+        images.append(
+            Image(
+                id=image_id,
+                file_name=r.file_name,
+                width=r.width,
+                height=r.height,
+                labels=None if labels is None else tuple(cat_id[n] for n in labels),
+                object_counts=None if counts is None else dict(sorted(counts.items())),
+                mask_file=r.mask_file,
+                source=r.source,
+            )
+        )
+        for b in r.boxes:
+            annotations.append(
+                Annotation(
+                    id=len(annotations) + 1,
+                    image_id=image_id,
+                    category_id=cat_id[b.name],
+                    bbox=(b.x, b.y, b.w, b.h),
+                    area=b.w * b.h,
+                )
+            )
+    info = make_info(name, split, label_mode, source_format)
+    if any(r.mask_file for r in records):
+        info["mask_encoding"] = MASK_ENCODING
+    return Dataset(
+        info=info,
+        categories=tuple(Category(id=i, name=n) for n, i in cat_id.items()),
+        images=tuple(images),
+        annotations=tuple(annotations),
+    )
