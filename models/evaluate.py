@@ -24,6 +24,7 @@ from models.common.quiet import import_tensorflow
 class EvaluateParams(Params):
     n_failures: int = 16  # confident mistakes in the failure grid
     profile_repeats: int = 20  # timed calls per batch size
+    threshold: float = 0.5  # multi-label: a class is predicted at or above this probability
 
 
 def evaluate(model, test: Split, params: EvaluateParams) -> dict:
@@ -32,14 +33,9 @@ def evaluate(model, test: Split, params: EvaluateParams) -> dict:
     probs = np.concatenate(
         [np.asarray(fn(test.images[i : i + 256])) for i in range(0, len(test.images), 256)]
     )
-    y_true, y_pred = test.targets, metrics.classify(probs, test.label_mode)
-    scores = metrics.summary(y_true, y_pred, test.categories)
-    names = test.categories
-    worst = metrics.confident_mistakes(probs, y_true, params.n_failures)
-    captions = [
-        f"true {names[y_true[i]]}\npred {names[y_pred[i]]} ({probs[i, y_pred[i]]:.2f})"
-        for i in worst
-    ]
+    y, names = test.labels, test.categories
+    pred = metrics.predict(probs, test.label_mode, params.threshold)
+    worst = metrics.confident_mistakes(y, probs, pred, params.n_failures)
     timing = {
         "params": int(model.count_params()),
         "infer_ms_b1": profile.ms_per_image(fn, test.images[:1], params.profile_repeats),
@@ -49,13 +45,13 @@ def evaluate(model, test: Split, params: EvaluateParams) -> dict:
     }
     return {
         "probs": probs,
-        "scores": scores,
+        "scores": metrics.summary(y, probs, names, test.label_mode, params.threshold),
         "profile": timing,
-        "confusion": [
-            {"actual": names[t], "predicted": names[p]}
-            for t, p in zip(y_true, y_pred, strict=True)
-        ],
-        "failures": (test.images[worst], captions),
+        "confusion": metrics.confusion(y, pred, names),
+        "failures": (
+            test.images[worst],
+            [metrics.caption(y[i], probs[i], pred[i], names) for i in worst],
+        ),
     }
 
 
