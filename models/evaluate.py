@@ -38,6 +38,7 @@ def evaluate(model, test: Split, params: EvaluateParams) -> dict:
     worst = metrics.confident_mistakes(y, probs, pred, params.n_failures)
     timing = {
         "params": int(model.count_params()),
+        "saved_model_mb": profile.saved_model_mb(model),
         "infer_ms_b1": profile.ms_per_image(fn, test.images[:1], params.profile_repeats),
         "infer_ms_b256": profile.ms_per_image(
             fn, profile.tile_to(test.images, 256), max(3, params.profile_repeats // 4)

@@ -3,6 +3,7 @@
     model.keras      the best checkpoint        saved_model/   serving SavedModel (model.export)
     labels.json      output index -> class      params.json    resolved params and model spec
     metrics.json     the cell's test metrics    lineage.json   git commit, data hashes, versions
+    MODEL_CARD.md    what it is, its data, metrics, intended use and limits
     code/            the model file, every project module it imports, and serving.py;
                      `python -B -E -s code --bundle . ...` predicts with nothing else on the path
 
@@ -19,6 +20,7 @@ from data_processing.errors import exit_on_error
 from data_processing.io import staged_dir, write_json, write_text
 from data_processing.params import BaseParams, load_params, read_params
 from models.common import lineage
+from models.common.card import model_card
 from models.common.paths import Cell
 from models.common.quiet import import_tensorflow
 
@@ -99,21 +101,35 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     )
     shutil.copy2(cell.metrics, out_dir / "metrics.json")
     files = copy_code(cell, out_dir / "code")
-    write_json(
-        out_dir / "lineage.json",
-        {
-            "cell": cell.name,
-            "dataset": cell.dataset,
-            "model": cell.model,
-            "seed": seed,
-            **lineage.git_state(),
-            "data": lineage.data_hashes(cell.dataset),
-            "packages": lineage.package_versions(),
-            "python": sys.version.split()[0],
-            "train_seconds": summary["seconds"],
-            "code": files,
+    data = lineage.data_hashes(cell.dataset)
+    per_class = json.loads(cell.plot("per_class", "json").read_text())
+    record = {
+        "cell": cell.name,
+        "dataset": cell.dataset,
+        "dataset_version": data.get(f"datasets/raw/{cell.dataset}"),
+        "model": cell.model,
+        "seed": seed,
+        **lineage.git_state(),
+        "data": data,
+        "images": {
+            "train": summary["train_images"],
+            "val": summary["val_images"],
+            "test": sum(row["support"] for row in per_class),
         },
+        "packages": lineage.package_versions(),
+        "python": sys.version.split()[0],
+        "training_seconds": summary["seconds"],
+        "code": files,
+    }
+    write_json(out_dir / "lineage.json", record)
+    card = model_card(
+        record,
+        json.loads((out_dir / "params.json").read_text()),
+        json.loads(cell.metrics.read_text()),
+        per_class,
+        summary["categories"],
     )
+    write_text(out_dir / "MODEL_CARD.md", card)
 
 
 @exit_on_error

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import ROOT, edit_params, write_seed_dataset
 
 pytestmark = pytest.mark.slow
@@ -50,6 +51,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, repo / rel)
     (repo / "dvc.lock").unlink(missing_ok=True)
+    grid = yaml.safe_load((repo / "params.yaml").read_text())["models"]
+    edit_params(repo / "params.yaml", models=None)  # the grid: two models
+    edit_params(repo / "params.yaml", models={m: grid[m] for m in ("mlp", "cnn")})
     edit_params(
         repo / "params.yaml",
         datasets=["tiny"],
@@ -77,6 +81,7 @@ def test_repro_writes_metrics_for_every_cell(repo: Path) -> None:
         metrics = json.loads((repo / f"models/metrics/tiny-{model}.json").read_text())
         assert 0.0 <= metrics["test"]["f1_macro"] <= 1.0
         assert metrics["profile"]["params"] > 0 and metrics["profile"]["infer_ms_b1"] > 0
+        assert metrics["profile"]["saved_model_mb"] > 0
         for kind, ext in (
             ("confusion", "json"),
             ("failures", "png"),
@@ -101,6 +106,7 @@ def test_bundle_contents_and_lineage(repo: Path) -> None:
         "params.json",
         "metrics.json",
         "lineage.json",
+        "MODEL_CARD.md",
         "code/__main__.py",
         f"code/models/architectures/{pointer['model']}.py",
         "code/models/common/serving.py",
@@ -111,6 +117,11 @@ def test_bundle_contents_and_lineage(repo: Path) -> None:
     lineage = json.loads((bundle / "lineage.json").read_text())
     assert len(lineage["commit"]) == 40 and lineage["seed"] == 42
     assert lineage["data"]["datasets/raw/tiny"]  # md5 from dvc.lock
+    assert lineage["dataset_version"] == lineage["data"]["datasets/raw/tiny"]
+    assert lineage["images"] == {"train": 30, "val": 6, "test": 12}
+    card = (bundle / "MODEL_CARD.md").read_text()
+    assert f"# Model card: tiny-{pointer['model']}" in card and "## Limits" in card
+    assert "| bar |" in card  # per-class metrics table
     assert lineage["packages"]["tensorflow"] == "2.21.0"
 
 

@@ -1,0 +1,64 @@
+"""MODEL_CARD.md for an export bundle: what it is, its data, its metrics, use and limits."""
+
+
+def _table(rows: list[dict], keys: list[str]) -> list[str]:
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    for row in rows:
+        cells = [f"{row[k]:.4f}" if isinstance(row[k], float) else str(row[k]) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def model_card(
+    lineage: dict, params: dict, metrics: dict, per_class: list[dict], labels: list[str]
+) -> str:
+    """Return the card as Markdown, from the bundle's own lineage, params and metrics."""
+    spec, train = params["spec"], params["train"]
+    height, width = spec["image_size"]
+    test = metrics["test"]
+    lines = [
+        f"# Model card: {lineage['cell']}",
+        "",
+        f"A `{lineage['model']}` image classifier trained by reprovision on the "
+        f"`{lineage['dataset']}` dataset ({spec['label_mode']}-label, "
+        f"{spec['num_classes']} classes: {', '.join(labels)}).",
+        "",
+        "## Data",
+        f"- dataset `{lineage['dataset']}`, version (md5 of the raw data): "
+        f"`{lineage.get('dataset_version')}`",
+        f"- train/validation/test images: {lineage.get('images', {})}",
+        f"- seed {lineage['seed']}; git commit `{lineage['commit']}`"
+        f"{' (uncommitted changes)' if lineage['dirty'] else ''}",
+        "",
+        "## Metrics (test split)",
+        *_table([{k: v for k, v in test.items()}], list(test)),
+        "",
+        "Per class:",
+        *_table(per_class, ["class", "precision", "recall", "f1", "support"]),
+        "",
+        "## Training",
+        f"- epochs {metrics['train']['epochs']} (best {metrics['train']['best_epoch']}), "
+        f"batch {train['batch_size']}, learning rate {train['learning_rate']}, "
+        f"{metrics['train']['seconds']:.1f} s on CPU",
+        f"- parameters {metrics['profile']['params']:,}; inference "
+        f"{metrics['profile']['infer_ms_b1']:.2f} ms/image at batch 1",
+        "",
+        "## Intended use",
+        f"Classifying images like those of `{lineage['dataset']}` into the classes above. "
+        "Inputs are raw uint8 images of any size and mode; the graph resizes them to "
+        f"{height}x{width} and rescales to 0..1, and `code/` converts modes as training did "
+        f"({'grayscale' if spec['channels'] == 1 else 'RGB'}).",
+        "",
+        "## Limits",
+        "- Only these classes exist: an image of anything else still gets one of them"
+        + (" (check the score)." if spec["label_mode"] == "single" else "."),
+        f"- Images far from the training distribution ({lineage['dataset']}) are unreliable; "
+        "the metrics above hold only for data like its test split.",
+        "- Scores are not calibrated probabilities.",
+        "",
+        "## Files",
+        "model.keras, saved_model/ (serving signature: uint8 [N, H, W, C]), labels.json, "
+        "params.json, metrics.json, lineage.json, code/ "
+        "(`python -B -E -s code --bundle . --images IMAGES.json --out OUT.json`).",
+    ]
+    return "\n".join(lines) + "\n"
