@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 from data_processing.schema import Annotation, Category, Dataset, Image, make_info
 
-
 MASK_ENCODING = "8-bit PNG, one pixel value per class: 0 = background, k = category id k"
 
 

@@ -1,6 +1,7 @@
 """Select the production model: the best cell by test macro F1 among those that pass the gate.
 
-Reads models/metrics/<cell>.json for every cell of the current params (datasets x models).
+Reads models/metrics/<cell>.json for every cell of the current params (datasets x models x
+hparams).
 Writes deployment/gate.json (every candidate, pass or fail, and why) and, when one passes,
 the pointer deployment/production.json. When none passes it says so and leaves the
 previous pointer unchanged (the stage output is `persist: true`); with no previous pointer
@@ -65,13 +66,18 @@ def sha256(path: Path) -> str:
 def main() -> None:
     metrics_dir, runs_dir, pointer = (Path(a) for a in sys.argv[1:4])
     params, grid = load_params("select", SelectParams), read_params()
-    cells = [(d, m) for d in grid["datasets"] for m in grid["models"]]
+    cells = {
+        f"{d}-{m}-{h}": {"dataset": d, "model": m, "hparams": h}
+        for d in grid["datasets"]
+        for m in grid["models"]
+        for h in grid["hparams"]
+    }
     candidates = {}
-    for dataset, model in cells:
-        path = metrics_dir / f"{dataset}-{model}.json"
+    for name in cells:
+        path = metrics_dir / f"{name}.json"
         if not path.is_file():
             raise DataError(path, "the metrics of every cell", found="no such file")
-        candidates[f"{dataset}-{model}"] = json.loads(path.read_text())
+        candidates[name] = json.loads(path.read_text())
     best, report = choose(candidates, params)
     write_json(GATE_REPORT, {"gate": params.model_dump(), "selected": best, "candidates": report})
     for name, r in sorted(report.items()):
@@ -88,14 +94,12 @@ def main() -> None:
             "a candidate that passes the gate in params.yaml `select`",
             found="none, and no previous pointer to keep",
         )
-    dataset, model = next(c for c in cells if f"{c[0]}-{c[1]}" == best)
     bundle = runs_dir / best / "bundle"
     write_json(
         pointer,
         {
             "name": best,
-            "dataset": dataset,
-            "model": model,
+            **cells[best],
             "bundle": bundle.as_posix(),
             "sha256": sha256(bundle / "model.keras"),
             "eval_predictions": (runs_dir / best / "eval" / "predictions.json").as_posix(),

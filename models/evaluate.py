@@ -4,7 +4,7 @@ Reads models/runs/<cell>/train/ and datasets/decoded/<dataset>/test.npz. Writes
 models/metrics/<cell>.json, models/runs/<cell>/eval/predictions.json and the plots
 models/plots/{confusion,per_class}/<cell>.json and {failures,curves}/<cell>.png.
 
-Run: python -m models.evaluate digits cnn
+Run: python -m models.evaluate digits cnn base
 """
 
 import json
@@ -58,7 +58,7 @@ def evaluate(model, test: Split, params: EvaluateParams) -> dict:
 
 @exit_on_error
 def main() -> None:
-    cell = Cell(*sys.argv[1:3])
+    cell = Cell(*sys.argv[1:4])
     params = load_params("evaluate", EvaluateParams)
     import_tensorflow()
     import keras

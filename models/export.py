@@ -7,7 +7,7 @@
     code/            the model file, every project module it imports, and serving.py;
                      `python -B -E -s code --bundle . ...` predicts with nothing else on the path
 
-Run: python -m models.export digits cnn
+Run: python -m models.export digits cnn base
 """
 
 import ast
@@ -18,11 +18,12 @@ from pathlib import Path
 
 from data_processing.errors import exit_on_error
 from data_processing.io import staged_dir, write_json, write_text
-from data_processing.params import BaseParams, load_params, read_params
+from data_processing.params import BaseParams, load_params
 from models.common import lineage
 from models.common.card import model_card
 from models.common.paths import Cell
 from models.common.quiet import import_tensorflow
+from models.common.spec import HParams, TrainParams
 
 PROJECT_PACKAGES = ("data_processing", "models", "deployment")
 ENTRY = "models/common/serving.py"
@@ -77,6 +78,26 @@ def copy_code(cell: Cell, code_dir: Path) -> list[str]:
     return sorted(f.as_posix() for f in files)
 
 
+def resolved_params(cell: Cell, spec: dict) -> dict:
+    """Every params section the cell used, with defaults filled in, plus the model spec."""
+    import models
+
+    sections = {
+        "base": BaseParams,
+        "train": TrainParams,
+        f"hparams.{cell.hparams}": HParams,
+        f"models.{cell.model}": models.get(cell.model).Params,
+    }
+    resolved = {k: load_params(k, cls).model_dump(mode="json") for k, cls in sections.items()}
+    return {
+        "dataset": cell.dataset,
+        "model": cell.model,
+        "hparams": cell.hparams,
+        **resolved,
+        "spec": spec,
+    }
+
+
 def export(cell: Cell, out_dir: Path, seed: int) -> None:
     """Write the bundle for `cell` into out_dir."""
     import_tensorflow()
@@ -87,18 +108,7 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     shutil.copy2(cell.train_dir / "model.keras", out_dir / "model.keras")
     model.export(str(out_dir / "saved_model"), format="tf_saved_model", verbose=False)
     write_json(out_dir / "labels.json", summary["categories"])
-    params = read_params()
-    write_json(
-        out_dir / "params.json",
-        {
-            "dataset": cell.dataset,
-            "model": cell.model,
-            "base": params.get("base"),
-            "train": params.get("train"),
-            f"models.{cell.model}": params["models"][cell.model],
-            "spec": summary["spec"],
-        },
-    )
+    write_json(out_dir / "params.json", resolved_params(cell, summary["spec"]))
     shutil.copy2(cell.metrics, out_dir / "metrics.json")
     files = copy_code(cell, out_dir / "code")
     data = lineage.data_hashes(cell.dataset)
@@ -108,6 +118,7 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
         "dataset": cell.dataset,
         "dataset_version": data.get(f"datasets/raw/{cell.dataset}"),
         "model": cell.model,
+        "hparams": cell.hparams,
         "seed": seed,
         **lineage.git_state(),
         "data": data,
@@ -134,7 +145,7 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
 
 @exit_on_error
 def main() -> None:
-    cell = Cell(*sys.argv[1:3])
+    cell = Cell(*sys.argv[1:4])
     seed = load_params("base", BaseParams).seed
     with staged_dir(cell.bundle_dir) as out_dir:
         export(cell, out_dir, seed)

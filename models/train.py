@@ -1,10 +1,11 @@
 """Train one cell (dataset x model) from the decoded cache; keep the best checkpoint.
 
-Reads datasets/decoded/<dataset>/train.npz and params `base`, `train`, `models.<model>`.
+Reads datasets/decoded/<dataset>/train.npz and params `base`, `train`, `hparams.<set>` and
+`models.<model>`.
 Writes models/runs/<cell>/train/ (model.keras, train.json, live/ from dvclive, tensorboard/)
 and the per-epoch curves models/plots/{loss,accuracy}/<cell>.tsv.
 
-Run: python -m models.train digits cnn
+Run: python -m models.train digits cnn base
 """
 
 import json
@@ -17,10 +18,12 @@ from data_processing.io import staged_dir, write_text
 from data_processing.params import PARAMS_FILE, BaseParams, load_params
 from models.common.data import load_split, split_train_val, to_dataset
 from models.common.paths import Cell
-from models.common.spec import ModelSpec, TrainParams
+from models.common.spec import HParams, ModelSpec, TrainParams
 
 
-def train(cell: Cell, params: TrainParams, arch_params, seed: int, out_dir: Path) -> dict:
+def train(
+    cell: Cell, params: TrainParams, hparams: HParams, arch_params, seed: int, out_dir: Path
+) -> dict:
     """Train `cell` into out_dir; return the train summary written to train.json."""
     from dvclive import Live
 
@@ -41,23 +44,20 @@ def train(cell: Cell, params: TrainParams, arch_params, seed: int, out_dir: Path
     )
     with Live(str(out_dir / "live"), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         live.log_params(
-            json.loads(
-                json.dumps(
-                    {
-                        "dataset": cell.dataset,
-                        "model": cell.model,
-                        "seed": seed,
-                        "train": params.model_dump(mode="json"),
-                        "arch": arch_params.model_dump(mode="json"),
-                    }
-                )
-            )
+            {
+                "cell": cell.name,
+                "seed": seed,
+                "train": params.model_dump(mode="json"),
+                "hparams": hparams.model_dump(mode="json"),
+                "arch": arch_params.model_dump(mode="json"),
+            }
         )
         result = fit(
             model,
-            to_dataset(train_split, params.batch_size, True, seed),
-            to_dataset(val_split, params.batch_size, False, seed),
+            to_dataset(train_split, hparams.batch_size, True, seed),
+            to_dataset(val_split, hparams.batch_size, False, seed),
             params,
+            hparams,
             live,
             out_dir,
             loss,
@@ -92,7 +92,7 @@ def curves_tsv(history: dict, metric: str) -> str:
 
 @exit_on_error
 def main() -> None:
-    cell = Cell(*sys.argv[1:3])
+    cell = Cell(*sys.argv[1:4])
     if cell.model not in models.available():
         raise DataError(
             PARAMS_FILE,
@@ -101,9 +101,10 @@ def main() -> None:
             found=repr(cell.model),
         )
     arch_params = load_params(f"models.{cell.model}", models.get(cell.model).Params)
+    hparams = load_params(f"hparams.{cell.hparams}", HParams)
     params, seed = load_params("train", TrainParams), load_params("base", BaseParams).seed
     with staged_dir(cell.train_dir) as out_dir:
-        summary = train(cell, params, arch_params, seed, out_dir)
+        summary = train(cell, params, hparams, arch_params, seed, out_dir)
         write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
     for metric in ("loss", "accuracy"):
         write_text(cell.plot(metric, "tsv"), curves_tsv(summary["history"], metric))

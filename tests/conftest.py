@@ -2,6 +2,7 @@
 
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -83,3 +84,59 @@ def run_stage(module: str, *args: str | Path, cwd: Path) -> subprocess.Completed
         text=True,
         timeout=600,
     )
+
+
+BIN = Path(sys.executable).parent
+OFFLINE_TEMPLATE = ".dvc/plots/offline.html"  # built by `make install`
+
+
+def sh(*cmd: str, cwd: Path, check: bool = True) -> str:
+    """Run a command with the venv first on PATH (as the Makefile does); return its output."""
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check:
+        assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc.stdout + proc.stderr
+
+
+def copy_project(repo: Path, models: tuple[str, ...] = ("mlp", "cnn")) -> Path:
+    """Copy the project (tracked and new files, and the offline plot template) into a new git
+    repo at `repo`, with params for tiny data: `models` only and one hyperparameter set,
+    `quick`. The caller adds datasets."""
+    assert (ROOT / OFFLINE_TEMPLATE).is_file(), f"{OFFLINE_TEMPLATE} missing: run `make install`"
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for rel in [*files, OFFLINE_TEMPLATE]:
+        if (ROOT / rel).is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, repo / rel)
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    grid = yaml.safe_load((repo / "params.yaml").read_text())["models"]
+    edit_params(repo / "params.yaml", models=None, hparams=None)
+    edit_params(
+        repo / "params.yaml",
+        datasets=[],
+        models={m: grid[m] for m in models},
+        train={"image_size": [16, 16], "early_stopping": {"monitor": "val/loss", "patience": 4}},
+        hparams={"quick": {"epochs": 12, "batch_size": 8, "learning_rate": 0.003}},
+        select={"min_f1": 0.0, "min_precision": 0.0, "min_recall": 0.0},
+        deploy_test={"n_samples": 6},
+        evaluate={"n_failures": 4, "profile_repeats": 3},
+    )
+    sh("git", "init", "-q", cwd=repo)
+    return repo

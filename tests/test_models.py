@@ -23,17 +23,19 @@ def test_unknown_name_lists_valid_ones() -> None:
 
 
 def test_train_stage_rejects_unknown_model(project: Path) -> None:
-    proc = run_stage("models.train", "tiny", "nosuchnet", cwd=project)
+    proc = run_stage("models.train", "tiny", "nosuchnet", "base", cwd=project)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "params.yaml, field 'models.nosuchnet'" in proc.stderr
     assert "expected a model from models/architectures/: ['cnn', 'mlp']" in proc.stderr
 
 
 def test_train_stage_rejects_wrong_type(project: Path) -> None:
-    edit_params(project / "params.yaml", train={"epochs": "ten"})
-    proc = run_stage("models.train", "tiny", "mlp", cwd=project)
+    edit_params(project / "params.yaml", hparams={"base": {"epochs": "ten"}})
+    proc = run_stage("models.train", "tiny", "mlp", "base", cwd=project)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "params.yaml, field 'train.epochs'" in proc.stderr and "found 'ten'" in proc.stderr
+    assert (
+        "params.yaml, field 'hparams.base.epochs'" in proc.stderr and "found 'ten'" in proc.stderr
+    )
 
 
 @pytest.mark.parametrize("name", models.available())

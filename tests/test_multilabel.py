@@ -38,11 +38,8 @@ def write_multilabel(project: Path, n: dict[str, int]) -> None:
 
 def test_multilabel_train_and_evaluate(project: Path) -> None:
     write_multilabel(project, {"train": 48, "test": 16})
-    edit_params(
-        project / "params.yaml",
-        datasets=["ml"],
-        train={"epochs": 5, "batch_size": 8, "image_size": [8, 8]},
-    )
+    edit_params(project / "params.yaml", datasets=["ml"], train={"image_size": [8, 8]})
+    edit_params(project / "params.yaml", hparams={"quick": {"epochs": 5, "batch_size": 8}})
     steps = [
         (
             "data_processing.decode",
@@ -50,22 +47,22 @@ def test_multilabel_train_and_evaluate(project: Path) -> None:
             "datasets/normalized/ml",
             "datasets/decoded/ml",
         ),
-        ("models.train", "ml", "mlp"),
-        ("models.evaluate", "ml", "mlp"),
+        ("models.train", "ml", "mlp", "quick"),
+        ("models.evaluate", "ml", "mlp", "quick"),
     ]
     for module, *args in steps:
         proc = run_stage(module, *args, cwd=project)
         assert proc.returncode == 0, proc.stderr[-2000:]
-    train = json.loads((project / "models/runs/ml-mlp/train/train.json").read_text())
+    train = json.loads((project / "models/runs/ml-mlp-quick/train/train.json").read_text())
     assert train["spec"]["label_mode"] == "multi"
     assert train["history"]["loss"][0] < 1.0  # binary cross-entropy, not categorical
-    test = json.loads((project / "models/metrics/ml-mlp.json").read_text())["test"]
+    test = json.loads((project / "models/metrics/ml-mlp-quick.json").read_text())["test"]
     assert {"f1_micro", "f1_macro", "map", "accuracy"} <= set(test)
-    per_class = json.loads((project / "models/plots/per_class/ml-mlp.json").read_text())
+    per_class = json.loads((project / "models/plots/per_class/ml-mlp-quick.json").read_text())
     assert [r["class"] for r in per_class] == list(NAMES)
     assert all({"ap", "tp", "fp", "fn", "tn"} <= set(r) for r in per_class)
     assert sum(r["tp"] + r["fp"] + r["fn"] + r["tn"] for r in per_class) == 16 * 2
-    probs = json.loads((project / "models/runs/ml-mlp/eval/predictions.json").read_text())
+    probs = json.loads((project / "models/runs/ml-mlp-quick/eval/predictions.json").read_text())
     rows = list(probs["predictions"].values())
     assert all(len(row) == 2 for row in rows)
     assert not all(np.isclose(sum(row), 1.0) for row in rows)  # sigmoid, not softmax

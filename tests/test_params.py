@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from data_processing.errors import DataError
-from data_processing.params import Params, load_params
-from models.common.spec import TrainParams
+from data_processing.params import Params, load_params, read_params
+from models.common.spec import HParams, TrainParams
 
 
 class Section(Params):
@@ -48,4 +48,6 @@ def test_missing_section(tmp_path: Path) -> None:
 def test_project_params_are_valid() -> None:
     root = Path(__file__).resolve().parents[1]
     params = load_params("train", TrainParams, root / "params.yaml")
-    assert len(params.image_size) == 2 and params.epochs > 0
+    assert len(params.image_size) == 2
+    for name in read_params(root / "params.yaml")["hparams"]:
+        assert load_params(f"hparams.{name}", HParams, root / "params.yaml").epochs > 0

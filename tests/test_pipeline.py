@@ -2,73 +2,23 @@
 real `dvc repro`, `dvc exp run`, `dvc exp show`, `dvc plots show` and `dvc plots diff`."""
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import ROOT, edit_params, write_seed_dataset
+from conftest import BIN, copy_project, edit_params, sh, write_seed_dataset
 
 pytestmark = pytest.mark.slow
-BIN = Path(os.sys.executable).parent
-OFFLINE_TEMPLATE = ".dvc/plots/offline.html"  # built by `make install`
-
-
-def sh(*cmd: str, cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "TF_CPP_MIN_LOG_LEVEL": "2",
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Copy the project (tracked and new files, plus the offline plot template) into a new
     git repo, add a tiny dataset with `dvc add`, and run `dvc repro` once."""
-    assert (ROOT / OFFLINE_TEMPLATE).is_file(), f"{OFFLINE_TEMPLATE} missing: run `make install`"
-    repo = tmp_path_factory.mktemp("e2e") / "repo"
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for rel in [*files, OFFLINE_TEMPLATE]:
-        if (ROOT / rel).is_file():
-            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / rel, repo / rel)
-    (repo / "dvc.lock").unlink(missing_ok=True)
-    grid = yaml.safe_load((repo / "params.yaml").read_text())["models"]
-    edit_params(repo / "params.yaml", models=None)  # the grid: two models
-    edit_params(repo / "params.yaml", models={m: grid[m] for m in ("mlp", "cnn")})
-    edit_params(
-        repo / "params.yaml",
-        datasets=["tiny"],
-        train={
-            "epochs": 12,
-            "batch_size": 8,
-            "image_size": [16, 16],
-            "early_stopping": {"monitor": "val/loss", "patience": 4},
-        },
-        select={"min_f1": 0.0, "min_precision": 0.0, "min_recall": 0.0},
-        deploy_test={"n_samples": 6},
-        evaluate={"n_failures": 4, "profile_repeats": 3},
-    )
+    repo = copy_project(tmp_path_factory.mktemp("e2e") / "repo")
+    edit_params(repo / "params.yaml", datasets=["tiny"])
     write_seed_dataset(repo / "datasets" / "raw" / "tiny", {"train": 12, "test": 4})
-    sh("git", "init", "-q", cwd=repo)
     sh("dvc", "add", "-q", "datasets/raw/tiny", cwd=repo)
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "project with a tiny dataset", cwd=repo)
@@ -78,7 +28,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_writes_metrics_for_every_cell(repo: Path) -> None:
     for model in ("mlp", "cnn"):
-        metrics = json.loads((repo / f"models/metrics/tiny-{model}.json").read_text())
+        metrics = json.loads((repo / f"models/metrics/tiny-{model}-quick.json").read_text())
         assert 0.0 <= metrics["test"]["f1_macro"] <= 1.0
         assert metrics["profile"]["params"] > 0 and metrics["profile"]["infer_ms_b1"] > 0
         assert metrics["profile"]["saved_model_mb"] > 0
@@ -90,10 +40,12 @@ def test_repro_writes_metrics_for_every_cell(repo: Path) -> None:
             ("accuracy", "tsv"),
             ("per_class", "json"),
         ):
-            assert (repo / f"models/plots/{kind}/tiny-{model}.{ext}").stat().st_size > 0
+            assert (repo / f"models/plots/{kind}/tiny-{model}-quick.{ext}").stat().st_size > 0
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo))
     data = shown[""]["data"]  # "" is the workspace
-    assert {"models/metrics/tiny-mlp.json", "models/metrics/tiny-cnn.json"} <= set(data)
+    assert {"models/metrics/tiny-mlp-quick.json", "models/metrics/tiny-cnn-quick.json"} <= set(
+        data
+    )
 
 
 def test_bundle_contents_and_lineage(repo: Path) -> None:
@@ -120,7 +72,7 @@ def test_bundle_contents_and_lineage(repo: Path) -> None:
     assert lineage["dataset_version"] == lineage["data"]["datasets/raw/tiny"]
     assert lineage["images"] == {"train": 30, "val": 6, "test": 12}
     card = (bundle / "MODEL_CARD.md").read_text()
-    assert f"# Model card: tiny-{pointer['model']}" in card and "## Limits" in card
+    assert f"# Model card: tiny-{pointer['model']}-quick" in card and "## Limits" in card
     assert "| bar |" in card  # per-class metrics table
     assert lineage["packages"]["tensorflow"] == "2.21.0"
 
@@ -143,22 +95,25 @@ def test_plots_render_offline(repo: Path) -> None:
     assert "cdn.jsdelivr" not in html and "vegaEmbed" in html
     for kind in ("loss", "accuracy", "confusion", "per_class", "failures", "curves"):
         for model in ("mlp", "cnn"):
-            assert f"models_plots_{kind}_tiny-{model}_" in html, (kind, model)
+            assert f"models_plots_{kind}_tiny-{model}-quick_" in html, (kind, model)
 
 
 def test_experiment_shows_in_table_and_plots_diff(repo: Path) -> None:
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "baseline results", cwd=repo)
-    sh("dvc", "exp", "run", "-n", "short", "-S", "train.epochs=2", cwd=repo)
+    sh("dvc", "exp", "run", "-n", "short", "-S", "hparams.quick.epochs=2", cwd=repo)
     table = sh("dvc", "exp", "show", "--csv", cwd=repo)
     header, *rows = table.strip().splitlines()
-    assert "test.f1_macro" in header and "train.epochs" in header
+    assert "test.f1_macro" in header and "hparams.quick.epochs" in header
     assert any(row.startswith("short,") or ",short," in row for row in rows), table
     diff = json.loads(sh("dvc", "plots", "diff", "HEAD", "short", "--json", cwd=repo))
     ids = set(diff["data"])
-    assert {"models/plots/confusion/tiny-cnn.json", "models/plots/loss/tiny-mlp.tsv"} <= ids
-    assert any(i.endswith("failures/tiny-mlp.png") for i in ids)
-    confusion = diff["data"]["models/plots/confusion/tiny-cnn.json"][0]
+    assert {
+        "models/plots/confusion/tiny-cnn-quick.json",
+        "models/plots/loss/tiny-mlp-quick.tsv",
+    } <= ids
+    assert any(i.endswith("failures/tiny-mlp-quick.png") for i in ids)
+    confusion = diff["data"]["models/plots/confusion/tiny-cnn-quick.json"][0]
     assert set(confusion["revisions"]) == {"HEAD", "short"}
 
 
@@ -201,9 +156,9 @@ def test_unknown_model_in_params_stops_repro(repo: Path) -> None:
 
 
 def test_same_inputs_give_identical_metrics(repo: Path) -> None:
-    before = json.loads((repo / "models/metrics/tiny-mlp.json").read_text())["test"]
-    sh("dvc", "repro", "-f", "-s", "train@tiny-mlp", cwd=repo)
-    out = sh("dvc", "repro", "-f", "-s", "evaluate@tiny-mlp", cwd=repo)
-    assert "Running stage 'evaluate@tiny-mlp'" in out
-    after = json.loads((repo / "models/metrics/tiny-mlp.json").read_text())["test"]
+    before = json.loads((repo / "models/metrics/tiny-mlp-quick.json").read_text())["test"]
+    sh("dvc", "repro", "-f", "-s", "train@tiny-mlp-quick", cwd=repo)
+    out = sh("dvc", "repro", "-f", "-s", "evaluate@tiny-mlp-quick", cwd=repo)
+    assert "Running stage 'evaluate@tiny-mlp-quick'" in out
+    after = json.loads((repo / "models/metrics/tiny-mlp-quick.json").read_text())["test"]
     assert after == before

@@ -39,13 +39,13 @@ def test_none_passing() -> None:
 
 @pytest.fixture
 def cells(project: Path) -> Path:
-    edit_params(project / "params.yaml", datasets=["d"], models=None)
-    edit_params(project / "params.yaml", models={"a": {}, "b": {}})
+    edit_params(project / "params.yaml", datasets=["d"], models=None, hparams=None)
+    edit_params(project / "params.yaml", models={"a": {}, "b": {}}, hparams={"h": {}})
     for name, f1 in (("a", 0.95), ("b", 0.97)):
-        path = project / "models" / "metrics" / f"d-{name}.json"
+        path = project / "models" / "metrics" / f"d-{name}-h.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(metrics(f1)))
-        bundle = project / "models" / "runs" / f"d-{name}" / "bundle"
+        bundle = project / "models" / "runs" / f"d-{name}-h" / "bundle"
         bundle.mkdir(parents=True)
         (bundle / "model.keras").write_bytes(name.encode())
     (project / "deployment").mkdir()
@@ -66,10 +66,11 @@ def test_stage_writes_pointer(cells: Path) -> None:
     proc = select(cells)
     assert proc.returncode == 0, proc.stderr
     pointer = json.loads((cells / "deployment/production.json").read_text())
-    assert pointer["name"] == "d-b" and pointer["bundle"] == "models/runs/d-b/bundle"
+    assert pointer["name"] == "d-b-h" and pointer["bundle"] == "models/runs/d-b-h/bundle"
+    assert (pointer["dataset"], pointer["model"], pointer["hparams"]) == ("d", "b", "h")
     assert pointer["sha256"] == "3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d"
     gate = json.loads((cells / "deployment/gate.json").read_text())
-    assert gate["selected"] == "d-b" and set(gate["candidates"]) == {"d-a", "d-b"}
+    assert gate["selected"] == "d-b-h" and set(gate["candidates"]) == {"d-a-h", "d-b-h"}
 
 
 def test_failed_gate_keeps_previous_pointer(cells: Path) -> None:

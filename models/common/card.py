@@ -13,13 +13,14 @@ def model_card(
     lineage: dict, params: dict, metrics: dict, per_class: list[dict], labels: list[str]
 ) -> str:
     """Return the card as Markdown, from the bundle's own lineage, params and metrics."""
-    spec, train = params["spec"], params["train"]
+    spec, hparams = params["spec"], params[f"hparams.{params['hparams']}"]
     height, width = spec["image_size"]
     test = metrics["test"]
     lines = [
         f"# Model card: {lineage['cell']}",
         "",
-        f"A `{lineage['model']}` image classifier trained by reprovision on the "
+        f"A `{lineage['model']}` image classifier (hyperparameter set `{lineage['hparams']}`) "
+        "trained by reprovision on the "
         f"`{lineage['dataset']}` dataset ({spec['label_mode']}-label, "
         f"{spec['num_classes']} classes: {', '.join(labels)}).",
         "",
@@ -38,7 +39,9 @@ def model_card(
         "",
         "## Training",
         f"- epochs {metrics['train']['epochs']} (best {metrics['train']['best_epoch']}), "
-        f"batch {train['batch_size']}, learning rate {train['learning_rate']}, "
+        f"hyperparameter set `{params['hparams']}`: {hparams['optimizer']}, "
+        f"batch {hparams['batch_size']}, learning rate {hparams['learning_rate']} "
+        f"({hparams['schedule']}), "
         f"{metrics['train']['seconds']:.1f} s on CPU",
         f"- parameters {metrics['profile']['params']:,}; inference "
         f"{metrics['profile']['infer_ms_b1']:.2f} ms/image at batch 1",

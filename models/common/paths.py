@@ -1,4 +1,4 @@
-"""Where every stage reads and writes: one name per cell (`<dataset>-<model>`) everywhere.
+"""Where every stage reads and writes: one name per cell (`<dataset>-<model>-<hparams>`).
 
 dvc.yaml spells the same paths in deps and outs.
 """
@@ -19,10 +19,11 @@ POINTER = Path("deployment/production.json")
 class Cell:
     dataset: str
     model: str
+    hparams: str  # the name of a hyperparameter set in params.yaml `hparams`
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}-{self.model}"
+        return f"{self.dataset}-{self.model}-{self.hparams}"
 
     @property
     def decoded(self) -> Path:

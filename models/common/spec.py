@@ -1,6 +1,7 @@
 """What every architecture is told about its data, and the shared train params."""
 
 from dataclasses import dataclass
+from typing import Literal
 
 from pydantic import Field
 
@@ -21,9 +22,19 @@ class EarlyStopping(Params):
 
 
 class TrainParams(Params):
-    epochs: int = 60
-    batch_size: int = 32
-    learning_rate: float = 0.001
+    """The `train` section: what every hyperparameter set shares."""
+
     image_size: list[int] = Field(default=[28, 28], min_length=2, max_length=2)  # (h, w)
     val_fraction: float = 0.15
     early_stopping: EarlyStopping = EarlyStopping()
+
+
+class HParams(Params):
+    """One named set of the `hparams` section (a matrix dimension, like datasets and models)."""
+
+    epochs: int = 60
+    batch_size: int = 32
+    learning_rate: float = 0.001
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    weight_decay: float = 0.0  # adamw and sgd only
+    schedule: Literal["constant", "cosine"] = "constant"  # cosine decays to 0 over all epochs

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import keras
 
-from models.common.spec import TrainParams
+from models.common.spec import HParams, TrainParams
 
 
 def seed_everything(seed: int) -> None:
@@ -43,8 +43,27 @@ def keras_name(metric: str) -> str:
     return f"val_{name}" if split == "val" else name
 
 
+def optimizer(hparams: HParams, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Build the optimizer and learning-rate schedule a hyperparameter set names."""
+    rate = hparams.learning_rate
+    if hparams.schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, hparams.epochs * steps_per_epoch)
+    if hparams.optimizer == "adamw":
+        return keras.optimizers.AdamW(rate, weight_decay=hparams.weight_decay)
+    if hparams.optimizer == "sgd":
+        return keras.optimizers.SGD(rate, momentum=0.9, weight_decay=hparams.weight_decay or None)
+    return keras.optimizers.Adam(rate)
+
+
 def fit(
-    model: keras.Model, train_ds, val_ds, params: TrainParams, live, out_dir: Path, loss: str
+    model: keras.Model,
+    train_ds,
+    val_ds,
+    params: TrainParams,
+    hparams: HParams,
+    live,
+    out_dir: Path,
+    loss: str,
 ) -> dict:
     """Compile and train; keep the best checkpoint at out_dir/model.keras.
 
@@ -52,6 +71,7 @@ def fit(
         model: an uncompiled model from an architecture's `build`.
         train_ds, val_ds: batched tf.data datasets of (uint8 images, targets).
         params: the `train` section.
+        hparams: the cell's hyperparameter set.
         live: an open dvclive.Live.
         out_dir: receives model.keras and tensorboard/.
         loss: a Keras loss name.
@@ -60,7 +80,7 @@ def fit(
         {"history": {keras metric: [per epoch]}, "seconds": float, "best_epoch": int}
     """
     model.compile(
-        optimizer=keras.optimizers.Adam(params.learning_rate),
+        optimizer=optimizer(hparams, int(train_ds.cardinality())),
         loss=loss,
         metrics=["accuracy"],
         jit_compile=False,
@@ -82,7 +102,7 @@ def fit(
     ]
     start = time.perf_counter()
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=params.epochs, callbacks=callbacks, verbose=2
+        train_ds, validation_data=val_ds, epochs=hparams.epochs, callbacks=callbacks, verbose=2
     )
     seconds = time.perf_counter() - start
     scores = history.history[monitor]

@@ -1,0 +1,235 @@
+"""Sweep n datasets x m models x o hyperparameter sets as a priority queue on DVC's own queue.
+
+1. Enumerate the cells from params.yaml (narrowed by --datasets/--models/--hparams) times any
+   `-S key=v1,v2` grids.
+2. Order them: the most recently added or changed dataset first, then `sweep.model_priority`,
+   then the order of the `hparams` sets, then the grid.
+3. Queue one DVC experiment per combination, in that order (DVC's queue is first in, first
+   out): `dvc exp run --queue -n NAME [-S ...] export@<cell>`. A name that already exists is
+   skipped (use --force to queue it again); unchanged stages come from DVC's run cache.
+4. `dvc queue start -j N` (its output goes to a file: it blocks when piped), show progress
+   (done, running, failed, ETA), print the log of every failed experiment, and end with a
+   leaderboard: a table here, plus models/leaderboard.md and models/leaderboard.png.
+
+Run: python -m models.sweep [--dry-run] [-j 2] [--models cnn,mlp]
+         [-S hparams.base.learning_rate=0.001,0.01]
+"""
+
+import argparse
+import hashlib
+import itertools
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from data_processing.errors import DataError, exit_on_error
+from data_processing.params import Params, load_params, read_params
+from models.common import leaderboard
+from models.common.paths import RAW, Cell
+
+LOG_DIR = Path(".dvc/tmp/sweep")
+
+
+class SweepParams(Params):
+    model_priority: list[str] = []  # models named here run first, in this order
+    jobs: int = 1  # parallel queue workers (dvc queue start -j)
+
+
+@dataclass(frozen=True)
+class Combo:
+    cell: Cell
+    overrides: tuple[tuple[str, str], ...] = ()  # (-S key, value) pairs from the grids
+
+    @property
+    def name(self) -> str:
+        """The experiment name: the cell, plus a short hash of any grid overrides."""
+        if not self.overrides:
+            return self.cell.name
+        text = ",".join(f"{k}={v}" for k, v in self.overrides)
+        return f"{self.cell.name}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+
+    def command(self) -> list[str]:
+        sets = [arg for k, v in self.overrides for arg in ("-S", f"{k}={v}")]
+        return ["dvc", "exp", "run", "--queue", "-n", self.name, *sets, f"export@{self.cell.name}"]
+
+
+def parse_grid(specs: list[str]) -> list[tuple[tuple[str, str], ...]]:
+    """`-S key=a,b -S other=c` -> every combination of (key, value) pairs."""
+    axes = []
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        if not sep or not key or not values:
+            raise DataError("-S", "key=value[,value...]", found=repr(spec))
+        axes.append([(key, v) for v in values.split(",")])
+    return [tuple(c) for c in itertools.product(*axes)] if axes else [()]
+
+
+def dataset_changed(name: str) -> float:
+    """When the dataset was last added or changed: its .dvc file's last commit, else mtime."""
+    dvc_file = RAW / f"{name}.dvc"
+    out = subprocess.run(
+        ["git", "log", "-1", "--format=%ct", "--", str(dvc_file)], capture_output=True, text=True
+    )
+    if out.returncode == 0 and out.stdout.strip():
+        return float(out.stdout.strip())
+    folder = RAW / name
+    return folder.stat().st_mtime if folder.exists() else 0.0
+
+
+def plan(
+    params: dict,
+    sweep: SweepParams,
+    pick: dict[str, list[str] | None],
+    grid: list[tuple],
+    changed=dataset_changed,
+) -> list[Combo]:
+    """Return every combination in priority order (see the module docstring)."""
+    axes = {}
+    for axis in ("datasets", "models", "hparams"):
+        known = list(params[axis])
+        chosen = pick.get(axis) or known
+        unknown = [c for c in chosen if c not in known]
+        if unknown:
+            raise DataError("params.yaml", f"{axis} from {known}", field=axis, found=unknown)
+        axes[axis] = chosen
+    recency = {d: changed(d) for d in axes["datasets"]}
+    model_rank = {m: i for i, m in enumerate(sweep.model_priority)}
+    order = list(params["models"])
+    hparams_order = list(params["hparams"])
+    combos = [
+        Combo(Cell(d, m, h), g)
+        for d in axes["datasets"]
+        for m in axes["models"]
+        for h in axes["hparams"]
+        for g in grid
+    ]
+
+    def priority(c: Combo) -> tuple:
+        m = c.cell.model
+        return (
+            -recency[c.cell.dataset],
+            c.cell.dataset,
+            model_rank.get(m, len(model_rank) + order.index(m)),
+            hparams_order.index(c.cell.hparams),
+            grid.index(c.overrides),
+        )
+
+    return sorted(combos, key=priority)
+
+
+def dvc(*args: str, log: Path | None = None) -> subprocess.CompletedProcess:
+    """Run dvc; with `log`, its output goes to that file (never a pipe: queue start blocks)."""
+    if log is None:
+        return subprocess.run(["dvc", *args], capture_output=True, text=True)
+    with open(log, "w") as out:
+        return subprocess.run(["dvc", *args], stdout=out, stderr=subprocess.STDOUT)
+
+
+def queue_status() -> dict[str, str]:
+    """Experiment name -> Queued | Running | Success | Failed, from `dvc queue status`."""
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    log = LOG_DIR / "status.txt"
+    dvc("queue", "status", log=log)
+    status = {}
+    for line in log.read_text().splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[-1] in ("Queued", "Running", "Success", "Failed"):
+            status[parts[1]] = parts[-1]
+    return status
+
+
+def wait(names: list[str], poll: float, timeout: float) -> dict[str, str]:
+    """Poll the queue until every name has finished; print progress with an ETA."""
+    start, last = time.monotonic(), ""
+    while True:
+        status = queue_status()
+        mine = {n: status.get(n, "Queued") for n in names}
+        done = sum(s in ("Success", "Failed") for s in mine.values())
+        running = sum(s == "Running" for s in mine.values())
+        failed = sum(s == "Failed" for s in mine.values())
+        elapsed = time.monotonic() - start
+        eta = elapsed / done * (len(names) - done) if done else float("nan")
+        line = (
+            f"sweep: {done}/{len(names)} done, {running} running, {failed} failed, ETA {eta:.0f}s"
+        )
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if done == len(names):
+            return mine
+        if elapsed > timeout:
+            raise DataError("dvc queue", f"the sweep to finish within {timeout:.0f}s", found=line)
+        time.sleep(poll)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    for axis in ("datasets", "models", "hparams"):
+        parser.add_argument(
+            f"--{axis}",
+            type=lambda s: s.split(","),
+            default=None,
+            help=f"comma-separated {axis} (default: all in params.yaml)",
+        )
+    parser.add_argument(
+        "-S",
+        dest="grid",
+        action="append",
+        default=[],
+        help="a params grid, key=v1,v2 (repeatable: cartesian product)",
+    )
+    parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel queue workers")
+    parser.add_argument("--dry-run", action="store_true", help="print the ordered plan only")
+    parser.add_argument("--force", action="store_true", help="queue existing names again")
+    parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait")
+    parser.add_argument("--poll", type=float, default=3.0, help="seconds between polls")
+    return parser.parse_args(argv)
+
+
+def run(combos: list[Combo], args: argparse.Namespace, jobs: int) -> dict[str, str]:
+    """Queue the combinations in order, start the workers and wait for them."""
+    existing = set(dvc("exp", "list", "--name-only").stdout.split())
+    queued = []
+    for combo in combos:
+        if combo.name in existing and not args.force:
+            print(f"sweep: {combo.name} exists, skipped (--force queues it again)")
+            continue
+        proc = subprocess.run(combo.command(), capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise DataError("dvc exp run --queue", f"{combo.name} queued", found=proc.stderr)
+        queued.append(combo.name)
+    if not queued:
+        return {}
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    dvc("queue", "start", "-j", str(jobs), log=LOG_DIR / "queue-start.txt")
+    status = wait(queued, args.poll, args.timeout)
+    for name, state in status.items():
+        if state == "Failed":
+            log = dvc("queue", "logs", name)
+            print(f"sweep: {name} FAILED; its log ends:\n{log.stdout[-3000:]}", file=sys.stderr)
+    return status
+
+
+@exit_on_error
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    sweep = load_params("sweep", SweepParams)
+    pick = {"datasets": args.datasets, "models": args.models, "hparams": args.hparams}
+    combos = plan(read_params(), sweep, pick, parse_grid(args.grid))
+    for i, combo in enumerate(combos, start=1):
+        print(f"{i:3d}. {combo.name:32s} {' '.join(combo.command()[6:])}")
+    if args.dry_run:
+        return
+    status = run(combos, args, args.jobs or sweep.jobs)
+    board = leaderboard.collect({c.name: c.cell for c in combos})
+    print(leaderboard.write(board, Path("models")))
+    if any(s == "Failed" for s in status.values()):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The sweep: every dataset x model x hyperparameter set as DVC experiments, queued in
+priority order, run by `dvc queue start`, and ranked on a leaderboard."""
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from conftest import BIN, copy_project, edit_params, sh, write_seed_dataset
+
+from models.common.leaderboard import collect, experiments
+from models.common.paths import Cell
+from models.sweep import SweepParams, parse_grid, plan
+
+PARAMS = {
+    "datasets": ["old", "new"],
+    "models": {"mlp": {}, "cnn": {}, "vgg": {}},
+    "hparams": {"quick": {}, "base": {}},
+}
+
+
+def test_plan_orders_by_dataset_recency_then_model_priority_then_set() -> None:
+    changed = {"old": 100.0, "new": 200.0}.get
+    combos = plan(PARAMS, SweepParams(model_priority=["vgg"]), {}, [()], changed)
+    assert [c.name for c in combos] == [
+        "new-vgg-quick", "new-vgg-base", "new-mlp-quick", "new-mlp-base",
+        "new-cnn-quick", "new-cnn-base", "old-vgg-quick", "old-vgg-base",
+        "old-mlp-quick", "old-mlp-base", "old-cnn-quick", "old-cnn-base",
+    ]  # fmt: skip
+
+
+def test_plan_narrows_and_expands_with_grids() -> None:
+    grid = parse_grid(["hparams.quick.learning_rate=0.1,0.01", "base.seed=1,2"])
+    assert len(grid) == 4 and grid[0] == (
+        ("hparams.quick.learning_rate", "0.1"),
+        ("base.seed", "1"),
+    )
+    combos = plan(
+        PARAMS,
+        SweepParams(),
+        {"datasets": ["old"], "models": ["mlp"], "hparams": ["quick"]},
+        grid,
+        lambda d: 0.0,
+    )
+    assert len(combos) == 4 and len({c.name for c in combos}) == 4
+    assert combos[0].command() == [
+        "dvc", "exp", "run", "--queue", "-n", combos[0].name, "-S",
+        "hparams.quick.learning_rate=0.1", "-S", "base.seed=1", "export@old-mlp-quick",
+    ]  # fmt: skip
+
+
+def test_plan_rejects_unknown_names() -> None:
+    from data_processing.errors import DataError
+
+    with pytest.raises(DataError, match=r"field 'models'.*expected models from"):
+        plan(PARAMS, SweepParams(), {"models": ["nope"]}, [()], lambda d: 0.0)
+
+
+def test_leaderboard_reads_dvc_records() -> None:
+    metrics = {
+        "test": {"f1_macro": 0.9, "accuracy": 0.91},
+        "train": {"seconds": 3.0, "images_per_second": 100.0},
+        "profile": {"params": 10, "infer_ms_b1": 1.0, "infer_ms_b256": 0.1},
+    }
+    show = [
+        {"rev": "workspace", "experiments": None},
+        {
+            "rev": "abc",
+            "experiments": [
+                {
+                    "name": "d-m-h",
+                    "revs": [
+                        {
+                            "name": "d-m-h",
+                            "data": {
+                                "timestamp": "2026-11-22T10:00:00",
+                                "metrics": {"models/metrics/d-m-h.json": {"data": metrics}},
+                            },
+                        }
+                    ],
+                }
+            ],
+        },
+    ]
+    assert list(experiments(show)) == ["d-m-h"]
+    rows = collect({"d-m-h": Cell("d", "m", "h")}, show)
+    assert rows[0]["f1_macro"] == 0.9 and rows[0]["timestamp"] == "2026-11-22T10:00:00"
+
+
+@pytest.mark.slow
+def test_sweep_runs_in_priority_order_on_dvcs_queue(tmp_path: Path) -> None:
+    repo = copy_project(tmp_path / "repo", models=("mlp",))
+    edit_params(
+        repo / "params.yaml",
+        datasets=["old", "new"],
+        hparams={"quick2": {"epochs": 3, "batch_size": 16}, "bad": {"optimizer": "nosuch"}},
+    )
+    for name in ("old", "new"):  # "new" is added a second later: it runs first
+        write_seed_dataset(repo / "datasets" / "raw" / name, {"train": 6, "test": 3})
+        sh("dvc", "add", "-q", f"datasets/raw/{name}", cwd=repo)
+        sh("git", "add", "-A", cwd=repo)
+        sh("git", "commit", "-qm", f"add {name}", cwd=repo)
+        time.sleep(1.1)
+    sweep = [str(BIN / "python"), "-m", "models.sweep", "--hparams", "quick,quick2", "--poll", "1"]
+    out = sh(*sweep, cwd=repo)
+    expected = ["new-mlp-quick", "new-mlp-quick2", "old-mlp-quick", "old-mlp-quick2"]
+    show = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo))
+    ran = experiments(show)
+    assert set(expected) <= set(ran)
+    assert sorted(expected, key=lambda n: ran[n]["timestamp"]) == expected  # DVC's own record
+    board = (repo / "models" / "leaderboard.md").read_text()
+    rows = [line for line in board.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(rows) == 4 and all(name in board for name in expected)
+    assert (repo / "models" / "leaderboard.png").stat().st_size > 0
+    assert "4/4 done, 0 running, 0 failed" in out
+    again = sh(*sweep, cwd=repo)  # every combination exists: nothing is queued
+    assert again.count("exists, skipped") == 4
+
+    failing = [*sweep[:3], "--datasets", "new", "--hparams", "bad", "--poll", "1"]
+    out = sh(*failing, cwd=repo, check=False)
+    assert "new-mlp-bad FAILED; its log ends" in out and "hparams.bad.optimizer" in out
