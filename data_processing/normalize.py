@@ -2,6 +2,8 @@
 
 Reads datasets/raw/<name>/ (image headers only) and writes <out_dir>/<split>.json.
 The whole folder is written aside and renamed into place: no half-written output.
+The source format is params `normalize.formats.<name>`; unlisted datasets use "auto", which
+detects it (sources.detect). Fixes an importer made (info["warnings"]) are printed to stderr.
 
 Run: python -m data_processing.normalize datasets/raw/digits datasets/normalized/digits
 """
@@ -14,13 +16,15 @@ from data_processing.errors import DataError, exit_on_error
 from data_processing.io import staged_dir
 from data_processing.params import Params, load_params
 
+AUTO = "auto"
+
 
 class NormalizeParams(Params):
-    formats: dict[str, str] = {}  # dataset name -> source format; unlisted datasets: "seed"
+    formats: dict[str, str] = {}  # dataset name -> source format; unlisted datasets: "auto"
 
 
-def normalize(raw_dir: Path, fmt: str) -> dict[str, schema.Dataset]:
-    """Parse `raw_dir` with importer `fmt` and check the schema of every split."""
+def resolve_format(raw_dir: Path, fmt: str) -> str:
+    """Return the importer name for `fmt`: itself when known, the detected one for "auto"."""
     if not Path(raw_dir).is_dir():
         raise DataError(
             raw_dir,
@@ -28,6 +32,21 @@ def normalize(raw_dir: Path, fmt: str) -> dict[str, schema.Dataset]:
             found="no such folder",
             hint="list datasets under datasets/raw/ in params.yaml `datasets`",
         )
+    if fmt == AUTO:
+        return sources.detect(Path(raw_dir))
+    if fmt not in sources.available():
+        raise DataError(
+            "params.yaml",
+            f"a source format: {AUTO} or one of {sources.available()}",
+            field=f"normalize.formats.{Path(raw_dir).name}",
+            found=repr(fmt),
+        )
+    return fmt
+
+
+def normalize(raw_dir: Path, fmt: str) -> dict[str, schema.Dataset]:
+    """Parse `raw_dir` with importer `fmt` ("auto": detected) and check every split's schema."""
+    fmt = resolve_format(raw_dir, fmt)
     splits = sources.get(fmt).parse(Path(raw_dir), Path(raw_dir).name)
     for split, dataset in splits.items():
         problems = schema.validate(dataset)
@@ -46,9 +65,12 @@ def write(splits: dict[str, schema.Dataset], out_dir: Path) -> None:
 @exit_on_error
 def main() -> None:
     raw_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
-    fmt = load_params("normalize", NormalizeParams).formats.get(raw_dir.name, "seed")
+    fmt = load_params("normalize", NormalizeParams).formats.get(raw_dir.name, AUTO)
+    fmt = resolve_format(raw_dir, fmt)
     splits = normalize(raw_dir, fmt)
     write(splits, out_dir)
+    for warning in (w for d in splits.values() for w in d.info.get("warnings", ())):
+        print(f"warning: {warning}", file=sys.stderr)
     counts = ", ".join(f"{s}: {len(d.images)} images" for s, d in splits.items())
     print(f"normalize: {raw_dir.name} ({fmt}) -> {out_dir} ({counts})")
 

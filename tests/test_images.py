@@ -57,3 +57,13 @@ def test_truncated_png_fails_decode(tmp_path: Path) -> None:
     assert read_header(path) == (32, 32, "L")  # the header alone looks fine
     with pytest.raises(DataError, match="complete, decodable image"):
         decode(path, 1)
+
+
+@pytest.mark.parametrize(("orientation", "size"), [(1, (5, 9)), (3, (5, 9)), (6, (9, 5))])
+def test_exif_rotated_jpeg_header_is_upright(orientation: int, size: tuple, tmp_path: Path):
+    path = tmp_path / "rotated.JPEG"
+    exif = Image.Exif()
+    exif[0x0112] = orientation  # 6: stored sideways, shown rotated 90 degrees clockwise
+    Image.new("RGB", (5, 9)).save(path, format="JPEG", exif=exif)
+    assert read_header(path)[:2] == size
+    assert decode(path, 3).shape == (size[1], size[0], 3)  # decode agrees: upright pixels

@@ -1,23 +1,49 @@
 """The seed folder format: `train/` and `test/`, each with images and a `groundtruth.csv`.
 
-    raw_dir/train/groundtruth.csv   filename,label   (one row per image)
-    raw_dir/train/img1.png ...
+    raw_dir/train/groundtruth.csv   one row per image, in one of two shapes:
+        filename,label              label = one class, or several joined by ';' ("cat;dog")
+        filename,cat,dog,...        one 0/1 column per class (multi-label "one-hot")
+    raw_dir/train/img1.png ...      PNG, JPEG, BMP or GIF, any case of extension
     raw_dir/test/...
 
-Reads image headers only. No writes. Every problem raises DataError naming file and row.
+Fields are comma-separated; quote a class name that holds a comma ("big, red"). ';' is
+reserved as the label separator. A one-hot row of all zeros is a background image (labels ()).
+The label mode is "multi" when any image has other than one class (records.label_mode).
+
+Reads the CSVs and image headers only. No writes. Every problem raises DataError naming file
+and row.
 """
 
 import csv
-import os
+import io
 from pathlib import Path
 
 from data_processing.errors import DataError
-from data_processing.images import is_image, read_header
-from data_processing.schema import Category, Dataset, Image, make_info
+from data_processing.records import Record
+from data_processing.schema import Dataset
+from data_processing.sources._common import (
+    SPLITS,
+    build,
+    check_unlisted,
+    find_image,
+    image_size,
+    list_images,
+    read_text,
+    split_dir,
+)
 
-SPLITS = ("train", "test")
 CSV_NAME = "groundtruth.csv"
 COLUMNS = ("filename", "label")
+LABEL_SEPARATOR = ";"
+DELIMITERS = (";", "\t", "|")  # what a mis-saved CSV tends to use instead of ','
+
+Row = tuple[str, tuple[str, ...], int]  # (filename, class names, line number)
+
+
+def matches(raw_dir: Path) -> str | None:
+    """None when raw_dir looks like a seed dataset, else why not."""
+    found = [s for s in SPLITS if (Path(raw_dir) / s / CSV_NAME).is_file()]  # any: parse says
+    return None if found else f"no {' or '.join(f'{s}/{CSV_NAME}' for s in SPLITS)}"
 
 
 def parse(raw_dir: Path, name: str | None = None) -> dict[str, Dataset]:
@@ -28,122 +54,114 @@ def parse(raw_dir: Path, name: str | None = None) -> dict[str, Dataset]:
         name: dataset name for `info` (default: the folder name).
 
     Returns:
-        {"train": Dataset, "test": Dataset}, sharing one category list: the sorted union
-        of labels (validation flags test labels that train lacks).
+        {"train": Dataset, "test": Dataset}, sharing one category list: the naturally sorted
+        union of labels and one-hot columns (validation flags test labels that train lacks).
     """
     raw_dir = Path(raw_dir)
-    name = name or raw_dir.name
-    rows = {split: _read_csv(raw_dir / split) for split in SPLITS}
-    names = sorted({label for split in rows.values() for _, label, _ in split}, key=_natural)
-    categories = tuple(Category(id=i, name=n) for i, n in enumerate(names, start=1))
-    cat_id = {c.name: c.id for c in categories}
-    return {
-        split: Dataset(
-            info=make_info(name, split, "single", "seed"),
-            categories=categories,
-            images=_images(raw_dir, split, split_rows, cat_id),
-        )
-        for split, split_rows in rows.items()
-    }
+    records, columns = {}, []
+    for split in SPLITS:
+        rows, classes = _read_csv(split_dir(raw_dir, split, f"images and {CSV_NAME}"))
+        columns += classes
+        records[split] = _records(raw_dir, split, rows)
+    return build(name or raw_dir.name, "seed", records, extra=tuple(columns))
 
 
-def _natural(label: str) -> tuple:
-    return (0, int(label), "") if label.isdigit() else (1, 0, label)
-
-
-def _read_csv(split_dir: Path) -> list[tuple[str, str, int]]:
-    """Return (filename, label, line number) rows, checked against the folder's images."""
-    path = split_dir / CSV_NAME
-    if not split_dir.is_dir():
-        raise DataError(
-            split_dir, f"a split folder with images and {CSV_NAME}", found="no such folder"
-        )
-    if not path.is_file():
-        raise DataError(path, f"a CSV file with columns {','.join(COLUMNS)}", found="no such file")
-    with path.open(encoding="utf-8-sig", newline="") as f:  # utf-8-sig strips a BOM
-        reader = csv.reader(f)
+def _read_csv(folder: Path) -> tuple[list[Row], list[str]]:
+    """Return the rows, checked against the folder's images, and the one-hot class columns."""
+    path = folder / CSV_NAME
+    text = read_text(path, f"a CSV file with columns {','.join(COLUMNS)}")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
         header = [h.strip() for h in next(reader, [])]
-        if [h.lower() for h in header] != list(COLUMNS):
-            raise DataError(
-                path,
-                f"header {','.join(COLUMNS)}",
-                row=1,
-                found=",".join(header) or "an empty file",
-            )
+        classes = _classes(path, header)
         rows, seen = [], {}
         for line, record in enumerate(reader, start=2):
             if not any(cell.strip() for cell in record):
                 continue
-            if len(record) != 2:
-                raise DataError(
-                    path,
-                    "2 columns (filename,label)",
-                    row=line,
-                    found=f"{len(record)} columns: {record}",
-                )
-            filename, label = record[0].strip(), record[1].strip()
-            if not filename or not label:
-                field = "filename" if not filename else "label"
-                raise DataError(path, "a non-empty value", row=line, field=field)
-            if filename in seen:
+            row = _row(path, line, record, classes)
+            if row[0] in seen:
                 raise DataError(
                     path,
                     "each filename once",
                     row=line,
                     field="filename",
-                    found=f"{filename!r} again (first on row {seen[filename]})",
+                    found=f"{row[0]!r} again (first on row {seen[row[0]]})",
                 )
-            seen[filename] = line
-            rows.append((filename, label, line))
+            seen[row[0]] = line
+            rows.append(row)
+    except csv.Error as err:
+        raise DataError(path, "valid CSV", row=reader.line_num, found=str(err)) from None
     if not rows:
         raise DataError(path, "at least one image row", found="an empty split")
-    _check_files(split_dir, path, rows)
-    return rows
-
-
-def _check_files(split_dir: Path, csv_path: Path, rows: list[tuple[str, str, int]]) -> None:
-    with os.scandir(split_dir) as entries:  # scandir: no stat per file
-        on_disk = {e.name for e in entries if e.is_file() and is_image(e.name)}
-    lower = {n.lower(): n for n in on_disk}
+    on_disk = list_images(folder)
     for filename, _, line in rows:
-        if filename not in on_disk:
-            close = lower.get(filename.lower())
-            hint = f"did you mean {close!r}?" if close else None
-            raise DataError(
-                csv_path,
-                f"an image file {split_dir / filename}",
-                row=line,
-                field="filename",
-                found="no such file",
-                hint=hint,
-            )
-    listed = {filename for filename, _, _ in rows}
-    extra = sorted(on_disk - listed)
-    if extra:
+        find_image(folder, filename, on_disk, path, line, "filename")
+    check_unlisted(folder, on_disk, set(seen), path)
+    return rows, classes
+
+
+def _classes(path: Path, header: list[str]) -> list[str]:
+    """[] for a filename,label header; the class columns of a one-hot header; else DataError."""
+    lower = [h.lower() for h in header]
+    if lower == list(COLUMNS):
+        return []
+    if len(header) >= 2 and lower[0] == "filename" and "label" not in lower[1:]:
+        classes = header[1:]
+        for i, name in enumerate(classes, start=2):
+            if not name or name in classes[: i - 2]:
+                found = "an empty name" if not name else f"{name!r} twice"
+                field = f"column {i}"
+                raise DataError(path, "one column per class", row=1, field=field, found=found)
+        return classes
+    used = [d for d in DELIMITERS if len(header) == 1 and d in header[0]]
+    raise DataError(
+        path,
+        f"header {','.join(COLUMNS)} (or filename,<class>,... with 0/1 per class)",
+        row=1,
+        found=",".join(header) or "an empty file",
+        hint=f"found delimiter {used[0]!r}; separate the columns with ','" if used else None,
+    )
+
+
+def _row(path: Path, line: int, record: list[str], classes: list[str]) -> Row:
+    width = len(classes) + 1 if classes else 2
+    if len(record) != width:
+        names = f"filename,{','.join(classes)}" if classes else ",".join(COLUMNS)
         raise DataError(
-            split_dir / extra[0],
-            f"a row for it in {csv_path}",
-            found=f"{len(extra)} image(s) not listed: {extra[:5]}",
+            path, f"{width} columns ({names})", row=line, found=f"{len(record)} columns: {record}"
         )
+    filename = record[0].strip()
+    if not filename:
+        raise DataError(path, "a non-empty value", row=line, field="filename")
+    if classes:
+        return filename, _one_hot(path, line, record[1:], classes), line
+    label = record[1].strip()
+    if not label:
+        raise DataError(path, "a non-empty value", row=line, field="label")
+    labels = tuple(part.strip() for part in label.split(LABEL_SEPARATOR))
+    if not all(labels):
+        raise DataError(
+            path,
+            f"class names separated by a single {LABEL_SEPARATOR!r}",
+            row=line,
+            field="label",
+            found=repr(label),
+        )
+    return filename, labels, line
 
 
-def _images(raw_dir: Path, split: str, rows: list, cat_id: dict[str, int]) -> tuple[Image, ...]:
-    images, folder = [], os.path.join(raw_dir, split)
-    for image_id, (filename, label, line) in enumerate(sorted(rows), start=1):
-        try:
-            width, height, _ = read_header(os.path.join(folder, filename))
-        except DataError as err:
-            raise DataError(
-                err.file, err.expected, row=f"{CSV_NAME}:{line}", found=err.found
-            ) from None
-        images.append(
-            Image(
-                id=image_id,
-                file_name=f"{split}/{filename}",
-                width=width,
-                height=height,
-                labels=(cat_id[label],),
-                source=f"{split}/{CSV_NAME}:{line}",
-            )
-        )
-    return tuple(images)
+def _one_hot(path: Path, line: int, cells: list[str], classes: list[str]) -> tuple[str, ...]:
+    for name, cell in zip(classes, cells, strict=True):
+        if cell.strip() not in ("0", "1"):
+            raise DataError(path, "0 or 1", row=line, field=name, found=repr(cell))
+    return tuple(n for n, c in zip(classes, cells, strict=True) if c.strip() == "1")
+
+
+def _records(raw_dir: Path, split: str, rows: list[Row]) -> list[Record]:
+    records = []
+    for filename, labels, line in rows:
+        rel = f"{split}/{filename}"
+        width, height = image_size(raw_dir, rel, row=f"{CSV_NAME}:{line}")
+        source = f"{split}/{CSV_NAME}:{line}"
+        records.append(Record(rel, width, height, labels=labels, source=source))
+    return records

@@ -1,0 +1,205 @@
+"""Render a validation report for people: pictures (PIL), Markdown and HTML.
+
+Reads sampled images under the dataset root to draw pictures; `write_report` writes
+validate.json, validate.md, validate.html and the PNGs into one folder, all or nothing.
+Pictures are small and deterministic (evenly spaced samples in file order, no randomness), so
+the report folder is reproducible and DVC's cache holds.
+"""
+
+import html
+from pathlib import Path
+
+from PIL import Image as PILImage
+from PIL import ImageDraw, ImageFont
+
+from data_processing import schema
+from data_processing.images import decode
+from data_processing.io import staged_dir, write_json, write_text
+
+Pictures = dict[str, tuple[str, PILImage.Image]]  # PNG file name -> (caption, picture)
+TILE = 64  # px: side of one thumbnail in the sample grid (8x8 digits are scaled up, crisp)
+BOX_TILE = 192  # px: side of one image with its boxes drawn
+LABEL_WIDTH = 140  # px: class-name column of the sample grid
+PAD = 4  # px between tiles
+COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6")
+
+
+def _spaced(items: list, n: int) -> list:
+    """Up to n items, evenly spaced over the list (deterministic sampling)."""
+    if len(items) <= n:
+        return list(items)
+    return [items[i * len(items) // n] for i in range(n)]
+
+
+def _thumbnail(path: Path, side: int) -> tuple[PILImage.Image, float]:
+    """The image scaled to fit side x side (nearest when enlarging), and the scale used."""
+    im = PILImage.fromarray(decode(path, channels=3))
+    scale = side / max(im.size)
+    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    resample = PILImage.Resampling.NEAREST if scale >= 1 else PILImage.Resampling.LANCZOS
+    return im.resize(size, resample), scale
+
+
+def draw_samples(
+    raw_dir: Path, dataset: schema.Dataset, per_class: int, max_classes: int
+) -> PILImage.Image | None:
+    """A grid: one row per class (the first `max_classes`), `per_class` images per row."""
+    names = {c.id: c.name for c in dataset.categories}
+    by_class: dict[str, list[schema.Image]] = {name: [] for name in names.values()}
+    for image in dataset.images:
+        for c in image.labels or ():
+            by_class.setdefault(names.get(c, str(c)), []).append(image)
+    rows = [(name, images) for name, images in by_class.items() if images][:max_classes]
+    if not rows or per_class <= 0:
+        return None
+    step = TILE + PAD
+    canvas = PILImage.new("RGB", (LABEL_WIDTH + per_class * step, len(rows) * step), "white")
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    for r, (name, images) in enumerate(rows):
+        draw.text((PAD, r * step + TILE // 2 - 6), f"{name} ({len(images)})", "black", font)
+        for c, image in enumerate(_spaced(images, per_class)):
+            thumb, _ = _thumbnail(Path(raw_dir) / image.file_name, TILE)
+            canvas.paste(thumb, (LABEL_WIDTH + c * step, r * step))
+    return canvas
+
+
+def draw_boxes(raw_dir: Path, splits: dict[str, schema.Dataset], n: int) -> PILImage.Image | None:
+    """Up to n images that have boxes, each with its boxes and class names drawn on it."""
+    chosen = []
+    for dataset in splits.values():
+        boxes: dict[int, list[schema.Annotation]] = {}
+        for ann in dataset.annotations:
+            boxes.setdefault(ann.image_id, []).append(ann)
+        names = {c.id: c.name for c in dataset.categories}
+        chosen += [(i, boxes[i.id], names) for i in dataset.images if i.id in boxes]
+    chosen = _spaced(chosen, n)
+    if not chosen:
+        return None
+    step = BOX_TILE + PAD
+    canvas = PILImage.new("RGB", (len(chosen) * step, step + 14), "white")
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    for k, (image, anns, names) in enumerate(chosen):
+        thumb, scale = _thumbnail(Path(raw_dir) / image.file_name, BOX_TILE)
+        canvas.paste(thumb, (k * step, 0))
+        for ann in anns:
+            x, y, w, h = (v * scale for v in ann.bbox)
+            colour = COLOURS[ann.category_id % len(COLOURS)]
+            box = (k * step + x, y, k * step + x + max(w, 1), y + max(h, 1))
+            draw.rectangle(box, outline="black", width=4)  # a dark rim: visible on any image
+            draw.rectangle(box, outline=colour, width=2)
+            label = names.get(ann.category_id, "?")
+            draw.rectangle(draw.textbbox((box[0] + 2, box[1] + 2), label, font), fill="black")
+            draw.text((box[0] + 2, box[1] + 2), label, colour, font)
+        draw.text((k * step, step), image.file_name[-32:], "black", font)
+    return canvas
+
+
+def draw_pairs(raw_dir: Path, pairs: list[list], n: int) -> PILImage.Image | None:
+    """Up to n near-duplicate pairs [file_a, file_b, distance], side by side, one per row."""
+    pairs = pairs[:n]
+    if not pairs:
+        return None
+    step = TILE + PAD
+    canvas = PILImage.new("RGB", (2 * step + LABEL_WIDTH * 2, len(pairs) * step), "white")
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    for r, (file_a, file_b, distance) in enumerate(pairs):
+        for c, file in enumerate((file_a, file_b)):
+            canvas.paste(_thumbnail(Path(raw_dir) / file, TILE)[0], (c * step, r * step))
+        text = f"{file_a}\n{file_b}\ndistance {distance}"
+        draw.text((2 * step + PAD, r * step + 4), text, "black", font)
+    return canvas
+
+
+def draw_pictures(
+    raw_dir: Path, splits: dict[str, schema.Dataset], report: dict, per_class: int, n_boxes: int
+) -> Pictures:
+    """Every picture the report shows, by PNG file name; absent when there is nothing to draw."""
+    train = splits.get("train") or next(iter(splits.values()))
+    drawn = {
+        "samples.png": (
+            "Sample training images per class",
+            draw_samples(raw_dir, train, per_class, 30),
+        ),
+        "boxes.png": ("Images with their boxes", draw_boxes(raw_dir, splits, n_boxes)),
+        "near_duplicates.png": (
+            "Closest near-duplicate pairs across splits",
+            draw_pairs(raw_dir, report["leakage"]["near"], per_class),
+        ),
+    }
+    return {name: (caption, pic) for name, (caption, pic) in drawn.items() if pic is not None}
+
+
+def _split_rows(stats: dict) -> list[tuple[str, str]]:
+    """(statistic, value) rows describing one split's images."""
+    spread = lambda s: f"{s.get('min')} / {s.get('median')} / {s.get('max')}"  # noqa: E731
+    return [
+        ("images", str(stats["images"])),
+        ("boxes", str(stats["boxes"])),
+        ("width min / median / max", spread(stats["width"])),
+        ("height min / median / max", spread(stats["height"])),
+        (f"sizes ({stats['distinct_sizes']} distinct, most common)", str(stats["sizes"])),
+        ("modes", str(stats["modes"])),
+    ]
+
+
+def to_markdown(report: dict) -> str:
+    """The report as Markdown, linking the PNGs in the same folder."""
+    lines = [f"# Validation report: {report['dataset']}", ""]
+    lines += ["## Errors", *([f"- {e}" for e in report["errors"]] or ["none"]), ""]
+    lines += ["## Warnings", *([f"- {w}" for w in report["warnings"]] or ["none"]), ""]
+    if report.get("pictures"):
+        lines += ["## Pictures", ""]
+        lines += [f"[![{c}]({f})]({f})  \n{c}\n" for f, c in report["pictures"].items()]
+    for split, stats in report["splits"].items():
+        lines += [f"## {split}: {stats['images']} images", "", "| | |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in _split_rows(stats)]
+        lines += ["", "| class | images |", "|---|---|"]
+        lines += [f"| {n} | {k} |" for n, k in stats["class_counts"].items()] + [""]
+    leak = report.get("leakage", {})
+    lines += [f"Exact duplicates: {leak.get('exact_hash')}. Near: {leak.get('near_hash')}.", ""]
+    return "\n".join(lines)
+
+
+def _html_list(items: list[str]) -> str:
+    if not items:
+        return "<p>none</p>"
+    return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+
+
+def _html_table(rows: list[tuple[str, object]], head: tuple[str, str]) -> str:
+    cells = "".join(
+        f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td></tr>" for a, b in rows
+    )
+    return f"<table><tr><th>{head[0]}</th><th>{head[1]}</th></tr>{cells}</table>"
+
+
+def to_html(report: dict) -> str:
+    """The report as one HTML page showing the PNGs of the same folder (relative src)."""
+    title = html.escape(f"Validation report: {report['dataset']}")
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title>"]
+    parts += ["<style>body{font-family:sans-serif;max-width:70em}td,th{padding:2px 8px;"]
+    parts += ["border:1px solid #ccc}table{border-collapse:collapse}</style></head><body>"]
+    parts += [f"<h1>{title}</h1>", "<h2>Errors</h2>", _html_list(report["errors"])]
+    parts += ["<h2>Warnings</h2>", _html_list(report["warnings"])]
+    for file, caption in report.get("pictures", {}).items():
+        alt, src = html.escape(caption), html.escape(file)
+        parts += [f"<figure><img src='{src}' alt='{alt}'><figcaption>{alt}</figcaption></figure>"]
+    for split, stats in report["splits"].items():
+        parts += [f"<h2>{html.escape(split)}: {stats['images']} images</h2>"]
+        parts += [_html_table(_split_rows(stats), ("statistic", "value"))]
+        parts += [_html_table(list(stats["class_counts"].items()), ("class", "images"))]
+    leak = report.get("leakage", {})
+    parts += [f"<p>Exact duplicates: {html.escape(str(leak.get('exact_hash')))}. "]
+    parts += [f"Near: {html.escape(str(leak.get('near_hash')))}.</p></body></html>", ""]
+    return "\n".join(parts)
+
+
+def write_report(out_dir: Path, report: dict, pictures: Pictures) -> None:
+    """Write validate.{json,md,html} and the PNGs into out_dir, replacing it whole."""
+    report = {**report, "pictures": {name: caption for name, (caption, _) in pictures.items()}}
+    with staged_dir(out_dir) as tmp:
+        for name, (_, picture) in pictures.items():
+            picture.save(tmp / name, optimize=True)
+        write_json(tmp / "validate.json", report)
+        write_text(tmp / "validate.md", to_markdown(report))
+        write_text(tmp / "validate.html", to_html(report))

@@ -1,0 +1,278 @@
+"""Helpers shared by the importers: safe paths, image lookup, typed field access, the build.
+
+Reads image and mask headers and annotation text; writes nothing. Every failure is a
+DataError naming the file, the row or element, the field and what was expected.
+"""
+
+import difflib
+import json
+import math
+import os
+import unicodedata
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+
+from data_processing.errors import DataError
+from data_processing.images import is_image, read_header
+from data_processing.records import Record, assemble, category_list, label_mode
+from data_processing.schema import Dataset
+
+SPLITS = ("train", "test")
+MASK_DIR = "masks"  # <split>/masks/<image stem>.png, where a format has no mask field of its own
+_MISSING = object()
+
+
+def inside(raw_dir: Path, path: Path, row: int | str | None = None, field: str | None = None):
+    """Raise DataError unless `path`, with every link resolved, stays inside `raw_dir`."""
+    root, real = Path(raw_dir).resolve(), Path(path).resolve()
+    if real != root and root not in real.parents:
+        raise DataError(
+            path,
+            f"a file inside the dataset folder {raw_dir}",
+            row=row,
+            field=field,
+            found=f"a path that resolves to {real}",
+            hint="copy the file into the dataset folder; links may not leave it",
+        )
+
+
+def split_dir(raw_dir: Path, split: str, what: str) -> Path:
+    """Return raw_dir/split, or DataError when it is not a folder."""
+    folder = Path(raw_dir) / split
+    if not folder.is_dir():
+        raise DataError(folder, f"a split folder with {what}", found="no such folder")
+    return folder
+
+
+def list_images(folder: Path) -> set[str]:
+    """Names of the visible image files directly in `folder` (any case of extension)."""
+    with os.scandir(folder) as entries:  # scandir: no stat per file
+        return {e.name for e in entries if is_image(e.name) and e.is_file()}
+
+
+def suggest(name: str, candidates: set[str] | list[str]) -> str | None:
+    """A "did you mean" for a name that is not there: Unicode form, case, then spelling."""
+    nfc = {unicodedata.normalize("NFC", c): c for c in candidates}
+    close = nfc.get(unicodedata.normalize("NFC", name))
+    if close is not None and close != name:
+        return (
+            f"did you mean {close!r}? the names differ only in Unicode normalization "
+            "(NFC vs NFD); write the name as it is on disk"
+        )
+    lower = {c.lower(): c for c in candidates}
+    if (close := lower.get(name.lower())) is not None:
+        return f"did you mean {close!r}?"
+    close_list = difflib.get_close_matches(name, sorted(candidates), n=1)
+    return f"did you mean {close_list[0]!r}?" if close_list else None
+
+
+def find_image(
+    folder: Path, name: str, on_disk: set[str], listing: Path, row: int | str | None, field: str
+) -> str:
+    """Return `name` when it is an image in `folder`, else DataError with a "did you mean"."""
+    if name in on_disk:
+        return name
+    raise DataError(
+        listing,
+        f"an image file {folder / name}",
+        row=row,
+        field=field,
+        found="no such file",
+        hint=suggest(name, on_disk),
+    )
+
+
+def check_unlisted(folder: Path, on_disk: set[str], listed: set[str], listing: Path) -> None:
+    """DataError when an image in `folder` has no entry in `listing`."""
+    extra = sorted(on_disk - listed)
+    if extra:
+        raise DataError(
+            folder / extra[0],
+            f"a row for it in {listing}",
+            found=f"{len(extra)} image(s) not listed: {extra[:5]}",
+        )
+
+
+def image_size(raw_dir: Path, rel: str, row: int | str | None) -> tuple[int, int]:
+    """Upright (width, height) of raw_dir/rel from its header; errors carry `row`."""
+    path = Path(raw_dir) / rel
+    inside(raw_dir, path, row=row)
+    try:
+        width, height, _ = read_header(path)
+    except DataError as err:
+        raise DataError(err.file, err.expected, row=row, found=err.found) from None
+    return width, height
+
+
+def mask_file(
+    raw_dir: Path,
+    rel: str,
+    size: tuple[int, int],
+    listing: Path,
+    row: int | str | None,
+    field: str,
+) -> str:
+    """Check a mask (inside raw_dir, readable, same size as its image; header only).
+
+    Returns:
+        The mask path relative to raw_dir, POSIX.
+    """
+    norm = PurePosixPath(os.path.normpath(rel).replace(os.sep, "/"))
+    path = Path(raw_dir) / norm
+    inside(raw_dir, path, row=row, field=field)
+    if not path.is_file():
+        raise DataError(listing, f"a mask file {path}", row=row, field=field, found="no such file")
+    try:
+        width, height, _ = read_header(path)
+    except DataError as err:
+        raise DataError(err.file, err.expected, row=row, field=field, found=err.found) from None
+    if (width, height) != size:
+        raise DataError(
+            path,
+            f"a {size[0]}x{size[1]} mask (the size of its image)",
+            row=row,
+            field=field,
+            found=f"{width}x{height}",
+        )
+    return str(norm)
+
+
+def conventional_mask(raw_dir: Path, split: str, image: str, size: tuple[int, int]) -> str | None:
+    """The mask at <split>/masks/<image stem>.png when there is one (checked), else None."""
+    rel = f"{split}/{MASK_DIR}/{Path(image).stem}.png"
+    if not (Path(raw_dir) / rel).exists():
+        return None
+    return mask_file(raw_dir, rel, size, Path(raw_dir) / rel, None, "mask")
+
+
+def read_text(path: Path, expected: str) -> str:
+    """Read UTF-8 text (a UTF-8 BOM is dropped); DataError when missing or not UTF-8."""
+    try:
+        data = Path(path).read_bytes()
+    except (FileNotFoundError, IsADirectoryError):
+        raise DataError(path, expected, found="no such file") from None
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(path, "UTF-8 text", found="a UTF-16 byte-order mark", hint="save as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            path, "UTF-8 text", found=f"byte {data[err.start]:#04x} at offset {err.start}"
+        ) from None
+
+
+def load_json(path: Path, expected: str) -> object:
+    """Parse a JSON file; DataError with line and column when it is malformed."""
+    text = read_text(path, expected)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        found = f"{err.msg} at column {err.colno}"
+        raise DataError(path, "valid JSON", row=err.lineno, found=found) from None
+    except RecursionError:
+        raise DataError(path, "valid JSON", found="nesting too deep to read") from None
+
+
+def _kind_name(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    names |= {int: "an integer", float: "a number"}
+    return names.get(type(value), "null" if value is None else f"a {type(value).__name__}")
+
+
+def get(
+    obj: object,
+    key: str,
+    kinds: type | tuple[type, ...],
+    file: Path,
+    row: int | str | None,
+    default: object = _MISSING,
+    prefix: str = "",
+) -> object:
+    """Return obj[key] when it has one of `kinds`; DataError naming file, row and field else."""
+    field = prefix + key
+    if not isinstance(obj, dict):
+        where = prefix.rstrip(".") or None
+        raise DataError(file, "a JSON object", row=row, field=where, found=_kind_name(obj))
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    names = " or ".join(_kind_name(k()) if k is not type(None) else "null" for k in kinds)
+    if key not in obj:
+        if default is not _MISSING:
+            return default
+        hint = suggest(key, [k for k in obj if isinstance(k, str)])
+        raise DataError(file, f"{names} here", row=row, field=field, found="nothing", hint=hint)
+    value = obj[key]
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        found = f"{_kind_name(value)} {_short(value)}"
+        raise DataError(file, names, row=row, field=field, found=found)
+    return value
+
+
+def number(value: object, file: Path, row: int | str | None, field: str) -> float:
+    """A finite int or float (not a boolean) as float; DataError otherwise."""
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if math.isfinite(result := float(value)):
+                return result
+    except OverflowError:
+        pass
+    raise DataError(file, "a finite number", row=row, field=field, found=_short(value))
+
+
+def parse_number(text: str | None, file: Path, row: int | str | None, field: str) -> float:
+    """A finite number written as text (XML, YOLO); DataError otherwise."""
+    try:
+        value = float((text or "").strip())
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise DataError(file, "a finite number", row=row, field=field, found=_short(text))
+    return value
+
+
+def unknown_keys(obj: dict, known: tuple[str, ...], file: Path, row: int | str | None) -> None:
+    """DataError for the first key outside `known`, with a "did you mean"."""
+    for key in obj:
+        if key not in known:
+            raise DataError(
+                file,
+                f"only the keys {', '.join(known)}",
+                row=row,
+                field=str(key),
+                found="an unknown key",
+                hint=suggest(str(key), list(known)),
+            )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def build(
+    name: str,
+    source_format: str,
+    splits: dict[str, list[Record]],
+    extra: tuple[str, ...] = (),
+    warnings: dict[str, list[str]] | None = None,
+) -> dict[str, Dataset]:
+    """Assemble every split with one shared category list and label mode.
+
+    Args:
+        name: dataset name.
+        source_format: the importer's name.
+        splits: split name -> records.
+        extra: class names declared by the source even if unused (folders, classes.txt).
+        warnings: split name -> fixes made while reading; stored as info["warnings"].
+
+    Returns:
+        split name -> Dataset.
+    """
+    categories = category_list(splits, extra)
+    mode = label_mode(splits)
+    out = {}
+    for split, records in splits.items():
+        dataset = assemble(name, split, records, categories, mode, source_format)
+        if warnings and warnings.get(split):
+            dataset = replace(dataset, info={**dataset.info, "warnings": warnings[split]})
+        out[split] = dataset
+    return out
