@@ -1,0 +1,199 @@
+"""Load an export bundle for serving: the one place in deployment allowed to touch sys.path.
+
+A bundle (models/export.py) carries its own copies of the project modules it needs under
+code/models/ and code/data_processing/. `load_bundle` puts that code/ first on sys.path and
+imports the bundle's `models.common.serving` from there, so preprocessing is the code the
+model was trained with, never the repo's. For that reason nothing in the serving process
+may import the repo's `models` or `data_processing` packages (deployment/select.py and
+deploy_test.py are DVC stage scripts; the server never imports them).
+
+Loading a second bundle in the same process (hot reload) first drops every imported
+`models.*` / `data_processing.*` module from sys.modules and the previous code/ from
+sys.path. Objects created from the previous bundle (its Bundle, Predictor, model and
+functions) keep working: they hold references to their own module objects. Only new
+imports resolve against the new code/.
+
+Use:
+    bundle = load_bundle(Path("models/runs/digits-cnn/bundle"))
+    probs = bundle.predict(bundle.prepare(png_bytes)[None])   # [1, K] float32
+"""
+
+import hashlib
+import importlib
+import json
+import os
+import re
+import sys
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+BUNDLED_PACKAGES = ("models", "data_processing")  # shipped in code/, never from the repo
+SERVING_MODULE = "models.common.serving"
+TF_NOISE = re.compile(r"^([IWE]\d{4} |WARNING: All log messages before absl)")
+_active_code_dir: str | None = None  # the code/ currently on sys.path
+
+
+def _threads(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@contextmanager
+def _quiet_stderr():
+    """Send fd 2 to a file; then replay what is not TF's C++ start-up noise.
+
+    The same trick as models/common/quiet.py, which deployment may not import (it is a
+    bundled module).
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            for line in log.read().decode(errors="replace").splitlines(keepends=True):
+                if not TF_NOISE.match(line):
+                    sys.stderr.write(line)
+
+
+def configure_tensorflow(intra_op: int | None = None, inter_op: int | None = None):
+    """Import TensorFlow and set its thread pools; they can be set only before first use.
+
+    Defaults: intra-op = the CPUs this process may use (one request's ops in parallel),
+    inter-op = 2 (concurrent requests overlap). Env SERVE_INTRA_OP / SERVE_INTER_OP override.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with _quiet_stderr():
+        import tensorflow as tf
+
+        intra = intra_op or _threads("SERVE_INTRA_OP", len(os.sched_getaffinity(0)))
+        inter = inter_op or _threads("SERVE_INTER_OP", 2)
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(intra)
+            tf.config.threading.set_inter_op_parallelism_threads(inter)
+        except RuntimeError:  # already initialised (a second bundle): the first setting stays
+            pass
+        tf.config.list_logical_devices()  # device init prints its own lines
+    return tf
+
+
+def _forget_bundled_modules() -> None:
+    global _active_code_dir
+    for name in [n for n in sys.modules if n.split(".")[0] in BUNDLED_PACKAGES]:
+        del sys.modules[name]
+    if _active_code_dir is not None:
+        sys.path[:] = [p for p in sys.path if p != _active_code_dir]
+    _active_code_dir = None
+
+
+def _import_serving(code_dir: Path) -> ModuleType:
+    global _active_code_dir
+    _forget_bundled_modules()
+    sys.dont_write_bytecode = True  # never write __pycache__ into a (DVC-tracked) bundle
+    sys.path.insert(0, str(code_dir))
+    _active_code_dir = str(code_dir)
+    importlib.invalidate_caches()
+    return importlib.import_module(SERVING_MODULE)
+
+
+def foreign_modules(code_dir: Path) -> list[str]:
+    """Bundled-package modules loaded from anywhere but code_dir (must be empty)."""
+    bad = []
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None)
+        if name.split(".")[0] in BUNDLED_PACKAGES and origin:
+            if not Path(origin).resolve().is_relative_to(code_dir):
+                bad.append(f"{name} from {origin}")
+    return bad
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _name(path: Path) -> str:
+    lineage = path / "lineage.json"
+    if lineage.is_file() and (cell := json.loads(lineage.read_text()).get("cell")):
+        return str(cell)
+    return path.parent.name if path.name == "bundle" else path.name  # runs/<cell>/bundle
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: identity, labels, and a compiled predict path."""
+
+    path: Path
+    name: str  # the cell, e.g. "digits-cnn": the model name in every URL
+    version: str  # sha256(model.keras)[:12], as deployment/production.json's sha256[:12]
+    labels: list[str]  # output index -> class name
+    channels: int  # C of the uint8 [N, H, W, C] input (1 gray, 3 RGB)
+    serving: ModuleType  # the bundle's own models.common.serving
+    predictor: object  # serving.Predictor: converts raw images exactly as training did
+    _fn: object = field(repr=False)  # tf.function uint8 [N, H, W, C] -> float32 [N, K]
+
+    def prepare(self, image) -> np.ndarray:
+        """uint8 [H, W, C] from a PIL image, encoded bytes or a path (any size and mode)."""
+        return self.predictor.prepare(image)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """float32 [N, K] class probabilities for uint8 [N, H, W, C] images of one size."""
+        return np.asarray(self._fn(batch))
+
+    def warm_up(self) -> np.ndarray:
+        """Trace and run the graph once on a blank 8x8 image; return its probabilities."""
+        return self.predict(np.zeros((1, 8, 8, self.channels), np.uint8))
+
+
+def load_bundle(path: Path | str, intra_op: int | None = None, inter_op: int | None = None):
+    """Load the bundle at `path` with its own code/ (see the module docstring).
+
+    Args:
+        path: the bundle folder (model.keras, labels.json, code/, ...).
+        intra_op, inter_op: TensorFlow thread counts (first load only).
+
+    Returns:
+        Bundle, its serving module imported from `path`/code.
+
+    Raises:
+        FileNotFoundError: no model.keras, labels.json or code/ serving module.
+        RuntimeError: a bundled-package module was loaded from outside code/.
+    """
+    path = Path(path).resolve()
+    code_dir = path / "code"
+    for required in ("model.keras", "labels.json", "code/models/common/serving.py"):
+        if not (path / required).is_file():
+            raise FileNotFoundError(f"{path}: not a bundle, {required} missing")
+    tf = configure_tensorflow(intra_op, inter_op)
+    serving = _import_serving(code_dir)
+    predictor = serving.Predictor(path)
+    if bad := foreign_modules(code_dir):
+        raise RuntimeError(f"bundle modules loaded from outside {code_dir}: {bad}")
+    labels = list(predictor.labels)
+    channels = int(predictor.channels)
+    model = predictor.model
+    spec = tf.TensorSpec([None, None, None, channels], tf.uint8)
+    # One concrete graph for every batch size and image size: no retracing per request.
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    return Bundle(
+        path=path,
+        name=_name(path),
+        version=_sha256(path / "model.keras")[:12],
+        labels=labels,
+        channels=channels,
+        serving=serving,
+        predictor=predictor,
+        _fn=fn,
+    )

@@ -1,0 +1,88 @@
+"""Routes for people: the web page, one-image prediction and feedback on it.
+
+GET  /          deployment/static/index.html (choose or drop an image, see top-k, correct it)
+POST /predict   multipart/form-data with one file (field "file"), or a raw image/* body;
+                -> {request_id, model_name, model_version, label, score, top_k}
+                415 for any other content type
+POST /feedback  {request_id, true_label} -> the stored record (deployment/feedback.py)
+"""
+
+import uuid
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from deployment.inference import ApiError, decode_image, predict_arrays, top_k
+from deployment.oip import parse_body
+
+PAGE = Path(__file__).parent / "static" / "index.html"
+TOP_K = 5
+
+
+async def _image_bytes(request: Request) -> bytes:
+    """The uploaded image's bytes; 415 unless multipart/form-data or image/*."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type.startswith("image/"):
+        return await request.body()
+    if content_type != "multipart/form-data":
+        raise ApiError(415, f"send multipart/form-data or image/*, not {content_type!r}")
+    # a malformed multipart body raises HTTPException(400), answered as JSON by serve.py
+    async with request.form(max_files=1, max_fields=4) as form:
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            raise ApiError(400, "multipart body has no file field named 'file'")
+        return await file.read()
+
+
+def add_routes(app: FastAPI, state) -> None:
+    """Add /, /predict and /feedback to app; state is deployment.serve.State."""
+
+    @app.get("/")
+    def page():
+        return FileResponse(PAGE, media_type="text/html")
+
+    @app.post("/predict")
+    async def predict(request: Request):
+        if not state.ready:
+            raise ApiError(503, "the model is not loaded yet")
+        bundle = state.bundle
+        data = await _image_bytes(request)
+        limit = state.config.max_pixels
+
+        def run():
+            return predict_arrays(bundle, [decode_image(data, bundle, limit)])
+
+        probs = await run_in_threadpool(run)
+        state.metrics.observe_predictions(probs, bundle.labels)
+        best = top_k(probs, bundle.labels, TOP_K)[0]
+        request_id = uuid.uuid4().hex
+        state.store.remember(
+            request_id,
+            {
+                "model_name": bundle.name,
+                "model_version": bundle.version,
+                "predicted_label": best[0][2],
+                "score": best[0][0],
+            },
+        )
+        return state.reply(
+            {
+                "request_id": request_id,
+                "model_name": bundle.name,
+                "label": best[0][2],
+                "score": best[0][0],
+                "top_k": [{"label": lab, "index": i, "score": s} for s, i, lab in best],
+                "labels": bundle.labels,
+            }
+        )
+
+    @app.post("/feedback")
+    async def feedback(request: Request):
+        if not state.ready:
+            raise ApiError(503, "the model is not loaded yet")
+        body, _ = parse_body(await request.body(), None)
+        record = await run_in_threadpool(state.store.record, body)
+        return state.reply({"stored": True, "record": record})

@@ -1,0 +1,213 @@
+"""Open Inference Protocol v2 (KServe / Triton): model metadata and the infer request/response.
+
+Inputs (exactly one per request):
+    image   BYTES [N]           encoded PNG/JPEG/...; in JSON each element is base64 text,
+                                with the binary extension the raw bytes (4-byte LE length each)
+    pixels  UINT8 [N, H, W, C]  raw pixels, C = the model's channels; any H, W
+Output:
+    probabilities  FP32 [N, K]; with the classification extension (output parameter
+                   "classification": k) BYTES [N, k] of "score:index:label", best first.
+
+Binary tensor extension: a body with header Inference-Header-Content-Length holds that many
+bytes of JSON, then each input with parameters.binary_data_size, in order. Outputs are sent
+binary when asked (output parameter binary_data, or request parameter binary_data_output).
+"""
+
+import base64
+import binascii
+import json
+import math
+import struct
+
+import numpy as np
+
+from deployment.inference import ApiError, decode_image, predict_arrays, top_k
+
+OUTPUT = "probabilities"
+EXTENSIONS = ["classification", "binary_tensor_data"]
+INPUTS = {"image": "BYTES", "pixels": "UINT8"}
+
+
+def model_metadata(bundle) -> dict:
+    """The v2 model metadata: name, versions, platform, inputs and outputs."""
+    return {
+        "name": bundle.name,
+        "versions": [bundle.version],
+        "platform": "tensorflow_keras",
+        "inputs": [
+            {"name": "image", "datatype": "BYTES", "shape": [-1]},
+            {"name": "pixels", "datatype": "UINT8", "shape": [-1, -1, -1, bundle.channels]},
+        ],
+        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, len(bundle.labels)]}],
+        "parameters": {"labels": bundle.labels},
+    }
+
+
+def _reject_constant(name: str):
+    raise ApiError(400, f"NaN or Inf is not allowed ({name})")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ApiError(400, f"NaN or Inf is not allowed ({text})")
+    return value
+
+
+def parse_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
+    """Split a request into (JSON header, binary tail); 400 when either is malformed."""
+    tail = b""
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(body):
+            raise ApiError(400, f"bad Inference-Header-Content-Length {header_length!r}")
+        body, tail = body[: int(header_length)], body[int(header_length) :]
+    try:
+        request = json.loads(body, parse_constant=_reject_constant, parse_float=_finite)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ApiError(400, f"malformed JSON: {err}") from None
+    if not isinstance(request, dict):
+        raise ApiError(400, "the request must be a JSON object")
+    return request, tail
+
+
+def _flatten(data) -> list:
+    if isinstance(data, list):
+        return [v for item in data for v in _flatten(item)]
+    return [data]
+
+
+def _shape(tensor: dict) -> list[int]:
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(
+        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+    ):
+        raise ApiError(400, f"input {tensor.get('name')!r}: shape must be a list of ints >= 0")
+    return shape
+
+
+def _split_bytes_tensor(raw: bytes, count: int) -> list[bytes]:
+    items, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise ApiError(400, "binary BYTES data: truncated length prefix")
+        (size,) = struct.unpack_from("<I", raw, offset)
+        items.append(raw[offset + 4 : offset + 4 + size])
+        offset += 4 + size
+    if offset != len(raw) or len(items) != count:
+        raise ApiError(400, f"binary BYTES data holds {len(items)} elements, shape says {count}")
+    return items
+
+
+def _tensor_data(tensor: dict, tail: bytes, offset: int) -> tuple[object, int]:
+    """Return (JSON data list or raw bytes, new offset into the binary tail)."""
+    params = tensor.get("parameters") or {}
+    size = params.get("binary_data_size") if isinstance(params, dict) else None
+    if size is None:
+        if "data" not in tensor:
+            raise ApiError(400, f"input {tensor.get('name')!r} has no data")
+        return _flatten(tensor["data"]), offset
+    if not isinstance(size, int) or size < 0 or offset + size > len(tail):
+        raise ApiError(400, "binary_data_size runs past the end of the body")
+    return tail[offset : offset + size], offset + size
+
+
+def read_images(request: dict, tail: bytes, bundle, max_pixels: int) -> list[np.ndarray]:
+    """Validate the request's single input; return uint8 [H, W, C] images."""
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(t, dict) for t in inputs):
+        raise ApiError(400, "'inputs' must be a non-empty list of tensors")
+    names = [t.get("name") for t in inputs]
+    if unknown := [n for n in names if n not in INPUTS]:
+        raise ApiError(400, f"unknown input {unknown[0]!r}; expected one of {sorted(INPUTS)}")
+    if len(inputs) != 1:
+        raise ApiError(400, f"extra inputs {names}: send exactly one of {sorted(INPUTS)}")
+    tensor = inputs[0]
+    name, datatype, shape = tensor["name"], tensor.get("datatype"), _shape(tensor)
+    if datatype != INPUTS[name]:
+        raise ApiError(400, f"input {name!r} must be {INPUTS[name]}, got {datatype!r}")
+    data, used = _tensor_data(tensor, tail, 0)
+    if used != len(tail):
+        raise ApiError(400, f"{len(tail) - used} bytes of binary data belong to no input")
+    count = math.prod(shape)
+    if name == "image":
+        if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or not count:
+            raise ApiError(400, f"input 'image' shape must be [N] or [N, 1], N > 0; got {shape}")
+        items = _split_bytes_tensor(data, count) if isinstance(data, bytes) else data
+        if len(items) != count:
+            raise ApiError(400, f"shape {shape} needs {count} elements, data has {len(items)}")
+        return [decode_image(_b64(v), bundle, max_pixels) for v in items]
+    return _pixels(data, shape, bundle, max_pixels)
+
+
+def _b64(value) -> bytes:
+    if isinstance(value, bytes):
+        return value  # binary extension: raw bytes
+    if not isinstance(value, str):
+        raise ApiError(400, "BYTES elements in JSON must be base64 strings")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(400, "BYTES element is not valid base64") from None
+
+
+def _pixels(data, shape: list[int], bundle, max_pixels: int) -> list[np.ndarray]:
+    if len(shape) != 4 or shape[3] != bundle.channels or not all(shape):
+        raise ApiError(
+            400, f"input 'pixels' shape must be [N, H, W, {bundle.channels}], got {shape}"
+        )
+    count = math.prod(shape)
+    if shape[0] * shape[1] * shape[2] > max_pixels:
+        raise ApiError(413, f"{shape[0]} images of {shape[2]}x{shape[1]} exceed {max_pixels} px")
+    if isinstance(data, bytes):
+        array = np.frombuffer(data, np.uint8)
+    elif all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in data):
+        array = np.asarray(data, np.uint8)
+    else:
+        raise ApiError(400, "UINT8 data must be integers in 0..255")
+    if array.size != count:
+        raise ApiError(400, f"shape {shape} x UINT8 needs {count} values, data has {array.size}")
+    return list(array.reshape(shape))
+
+
+def _requested_output(request: dict, k_max: int) -> tuple[int, bool]:
+    """Return (classification k or 0, binary) for the single output."""
+    params = request.get("parameters") or {}
+    binary = bool(isinstance(params, dict) and params.get("binary_data_output"))
+    outputs = request.get("outputs")
+    if outputs is None:
+        return 0, binary
+    if not isinstance(outputs, list) or not all(isinstance(o, dict) for o in outputs):
+        raise ApiError(400, "'outputs' must be a list of objects")
+    if unknown := [o.get("name") for o in outputs if o.get("name") != OUTPUT]:
+        raise ApiError(400, f"unknown output {unknown[0]!r}; the model has {[OUTPUT]}")
+    k = 0
+    for out in outputs:
+        p = out.get("parameters") or {}
+        binary = bool(p.get("binary_data", binary))
+        k = p.get("classification", 0)
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise ApiError(400, "classification must be an int >= 0")
+    return min(k, k_max), binary
+
+
+def infer(request: dict, tail: bytes, bundle, max_pixels: int) -> tuple[dict, bytes, np.ndarray]:
+    """Run one v2 infer request; return (JSON response, binary tail, probabilities [N, K])."""
+    k, binary = _requested_output(request, len(bundle.labels))
+    probs = predict_arrays(bundle, read_images(request, tail, bundle, max_pixels))
+    if k:
+        rows = top_k(probs, bundle.labels, k)
+        data = [f"{s:.6f}:{i}:{label}" for row in rows for s, i, label in row]
+        out = {"name": OUTPUT, "datatype": "BYTES", "shape": [len(rows), k]}
+        raw = b"".join(struct.pack("<I", len(b)) + b for b in (d.encode() for d in data))
+    else:
+        data = [float(v) for v in probs.ravel()]
+        out = {"name": OUTPUT, "datatype": "FP32", "shape": list(probs.shape)}
+        raw = probs.astype("<f4").tobytes()
+    if binary:
+        out["parameters"] = {"binary_data_size": len(raw)}
+    else:
+        out["data"], raw = data, b""
+    response = {"model_name": bundle.name, "model_version": bundle.version, "outputs": [out]}
+    if isinstance(request.get("id"), str):
+        response["id"] = request["id"]
+    return response, raw, probs

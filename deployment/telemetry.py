@@ -1,0 +1,109 @@
+"""Prometheus metrics and the request-size guard, as ASGI middleware for the server.
+
+Metrics (GET /metrics): serve_requests_total{route,method,status},
+serve_request_seconds{route} (histogram), serve_model_info{name,version} (1 for the loaded
+model), serve_prediction_confidence (histogram of the top score), and
+serve_predicted_class_total{label}. `route` is the route template ("/v2/models/{name}/infer"),
+never the raw path, so label cardinality stays bounded.
+"""
+
+import json
+import time
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+from deployment.inference import ApiError
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+disable_created_metrics()  # the *_created series only add noise here
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+
+
+class Metrics:
+    """The server's metrics, in their own registry (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "serve_requests", "HTTP requests", ["route", "method", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "serve_request_seconds",
+            "Request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model = Gauge("serve_model_info", "Loaded model", ["name", "version"], registry=r)
+        self.confidence = Histogram(
+            "serve_prediction_confidence",
+            "Top-1 probability",
+            buckets=CONFIDENCE_BUCKETS,
+            registry=r,
+        )
+        self.predicted = Counter(
+            "serve_predicted_class", "Predictions by top-1 class", ["label"], registry=r
+        )
+
+    def observe_predictions(self, probs: np.ndarray, labels: list[str]) -> None:
+        """Count the top-1 class and its confidence for each row of probs [N, K]."""
+        for row in probs:
+            self.confidence.observe(float(row.max()))
+            self.predicted.labels(labels[int(row.argmax())]).inc()
+
+
+class Guard:
+    """ASGI middleware: 413 on a body over max_bytes, and request metrics.
+
+    A declared Content-Length over the limit is refused before any of the body is read; a
+    chunked body is counted as it arrives and refused (ApiError 413) once over the limit.
+    """
+
+    def __init__(self, app, metrics: Metrics, max_bytes: int, version) -> None:
+        self.app, self.metrics, self.max_bytes, self.version = app, metrics, max_bytes, version
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, status = time.perf_counter(), [500]
+
+        async def send_counted(message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            length = dict(scope["headers"]).get(b"content-length", b"0")
+            if not length.isdigit():
+                await self._error(send_counted, 400, "bad Content-Length")
+            elif int(length) > self.max_bytes:
+                message = f"body of {int(length)} bytes is over {self.max_bytes}"
+                await self._error(send_counted, 413, message)
+            else:
+                await self.app(scope, self._limited(receive), send_counted)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(route, scope["method"], str(status[0])).inc()
+            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+
+    def _limited(self, receive):
+        seen = 0
+
+        async def receive_limited():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise ApiError(413, f"body is over {self.max_bytes} bytes")
+            return message
+
+        return receive_limited
+
+    async def _error(self, send, status: int, message: str) -> None:
+        body = json.dumps({"error": message, "model_version": self.version()}).encode()
+        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
