@@ -36,7 +36,8 @@ def _build_bundle(project: Path) -> Path:
     edit_params(
         project / "params.yaml",
         datasets=["tiny"],
-        train={"epochs": 2, "batch_size": 8, "image_size": [8, 8]},
+        train={"image_size": [8, 8]},
+        hparams={"quick": {"epochs": 2, "batch_size": 8}},
         evaluate={"n_failures": 2, "profile_repeats": 1},
     )
     raw, norm = "datasets/raw/tiny", "datasets/normalized/tiny"
@@ -44,13 +45,13 @@ def _build_bundle(project: Path) -> Path:
         ("data_processing.normalize", raw, norm),
         ("data_processing.validate", raw, norm, "datasets/reports/tiny"),
         ("data_processing.decode", raw, norm, "datasets/decoded/tiny"),
-        ("models.train", "tiny", "mlp"),
-        ("models.evaluate", "tiny", "mlp"),
-        ("models.export", "tiny", "mlp"),
+        ("models.train", "tiny", "mlp", "quick"),
+        ("models.evaluate", "tiny", "mlp", "quick"),
+        ("models.export", "tiny", "mlp", "quick"),
     ):
         proc = run_stage(module, *args, cwd=project)
         assert proc.returncode == 0, f"{module}: {proc.stderr[-2000:]}"
-    return project / "models/runs/tiny-mlp/bundle"
+    return project / "models/runs/tiny-mlp-quick/bundle"
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Server:
     bundle: Path
     log: Path
     feedback: Path
-    name: str = "tiny-mlp"
+    name: str = "tiny-mlp-quick"
     before_ready: list = field(default_factory=list)  # (ready, live, infer) statuses seen
 
 
@@ -285,7 +286,7 @@ def test_bad_infer_requests_get_exact_statuses(server: Server, case: str) -> Non
     "path",
     [
         "/v2/models/nope/infer",
-        "/v2/models/tiny-mlp/versions/000000000000/infer",
+        "/v2/models/tiny-mlp-quick/versions/000000000000/infer",
         "/v2/models/..%2F..%2Fetc%2Fpasswd/infer",
         "/v1/models/nope:predict",
     ],
