@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import BIN, copy_project, edit_params, sh, write_seed_dataset
 
 pytestmark = pytest.mark.slow
@@ -115,6 +116,54 @@ def test_experiment_shows_in_table_and_plots_diff(repo: Path) -> None:
     assert any(i.endswith("failures/tiny-mlp-quick.png") for i in ids)
     confusion = diff["data"]["models/plots/confusion/tiny-cnn-quick.json"][0]
     assert set(confusion["revisions"]) == {"HEAD", "short"}
+
+
+def test_keep_commits_the_experiment_with_its_metrics(repo: Path) -> None:
+    out = sh(str(BIN / "python"), "-m", "models.keep", "short", cwd=repo)
+    assert "Keep experiment short: test.f1_macro=" in out
+    log = sh("git", "log", "-1", "--format=%s", cwd=repo)
+    assert log.startswith("Keep experiment short: test.f1_macro=")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["hparams"]["quick"]["epochs"] == 2  # the experiment's params, committed
+    assert sh("git", "status", "--porcelain", "--untracked-files=no", cwd=repo).strip() == ""
+
+
+def test_shared_through_a_dvc_remote_and_a_fresh_clone(repo: Path, tmp_path: Path) -> None:
+    store, origin, clone = tmp_path / "store", tmp_path / "origin.git", tmp_path / "clone"
+    sh("dvc", "remote", "add", "--local", "-d", "store", str(store), cwd=repo)
+    sh("dvc", "push", cwd=repo)
+    sh("git", "init", "-q", "--bare", str(origin), cwd=repo)
+    sh("git", "remote", "add", "origin", str(origin), cwd=repo)
+    sh("git", "push", "-q", "origin", "HEAD:refs/heads/main", cwd=repo)
+    sh("dvc", "exp", "push", "origin", "short", cwd=repo)
+    sh("git", "clone", "-q", "-b", "main", str(origin), str(clone), cwd=tmp_path)
+    sh("dvc", "remote", "add", "--local", "-d", "store", str(store), cwd=clone)
+    sh("dvc", "pull", cwd=clone)
+    out = sh("dvc", "repro", cwd=clone)
+    assert "Running stage" not in out and "up to date" in out  # a fresh clone is a no-op
+    sh("dvc", "exp", "pull", "origin", "short", cwd=clone)
+    assert "short" in sh("dvc", "exp", "list", "--all-commits", "--name-only", cwd=clone)
+
+
+def test_bundle_loads_without_the_models_sources(repo: Path, tmp_path: Path) -> None:
+    pointer = json.loads((repo / "deployment/production.json").read_text())
+    project = tmp_path / "project"  # the repo without its models/ and data_processing/ code
+    shutil.copytree(repo / "deployment", project / "deployment")
+    shutil.copytree(repo / pointer["bundle"], project / "bundle")
+    image = sorted((repo / "datasets/raw/tiny/test").glob("*.png"))[0]
+    script = (
+        "import json, sys; from pathlib import Path; from deployment.bundle import load_bundle; "
+        "b = load_bundle('bundle'); "
+        "p = b.predict(b.prepare(Path(sys.argv[1]).read_bytes())[None]); "
+        "print(json.dumps([sys.modules['models'].__file__, b.labels, p[0].tolist()]))"
+    )
+    out = sh(str(BIN / "python"), "-c", script, str(image), cwd=project)
+    origin, labels, probs = json.loads(out.strip().splitlines()[-1])
+    assert origin.startswith(str(project / "bundle" / "code"))
+    assert labels == ["bar", "column", "diagonal"]
+    expected = json.loads((repo / pointer["eval_predictions"]).read_text())["predictions"]
+    reference = expected[f"test/{image.name}"]
+    assert max(abs(a - b) for a, b in zip(probs, reference, strict=True)) <= 1e-5
 
 
 def test_deploy_test_catches_a_tampered_bundle(repo: Path, tmp_path: Path) -> None:
