@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install run test lint bench clean
+.PHONY: help install run test test-grid lint bench clean
 
 help:
 	@echo "make run    install into .venv, then dvc repro on the default dataset (digits)"
@@ -46,7 +46,10 @@ run: install
 
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not grid"
+
+test-grid: install  # the full sweep grid: 2 datasets x 3 models x 2 sets, about 6 minutes
+	$(BIN)/python -m pytest -q -m grid
 
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -90,8 +90,9 @@ BIN = Path(sys.executable).parent
 OFFLINE_TEMPLATE = ".dvc/plots/offline.html"  # built by `make install`
 
 
-def sh(*cmd: str, cwd: Path, check: bool = True) -> str:
-    """Run a command with the venv first on PATH (as the Makefile does); return its output."""
+def sh(*cmd: str, cwd: Path, check: bool = True, stdout_only: bool = False) -> str:
+    """Run a command with the venv first on PATH (as the Makefile does); return its output
+    (stdout and stderr, or stdout alone, for JSON)."""
     env = {
         **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",
@@ -106,7 +107,7 @@ def sh(*cmd: str, cwd: Path, check: bool = True) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check:
         assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc.stdout + proc.stderr
+    return proc.stdout if stdout_only else proc.stdout + proc.stderr
 
 
 def copy_project(repo: Path, models: tuple[str, ...] = ("mlp", "cnn")) -> Path:

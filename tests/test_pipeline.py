@@ -42,7 +42,7 @@ def test_repro_writes_metrics_for_every_cell(repo: Path) -> None:
             ("per_class", "json"),
         ):
             assert (repo / f"models/plots/{kind}/tiny-{model}-quick.{ext}").stat().st_size > 0
-    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo))
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo, stdout_only=True))
     data = shown[""]["data"]  # "" is the workspace
     assert {"models/metrics/tiny-mlp-quick.json", "models/metrics/tiny-cnn-quick.json"} <= set(
         data
@@ -107,7 +107,9 @@ def test_experiment_shows_in_table_and_plots_diff(repo: Path) -> None:
     header, *rows = table.strip().splitlines()
     assert "test.f1_macro" in header and "hparams.quick.epochs" in header
     assert any(row.startswith("short,") or ",short," in row for row in rows), table
-    diff = json.loads(sh("dvc", "plots", "diff", "HEAD", "short", "--json", cwd=repo))
+    diff = json.loads(
+        sh("dvc", "plots", "diff", "HEAD", "short", "--json", cwd=repo, stdout_only=True)
+    )
     ids = set(diff["data"])
     assert {
         "models/plots/confusion/tiny-cnn-quick.json",

@@ -87,35 +87,72 @@ def test_leaderboard_reads_dvc_records() -> None:
     assert rows[0]["f1_macro"] == 0.9 and rows[0]["timestamp"] == "2026-11-22T10:00:00"
 
 
-@pytest.mark.slow
-def test_sweep_runs_in_priority_order_on_dvcs_queue(tmp_path: Path) -> None:
-    repo = copy_project(tmp_path / "repo", models=("mlp",))
+def sweep_repo(tmp_path: Path, models: tuple[str, ...]) -> tuple[Path, list[str]]:
+    """A project with datasets "old" and "new" (added a second later), `models`, and the
+    sets quick, quick2 and bad (which fails); return it and the sweep command."""
+    repo = copy_project(tmp_path / "repo", models=models)
     edit_params(
         repo / "params.yaml",
         datasets=["old", "new"],
         hparams={"quick2": {"epochs": 3, "batch_size": 16}, "bad": {"optimizer": "nosuch"}},
     )
-    for name in ("old", "new"):  # "new" is added a second later: it runs first
+    for name in ("old", "new"):
         write_seed_dataset(repo / "datasets" / "raw" / name, {"train": 6, "test": 3})
         sh("dvc", "add", "-q", f"datasets/raw/{name}", cwd=repo)
         sh("git", "add", "-A", cwd=repo)
         sh("git", "commit", "-qm", f"add {name}", cwd=repo)
         time.sleep(1.1)
-    sweep = [str(BIN / "python"), "-m", "models.sweep", "--hparams", "quick,quick2", "--poll", "1"]
-    out = sh(*sweep, cwd=repo)
-    expected = ["new-mlp-quick", "new-mlp-quick2", "old-mlp-quick", "old-mlp-quick2"]
-    show = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo))
-    ran = experiments(show)
+    return repo, [str(BIN / "python"), "-m", "models.sweep", "--hparams", "quick,quick2"]
+
+
+def check_sweep(repo: Path, out: str, expected: list[str]) -> None:
+    """Order from DVC's own records, a correct leaderboard, and every cell in plots diff."""
+    ran = experiments(json.loads(sh("dvc", "exp", "show", "--json", cwd=repo, stdout_only=True)))
     assert set(expected) <= set(ran)
-    assert sorted(expected, key=lambda n: ran[n]["timestamp"]) == expected  # DVC's own record
+    assert sorted(expected, key=lambda n: ran[n]["timestamp"]) == expected
+    assert f"{len(expected)}/{len(expected)} done, 0 running, 0 failed" in out
     board = (repo / "models" / "leaderboard.md").read_text()
-    rows = [line for line in board.splitlines() if line.startswith("| ") and line[2].isdigit()]
-    assert len(rows) == 4 and all(name in board for name in expected)
+    rows = [line.split(" | ") for line in board.splitlines() if line[:3].strip("| ").isdigit()]
+    assert [r[1] for r in rows] == sorted(
+        expected,
+        key=lambda n: (
+            -ran[n]["metrics"][f"models/metrics/{n}.json"]["data"]["test"]["f1_macro"],
+            n,
+        ),
+    )
+    for name, f1 in ((r[1], float(r[2])) for r in rows):
+        test = ran[name]["metrics"][f"models/metrics/{name}.json"]["data"]["test"]
+        assert abs(f1 - test["f1_macro"]) < 1e-3
     assert (repo / "models" / "leaderboard.png").stat().st_size > 0
-    assert "4/4 done, 0 running, 0 failed" in out
+    diff = json.loads(sh("dvc", "plots", "diff", *expected, "--json", cwd=repo, stdout_only=True))[
+        "data"
+    ]
+    for name in expected:
+        for plot in (f"models/plots/confusion/{name}.json", f"models/plots/loss/{name}.tsv"):
+            assert name in diff[plot][0]["revisions"], plot
+
+
+@pytest.mark.slow
+def test_sweep_runs_in_priority_order_on_dvcs_queue(tmp_path: Path) -> None:
+    repo, sweep = sweep_repo(tmp_path, ("mlp",))
+    out = sh(*sweep, "--poll", "1", cwd=repo)
+    check_sweep(repo, out, ["new-mlp-quick", "new-mlp-quick2", "old-mlp-quick", "old-mlp-quick2"])
     again = sh(*sweep, cwd=repo)  # every combination exists: nothing is queued
     assert again.count("exists, skipped") == 4
-
     failing = [*sweep[:3], "--datasets", "new", "--hparams", "bad", "--poll", "1"]
     out = sh(*failing, cwd=repo, check=False)
     assert "new-mlp-bad FAILED; its log ends" in out and "hparams.bad.optimizer" in out
+
+
+@pytest.mark.grid
+def test_grid_of_2_datasets_3_models_2_sets(tmp_path: Path) -> None:
+    """The full grid (about 6 minutes on 2 cores): `make test-grid`."""
+    repo, sweep = sweep_repo(tmp_path, ("mlp", "cnn", "vgg"))
+    out = sh(*sweep, "-j", "1", "--poll", "2", cwd=repo)  # one worker: a strict order
+    order = [
+        f"{d}-{m}-{h}"
+        for d in ("new", "old")
+        for m in ("cnn", "mlp", "vgg")
+        for h in ("quick", "quick2")
+    ]  # sweep.model_priority: cnn, mlp; then params order
+    check_sweep(repo, out, order)
