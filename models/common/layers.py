@@ -2,7 +2,7 @@
 
 import keras
 
-from models.common.spec import ModelSpec
+from models.common.spec import Augment, ModelSpec
 
 
 def inputs(spec: ModelSpec) -> tuple[keras.KerasTensor, keras.KerasTensor]:
@@ -11,6 +11,37 @@ def inputs(spec: ModelSpec) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     x = keras.layers.Resizing(*spec.image_size, interpolation="bilinear", name="resize")(raw)
     x = keras.layers.Rescaling(1.0 / 255, name="rescale")(x)
     return raw, x
+
+
+def augment(x: keras.KerasTensor, params: Augment) -> keras.KerasTensor:
+    """Random flip/rotate/zoom/contrast on the 0..1 images from `inputs`; 0 or "none" = no layer.
+
+    fit() runs them; predict(), evaluate(), model.export() and our serving code pass
+    training=False, which makes them identity. Beware: these Keras 3 layers default to
+    training=True, so a bare `model(x)` with augmentation on DOES augment; call
+    `model(x, training=False)` for inference.
+    """
+    if params.flip != "none":
+        x = keras.layers.RandomFlip(params.flip, name="augment_flip")(x)
+    if params.rotate:
+        x = keras.layers.RandomRotation(params.rotate, name="augment_rotate")(x)
+    if params.zoom:
+        x = keras.layers.RandomZoom(params.zoom, name="augment_zoom")(x)
+    if params.contrast:
+        x = keras.layers.RandomContrast(
+            params.contrast, value_range=(0.0, 1.0), name="augment_contrast"
+        )(x)
+    return x
+
+
+def batch_norm() -> keras.layers.BatchNormalization:
+    """BatchNormalization with moving averages fast enough for small datasets.
+
+    Keras's default momentum 0.99 lets the inference statistics lag the weights for hundreds
+    of steps: on digits (36 steps an epoch) a ResNet reached 99% train but 10% val accuracy
+    (one class everywhere) for 9 epochs; with 0.9 it scored 97% val after 3.
+    """
+    return keras.layers.BatchNormalization(momentum=0.9)
 
 
 def head(x: keras.KerasTensor, spec: ModelSpec) -> keras.KerasTensor:

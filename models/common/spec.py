@@ -16,6 +16,15 @@ class ModelSpec:
     label_mode: str = "single"  # "single": softmax; "multi": sigmoid
 
 
+class Augment(Params):
+    """Training-only augmentation, the `augment:` sub-section of a model's params; 0/none = off."""
+
+    flip: Literal["none", "horizontal", "vertical", "horizontal_and_vertical"] = "none"
+    rotate: float = Field(default=0.0, ge=0.0, le=0.5)  # max rotation, fraction of a full turn
+    zoom: float = Field(default=0.0, ge=0.0, lt=1.0)  # max zoom in/out, fraction of the size
+    contrast: float = Field(default=0.0, ge=0.0, lt=1.0)  # max contrast change, fraction
+
+
 class EarlyStopping(Params):
     monitor: str = "val/loss"
     patience: int = 8
