@@ -15,7 +15,8 @@ export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install run test test-grid lint bench clean
+.PHONY: help install install-browser run test test-grid lint bench clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
 	@echo "make run    install into .venv, then dvc repro on the default dataset (digits)"
@@ -44,9 +45,14 @@ run: install
 	@echo "  cat deployment/production.json   # the selected model and its exported bundle"
 	@echo "  source .venv/bin/activate        # to use dvc and python interactively"
 
-test: install
+# Debian's chromium and its driver, for tests/test_page.py (the web page in a real browser).
+install-browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium chromium-driver)
+
+test: install install-browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -m "not grid"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not grid"
 
 test-grid: install  # the full sweep grid: 2 datasets x 3 models x 2 sets, about 6 minutes
 	$(BIN)/python -m pytest -q -m grid

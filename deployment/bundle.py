@@ -157,18 +157,26 @@ class Bundle:
         return self.predict(np.zeros((1, 8, 8, self.channels), np.uint8))
 
 
-def load_bundle(path: Path | str, intra_op: int | None = None, inter_op: int | None = None):
+def load_bundle(
+    path: Path | str,
+    intra_op: int | None = None,
+    inter_op: int | None = None,
+    sha256: str | None = None,
+) -> Bundle:
     """Load the bundle at `path` with its own code/ (see the module docstring).
 
     Args:
         path: the bundle folder (model.keras, labels.json, code/, ...).
         intra_op, inter_op: TensorFlow thread counts (first load only).
+        sha256: when given, the full sha256 model.keras must have (the production pointer's);
+            checked before any of the bundle's code is imported.
 
     Returns:
         Bundle, its serving module imported from `path`/code.
 
     Raises:
         FileNotFoundError: no model.keras, labels.json or code/ serving module.
+        ValueError: model.keras does not have the expected sha256.
         RuntimeError: a bundled-package module was loaded from outside code/.
     """
     path = Path(path).resolve()
@@ -176,6 +184,9 @@ def load_bundle(path: Path | str, intra_op: int | None = None, inter_op: int | N
     for required in ("model.keras", "labels.json", "code/models/common/serving.py"):
         if not (path / required).is_file():
             raise FileNotFoundError(f"{path}: not a bundle, {required} missing")
+    digest = _sha256(path / "model.keras")
+    if sha256 is not None and digest != sha256:
+        raise ValueError(f"{path}/model.keras has sha256 {digest}, expected {sha256}")
     tf = configure_tensorflow(intra_op, inter_op)
     serving = _import_serving(code_dir)
     predictor = serving.Predictor(path)
@@ -190,7 +201,7 @@ def load_bundle(path: Path | str, intra_op: int | None = None, inter_op: int | N
     return Bundle(
         path=path,
         name=_name(path),
-        version=_sha256(path / "model.keras")[:12],
+        version=digest[:12],
         labels=labels,
         channels=channels,
         serving=serving,

@@ -4,7 +4,8 @@ GET  /          deployment/static/index.html (choose or drop an image, see top-k
 POST /predict   multipart/form-data with one file (field "file"), or a raw image/* body;
                 -> {request_id, model_name, model_version, label, score, top_k}
                 415 for any other content type
-POST /feedback  {request_id, true_label} -> the stored record (deployment/feedback.py)
+POST /feedback  {request_id, true_label} -> the stored record; the uploaded image and its
+                true label join the feedback dataset (deployment/feedback.py)
 """
 
 import uuid
@@ -15,7 +16,7 @@ from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from deployment.inference import ApiError, decode_image, predict_arrays, top_k
+from deployment.inference import ApiError, decode_image, pinned, predict_arrays, top_k
 from deployment.oip import parse_body
 
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -38,7 +39,10 @@ async def _image_bytes(request: Request) -> bytes:
 
 
 def add_routes(app: FastAPI, state) -> None:
-    """Add /, /predict and /feedback to app; state is deployment.serve.State."""
+    """Add /, /predict and /feedback to app; state is deployment.serve.State.
+
+    Each request uses the bundle pinned to it on arrival (inference.pinned).
+    """
 
     @app.get("/")
     def page():
@@ -46,9 +50,9 @@ def add_routes(app: FastAPI, state) -> None:
 
     @app.post("/predict")
     async def predict(request: Request):
-        if not state.ready:
+        bundle = pinned(request)
+        if bundle is None:
             raise ApiError(503, "the model is not loaded yet")
-        bundle = state.bundle
         data = await _image_bytes(request)
         limit = state.config.max_pixels
 
@@ -59,15 +63,13 @@ def add_routes(app: FastAPI, state) -> None:
         state.metrics.observe_predictions(probs, bundle.labels)
         best = top_k(probs, bundle.labels, TOP_K)[0]
         request_id = uuid.uuid4().hex
-        state.store.remember(
-            request_id,
-            {
-                "model_name": bundle.name,
-                "model_version": bundle.version,
-                "predicted_label": best[0][2],
-                "score": best[0][0],
-            },
-        )
+        predicted = {
+            "model_name": bundle.name,
+            "model_version": bundle.version,
+            "predicted_label": best[0][2],
+            "score": best[0][0],
+        }
+        state.store.remember(request_id, data, predicted, bundle.labels)
         return state.reply(
             {
                 "request_id": request_id,
@@ -76,13 +78,14 @@ def add_routes(app: FastAPI, state) -> None:
                 "score": best[0][0],
                 "top_k": [{"label": lab, "index": i, "score": s} for s, i, lab in best],
                 "labels": bundle.labels,
-            }
+            },
+            bundle=bundle,
         )
 
     @app.post("/feedback")
     async def feedback(request: Request):
-        if not state.ready:
+        if pinned(request) is None:
             raise ApiError(503, "the model is not loaded yet")
         body, _ = parse_body(await request.body(), None)
         record = await run_in_threadpool(state.store.record, body)
-        return state.reply({"stored": True, "record": record})
+        return state.reply({"stored": True, "record": record}, bundle=pinned(request))

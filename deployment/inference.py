@@ -21,6 +21,13 @@ class ApiError(Exception):
         self.message = message
 
 
+def pinned(request):
+    """The bundle pinned to a Starlette request on arrival (serve.Lifecycle); None before
+    the first load. Every route serves with it, so a hot reload never switches the model
+    under a request in flight."""
+    return request.scope.get("state", {}).get("bundle")
+
+
 def decode_image(data: bytes, bundle, max_pixels: int) -> np.ndarray:
     """Decode one encoded image to uint8 [H, W, C] for `bundle`.
 

@@ -3,8 +3,9 @@
 Metrics (GET /metrics): serve_requests_total{route,method,status},
 serve_request_seconds{route} (histogram), serve_model_info{name,version} (1 for the loaded
 model), serve_prediction_confidence (histogram of the top score), and
-serve_predicted_class_total{label}. `route` is the route template ("/v2/models/{name}/infer"),
-never the raw path, so label cardinality stays bounded.
+serve_predicted_class_total{label}; hot reload: serve_model_reloads_total,
+serve_model_load_failures_total{reason} and serve_model_load_seconds. `route` is the route
+template ("/v2/models/{name}/infer"), never the raw path, so label cardinality stays bounded.
 """
 
 import json
@@ -45,6 +46,18 @@ class Metrics:
         )
         self.predicted = Counter(
             "serve_predicted_class", "Predictions by top-1 class", ["label"], registry=r
+        )
+        self.reloads = Counter("serve_model_reloads", "Bundles swapped in", registry=r)
+        self.load_failures = Counter(
+            "serve_model_load_failures",
+            "Candidate bundles refused, the old model kept serving",
+            ["reason"],  # pointer | missing | sha256 | load | self_check (deployment/reload.py)
+            registry=r,
+        )
+        self.load_seconds = Gauge(
+            "serve_model_load_seconds",
+            "Load, warm-up and self-check of the served bundle",
+            registry=r,
         )
 
     def observe_predictions(self, probs: np.ndarray, labels: list[str]) -> None:

@@ -80,7 +80,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     port, log = _free_port(), root / "server.log"
     cmd = [sys.executable, "-m", "deployment.serve", "--port", str(port), "--bundle", bundle]
     cmd += ["--feedback-dir", root / "feedback", "--max-body-bytes", str(MAX_BODY)]
-    cmd += ["--max-pixels", str(MAX_PIXELS)]
+    cmd += ["--max-pixels", str(MAX_PIXELS), "--drain-seconds", "0"]  # SIGTERM: test_reload
     with open(log, "wb") as out:
         proc = subprocess.Popen(list(map(str, cmd)), cwd=root, stdout=out, stderr=out)
     srv = Server(f"http://127.0.0.1:{port}", port, bundle, log, root / "feedback")
@@ -360,7 +360,7 @@ def _check_feedback(server: Server, rid: str, label: str) -> None:
     wrong = next(c for c in CLASSES if c != label)
     status, answer = post({"request_id": rid, "true_label": label})
     assert status == 200 and answer["record"]["correct"] is True
-    record_file = server.feedback / f"{rid}.json"
+    record_file = server.feedback / "records" / f"{rid}.json"
     first = record_file.read_bytes()
     assert json.loads(first) == answer["record"]
     assert post({"request_id": rid, "true_label": label}) == (status, answer)
@@ -377,7 +377,19 @@ def _check_feedback(server: Server, rid: str, label: str) -> None:
     ):
         status, answer = post(body)
         assert status == expected and answer["error"], (body, answer)
-    assert sorted(p.name for p in server.feedback.iterdir()) == [f"{rid}.json"]  # nothing else
+    files = sorted(p.relative_to(server.feedback).as_posix() for p in server.feedback.rglob("*"))
+    record = json.loads(record_file.read_text())  # the first record goes to test (feedback.py)
+    assert record["split"] == "test" and record["file"] == f"test/{rid}.png"
+    assert files == [
+        "records",
+        f"records/{rid}.json",
+        "test",
+        f"test/{rid}.png",
+        "test/groundtruth.csv",
+    ]
+    assert (
+        server.feedback / "test/groundtruth.csv"
+    ).read_text() == f"filename,label\n{rid}.png,{wrong}\n"
 
 
 def test_metrics_count_requests_and_predictions(server: Server) -> None:

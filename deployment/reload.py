@@ -1,0 +1,198 @@
+"""Hot reload of the served model: read the production pointer, load and check a candidate.
+
+Reads deployment/production.json (written by deployment/select.py):
+    {name, dataset, model, hparams, bundle, sha256, eval_predictions, metrics}
+Relative paths in it are relative to the repo root, the parent of the pointer's folder.
+Writes nothing.
+
+`load_candidate` loads the bundle the pointer names (deployment.bundle.load_bundle, which
+refuses a model.keras whose sha256 differs from the pointer's), warms it up and self-checks
+it: the warm-up probabilities must be finite, in [0, 1], of the bundle's label count and,
+for a single-label bundle (params.json spec.label_mode), sum to 1; and when the pointer
+names the cell's eval predictions, a few of those test images (read from
+datasets/raw/<dataset>/) must predict what evaluation recorded (to EVAL_ATOL). Any failure
+raises CandidateError with a short `reason`, the label of serve_model_load_failures_total.
+
+`PointerWatcher` polls the pointer's bytes every `interval` seconds in a daemon thread and
+calls back when they change (a `touch` alone does not reload). The server (serve.py) swaps
+the new bundle in only after load_candidate returns.
+"""
+
+import hashlib
+import json
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+
+from deployment.bundle import Bundle, load_bundle
+from deployment.inference import predict_arrays
+
+EVAL_ATOL = 1e-3  # evaluate.py rounds to 1e-7; batch composition moves float32 by ~1e-6
+EVAL_SAMPLES = 4  # eval images re-predicted per candidate
+SIZE_SCAN = 32  # eval images whose size is read to find the common size (see _eval_images)
+
+
+class CandidateError(Exception):
+    """A candidate bundle that must not be served; reason is a bounded metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason  # pointer | missing | sha256 | load | self_check
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """The parts of the production pointer that reload needs, paths made absolute."""
+
+    path: Path  # the pointer file itself
+    bundle: Path
+    sha256: str | None  # of bundle/model.keras; None: not checked
+    eval_predictions: Path | None  # models/runs/<cell>/eval/predictions.json
+    images: Path | None  # datasets/raw/<dataset>: where eval file names resolve
+
+
+def read_pointer(path: Path) -> Pointer:
+    """Parse the pointer file.
+
+    Raises:
+        CandidateError: reason "pointer" for unreadable JSON or a missing "bundle".
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+        root = Path(path).resolve().parents[1]
+        absolute = lambda p: None if p is None else root / p  # noqa: E731 (/ keeps absolute p)
+        return Pointer(
+            path=Path(path),
+            bundle=absolute(data["bundle"]),
+            sha256=data.get("sha256"),
+            eval_predictions=absolute(data.get("eval_predictions")),
+            images=absolute(f"datasets/raw/{data['dataset']}") if data.get("dataset") else None,
+        )
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CandidateError("pointer", f"{path}: not a production pointer: {err!r}") from None
+
+
+def check_probabilities(probs: np.ndarray, n_labels: int, multi_label: bool = False) -> None:
+    """Raise CandidateError unless probs is [N, n_labels], finite, in [0, 1] and (single
+    label, softmax) each row sums to 1."""
+    if probs.ndim != 2 or probs.shape[1] != n_labels:
+        raise CandidateError("self_check", f"output shape {probs.shape}, want [N, {n_labels}]")
+    if not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
+        raise CandidateError("self_check", "probabilities not finite or outside [0, 1]")
+    if not multi_label and not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+        raise CandidateError("self_check", f"probabilities sum to {probs.sum(axis=1)}, not 1")
+
+
+def _multi_label(bundle: Bundle) -> bool:
+    """Whether the bundle's params.json says label_mode "multi" (sigmoid outputs)."""
+    params = bundle.path / "params.json"
+    spec = json.loads(params.read_text()).get("spec", {}) if params.is_file() else {}
+    return spec.get("label_mode") == "multi"
+
+
+def _eval_images(pointer: Pointer, labels: list[str]) -> list[tuple[Path, list[float]]]:
+    """Up to EVAL_SAMPLES (image path, recorded probabilities) of the commonest image size.
+
+    decode.py resizes images of other sizes before evaluation, so only images of the
+    commonest size reach the model with the same pixels as here.
+    """
+    if pointer.eval_predictions is None or pointer.images is None:
+        return []
+    if not pointer.eval_predictions.is_file():
+        return []
+    recorded = json.loads(pointer.eval_predictions.read_text())
+    if recorded.get("categories") != labels:
+        raise CandidateError("self_check", f"eval categories {recorded.get('categories')}")
+    found = [
+        (pointer.images / name, probs)
+        for name, probs in sorted(recorded["predictions"].items())[:SIZE_SCAN]
+        if (pointer.images / name).is_file()
+    ]
+    sizes = {}
+    for path, _ in found:
+        with PILImage.open(path) as image:  # the header only
+            sizes[path] = image.size
+    common = Counter(sizes.values()).most_common(1)
+    return [(p, probs) for p, probs in found if sizes[p] == common[0][0]][:EVAL_SAMPLES]
+
+
+def self_check(bundle: Bundle, pointer: Pointer | None) -> str:
+    """Warm up and check `bundle` (see the module docstring); return what was checked.
+
+    Raises:
+        CandidateError: reason "self_check".
+    """
+    multi = _multi_label(bundle)
+    check_probabilities(bundle.warm_up(), len(bundle.labels), multi)
+    samples = _eval_images(pointer, bundle.labels) if pointer else []
+    if not samples:
+        return "warm-up output only (no eval predictions or images to compare)"
+    probs = predict_arrays(bundle, [bundle.prepare(path) for path, _ in samples])
+    check_probabilities(probs, len(bundle.labels), multi)
+    error = float(np.abs(probs - np.array([p for _, p in samples])).max())
+    if error > EVAL_ATOL:
+        raise CandidateError("self_check", f"differs from its eval predictions by {error:.2e}")
+    return f"{len(samples)} eval images match to {error:.1e}"
+
+
+def load_candidate(
+    pointer: Pointer, intra_op: int | None = None, inter_op: int | None = None
+) -> tuple[Bundle, str]:
+    """Load, warm up and self-check the bundle `pointer` names.
+
+    Returns:
+        (the bundle, a line saying what the self-check compared).
+
+    Raises:
+        CandidateError: reason missing, sha256, load or self_check.
+    """
+    try:
+        bundle = load_bundle(pointer.bundle, intra_op, inter_op, sha256=pointer.sha256)
+    except FileNotFoundError as err:
+        raise CandidateError("missing", str(err)) from None
+    except ValueError as err:
+        raise CandidateError("sha256", str(err)) from None
+    except Exception as err:
+        raise CandidateError("load", f"{pointer.bundle}: {err!r}") from None
+    try:
+        return bundle, self_check(bundle, pointer)
+    except CandidateError:
+        raise
+    except Exception as err:  # an unreadable eval image or predictions file, ...
+        raise CandidateError("self_check", f"{pointer.bundle}: {err!r}") from None
+
+
+class PointerWatcher:
+    """Call `on_change()` from a daemon thread whenever the pointer file's bytes change."""
+
+    def __init__(self, path: Path, interval: float, on_change: Callable[[], None]) -> None:
+        self.path, self.interval, self.on_change = Path(path), interval, on_change
+        self._stop = threading.Event()
+        self._last = self._digest()
+        self._thread = threading.Thread(target=self._run, name="watch-pointer", daemon=True)
+
+    def _digest(self) -> str | None:
+        try:
+            return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        except OSError:  # missing for a moment (a non-atomic writer): keep the model
+            return None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            digest = self._digest()
+            if digest is not None and digest != self._last:
+                self._last = digest
+                self.on_change()  # a load takes seconds; changes meanwhile are seen next
+
+    def start(self) -> "PointerWatcher":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

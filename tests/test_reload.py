@@ -1,0 +1,440 @@
+"""Hot reload, graceful shutdown and feedback-as-data on the real server over real HTTP.
+
+Two tiny bundles of one cell (tiny-mlp-quick, base.seed 0 and 1: different weights, so a
+different sha256) are built once through the real stage modules, two projects side by side
+so the two trainings overlap. `python -m deployment.serve --pointer ...` serves them in a
+subprocess; the tests rewrite the pointer as deployment/select.py would.
+"""
+
+import base64
+import hashlib
+import http.client
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, edit_params, pattern, write_seed_dataset
+from PIL import Image
+
+pytestmark = pytest.mark.slow
+CELL = "tiny-mlp-quick"
+READY_TIMEOUT = 60  # seconds: TF import, bundle load and warm-up
+RELOAD_TIMEOUT = 30  # seconds: for the new version (or a failure) to show
+
+
+def _stages(projects: list[Path], *steps: tuple[str, ...]) -> None:
+    """Run each stage in every project at once (the projects are independent)."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONDONTWRITEBYTECODE": "1"}
+    for module, *args in steps:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", module, *args],
+                cwd=p,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for p in projects
+        ]
+        for proc in procs:
+            out = proc.communicate(timeout=300)[0]
+            assert proc.returncode == 0, f"{module}: {out[-2000:]}"
+
+
+@dataclass
+class Release:
+    bundle: str  # relative to the repo root, as deployment/select.py writes it
+    eval_predictions: str
+    sha256: str
+
+    def pointer(self, **changes) -> dict:
+        return {
+            "name": CELL,
+            "dataset": "tiny",
+            "model": "mlp",
+            "hparams": "quick",
+            "bundle": self.bundle,
+            "sha256": self.sha256,
+            "eval_predictions": self.eval_predictions,
+            "metrics": {},
+            **changes,
+        }
+
+
+@pytest.fixture(scope="module")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Release, Release]:
+    """(repo root, release a, release b): one cell trained with seeds 0 and 1."""
+    root = tmp_path_factory.mktemp("reload")
+    a, b = root / "a", root / "b"
+    for package in ("data_processing", "models"):  # export copies code relative to the cwd
+        ignore = shutil.ignore_patterns("runs", "plots", "metrics", "__pycache__")
+        shutil.copytree(ROOT / package, a / package, ignore=ignore)
+    (a / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    write_seed_dataset(a / "datasets/raw/tiny", {"train": 8, "test": 4})
+    edit_params(
+        a / "params.yaml",
+        base={"seed": 0},
+        datasets=["tiny"],
+        train={"image_size": [8, 8]},
+        hparams={"quick": {"epochs": 2, "batch_size": 8, "learning_rate": 0.003}},
+        evaluate={"n_failures": 2, "profile_repeats": 1},
+    )
+    raw, norm = "datasets/raw/tiny", "datasets/normalized/tiny"
+    _stages(
+        [a],
+        ("data_processing.normalize", raw, norm),
+        ("data_processing.decode", raw, norm, "datasets/decoded/tiny"),
+    )
+    shutil.copytree(a, b)
+    edit_params(b / "params.yaml", base={"seed": 1})
+    cell = ("tiny", "mlp", "quick")
+    _stages([a, b], ("models.train", *cell), ("models.evaluate", *cell), ("models.export", *cell))
+    found = []
+    for name, project in (("a", a), ("b", b)):
+        shutil.copytree(project / f"models/runs/{CELL}", root / f"releases/{name}")
+        model = root / f"releases/{name}/bundle/model.keras"
+        found.append(
+            Release(
+                f"releases/{name}/bundle",
+                f"releases/{name}/eval/predictions.json",
+                _sha256(model),
+            )
+        )
+    shutil.copytree(a / "datasets/raw", root / "datasets/raw")  # eval images for self-checks
+    assert found[0].sha256 != found[1].sha256
+    return root, *found
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_pointer(root: Path, pointer: dict | str) -> None:
+    """Atomically, as data_processing.io.write_json does for deployment/select.py."""
+    path = root / "deployment/production.json"
+    path.parent.mkdir(exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(pointer if isinstance(pointer, str) else json.dumps(pointer, indent=2))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    proc: subprocess.Popen
+    log: Path
+    feedback: Path
+
+    def logged(self) -> str:
+        return self.log.read_text()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root: Path, name: str, *flags: str) -> Server:
+    port, log = _free_port(), root / f"{name}.log"
+    cmd = [sys.executable, "-m", "deployment.serve", "--port", str(port), *flags]
+    cmd += ["--feedback-dir", str(root / f"{name}-feedback")]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=root, stdout=out, stderr=out)
+    srv = Server(f"http://127.0.0.1:{port}", port, proc, log, root / f"{name}-feedback")
+    deadline = time.monotonic() + READY_TIMEOUT
+    while call(srv, "GET", "/v2/health/ready")[0] != 200:
+        assert proc.poll() is None, f"server exited:\n{srv.logged()[-3000:]}"
+        assert time.monotonic() < deadline, f"not ready:\n{srv.logged()[-3000:]}"
+        time.sleep(0.2)
+    return srv
+
+
+def stop_server(srv: Server) -> None:
+    if srv.proc.poll() is None:
+        srv.proc.terminate()
+        try:
+            srv.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            srv.proc.kill()
+            srv.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(releases):
+    """A server on the pointer, first naming release a; polls the pointer every 0.2 s."""
+    root, a, _ = releases
+    write_pointer(root, a.pointer())
+    pointer = str(root / "deployment/production.json")
+    flags = ("--pointer", pointer, "--watch-interval", "0.2", "--drain-seconds", "0.2")
+    srv = start_server(root, "watch", *flags)
+    yield srv
+    stop_server(srv)
+
+
+def call(srv: Server, method: str, path: str, body=None, headers=None, timeout: float = 30):
+    """(status, parsed JSON or raw bytes); a connection error is status 0."""
+    if isinstance(body, dict):
+        body, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
+    request = urllib.request.Request(srv.url + path, body, headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, raw, head = response.status, response.read(), response.headers
+    except urllib.error.HTTPError as err:
+        status, raw, head = err.code, err.read(), err.headers
+    except (ConnectionError, urllib.error.URLError, TimeoutError):
+        return 0, None
+    is_json = head.get("content-type", "").startswith("application/json")
+    return status, json.loads(raw) if is_json else raw
+
+
+def png(label: int = 0, seed: int = 0) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(pattern(label, np.random.default_rng(seed)), "L").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def version(srv: Server) -> str:
+    return call(srv, "GET", "/v2")[1]["model_version"]
+
+
+def metric(srv: Server, name: str) -> float:
+    """The value of one sample in /metrics (0 when absent)."""
+    text = call(srv, "GET", "/metrics")[1].decode()
+    found = [line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(found[0]) if found else 0.0
+
+
+def _load(srv: Server, stop: threading.Event, seen: list, worker: int) -> None:
+    """Requests until `stop` (at most 2,000 or 60 s): (worker, status, version, probs)."""
+    image = png(1)
+    data = [base64.b64encode(image).decode()]
+    infer = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": data}]}
+    deadline = time.monotonic() + 60
+    for i in range(2000):
+        if stop.is_set() or time.monotonic() > deadline:
+            return
+        if (i + worker) % 2:
+            status, body = call(srv, "POST", "/predict", image, {"Content-Type": "image/png"})
+            top = sorted(body["top_k"], key=lambda t: t["index"]) if status == 200 else []
+            probs = [t["score"] for t in top]  # all K classes: TOP_K 5 > 3
+        else:
+            status, body = call(srv, "POST", f"/v2/models/{CELL}/infer", infer)
+            probs = body["outputs"][0]["data"] if status == 200 else []
+        got = body.get("model_version") if isinstance(body, dict) else None
+        seen.append((worker, status, got, probs, time.monotonic()))
+
+
+def test_hot_reload_under_load_fails_no_request(server: Server, releases) -> None:
+    root, a, b = releases
+    assert version(server) == a.sha256[:12]
+    stop, seen = threading.Event(), []
+    workers = [
+        threading.Thread(target=_load, args=(server, stop, seen, w), daemon=True) for w in (0, 1)
+    ]
+    for w in workers:
+        w.start()
+    try:
+        time.sleep(1.0)
+        swapped_at = time.monotonic()
+        write_pointer(root, b.pointer())
+        deadline = swapped_at + RELOAD_TIMEOUT
+        while not any(s[2] == b.sha256[:12] for s in seen[-4:]):
+            assert time.monotonic() < deadline, server.logged()[-3000:]
+            time.sleep(0.05)
+        time.sleep(0.5)  # more requests on the new model
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(timeout=35)
+    failed = [s[:3] for s in seen if s[1] != 200]
+    assert not failed, failed
+    versions = {s[2] for s in seen}
+    assert versions == {a.sha256[:12], b.sha256[:12]}
+    for w in (0, 1):  # per worker: a, a, ..., b, b (a request pinned to a may end after b)
+        order = [s[2] for s in seen if s[0] == w]
+        assert order == sorted(order, key=lambda v: v == b.sha256[:12]), order
+    # model_version names the model that really answered: its probabilities are that model's
+    reference = {}
+    for _, _, v, probs, _ in seen:
+        reference.setdefault(v, probs)
+        assert np.allclose(probs, reference[v], atol=1e-5), (v, probs, reference[v])
+    assert not np.allclose(reference[a.sha256[:12]], reference[b.sha256[:12]], atol=1e-4)
+    assert metric(server, "serve_model_reloads_total") == 1.0
+    text = call(server, "GET", "/metrics")[1].decode()
+    assert f'serve_model_info{{name="{CELL}",version="{b.sha256[:12]}"}} 1.0' in text
+    assert a.sha256[:12] not in text
+    loaded = re.findall(r"loaded and checked in ([\d.]+) s: (.*)\)", server.logged())
+    assert len(loaded) == 2 and "eval images match" in loaded[1][1], loaded
+    first_b = min(s[4] for s in seen if s[2] == b.sha256[:12])
+    during = sum(1 for s in seen if swapped_at <= s[4] <= first_b)
+    print(
+        f"\nreload: {len(seen)} requests, 0 failed; load+check {loaded[1][0]} s; "
+        f"{during} requests answered between the pointer write and the first new-model "
+        f"answer ({first_b - swapped_at:.2f} s)"
+    )
+
+
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("no model.keras", "missing"),
+        ("wrong sha256", "sha256"),
+        ("eval predictions of another model", "self_check"),
+        ("pointer not JSON", "pointer"),
+    ],
+)
+def test_broken_candidate_keeps_the_old_model(server: Server, releases, case, reason) -> None:
+    root, a, b = releases
+    serving = version(server)
+    other = a if serving == b.sha256[:12] else b  # a real model, not the one serving
+    if case == "no model.keras":
+        broken = root / "releases/broken/bundle"
+        if not broken.exists():
+            shutil.copytree(root / other.bundle, broken)
+            (broken / "model.keras").unlink()
+        pointer = other.pointer(bundle="releases/broken/bundle")
+    elif case == "wrong sha256":
+        pointer = other.pointer(sha256="0" * 64)
+    elif case == "eval predictions of another model":
+        own = a if other is b else b
+        pointer = other.pointer(eval_predictions=own.eval_predictions)
+    else:
+        pointer = '{"bundle": "releases/'  # as a writer that is not atomic may leave it
+    name = f'serve_model_load_failures_total{{reason="{reason}"}}'
+    before = metric(server, name)
+    write_pointer(root, pointer)
+    deadline = time.monotonic() + RELOAD_TIMEOUT
+    while metric(server, name) == before:
+        assert time.monotonic() < deadline, server.logged()[-3000:]
+        time.sleep(0.1)
+    assert metric(server, name) == before + 1
+    assert version(server) == serving
+    status, body = call(server, "POST", "/predict", png(2), {"Content-Type": "image/png"})
+    assert status == 200 and body["model_version"] == serving
+    assert f"serve: kept {serving}: {reason}" in server.logged()
+
+
+def test_feedback_becomes_a_seed_dataset(server: Server) -> None:
+    from data_processing.sources import seed
+
+    uploads, stored = [png(0, seed=7), png(2, seed=8)], []
+    for data, label in zip(uploads, ("bar", "diagonal"), strict=True):
+        status, answer = call(server, "POST", "/predict", data, {"Content-Type": "image/png"})
+        assert status == 200
+        rid = answer["request_id"]
+        body = {"request_id": rid, "true_label": label}
+        status, fb = call(server, "POST", "/feedback", body)
+        assert status == 200 and fb["model_version"] == answer["model_version"]
+        record = fb["record"]
+        assert record["model_version"] == answer["model_version"]
+        assert record["predicted_label"] == answer["label"] and record["true_label"] == label
+        assert record["predicted_at"] > 0
+        assert call(server, "POST", "/feedback", body) == (status, fb)  # idempotent
+        stored.append((rid, record["split"], label))
+        assert (server.feedback / record["file"]).read_bytes() == data  # the upload itself
+    assert [s[1] for s in stored] == ["test", "train"]  # record 0 test, then 1-4 train
+    for rid, split, label in stored:
+        csv = (server.feedback / split / "groundtruth.csv").read_text()
+        assert csv == f"filename,label\n{rid}.png,{label}\n"
+    assert not list(server.feedback.rglob(".tmp-*"))
+    parsed = seed.parse(server.feedback)
+    for rid, split, label in stored:
+        dataset = parsed[split]
+        names = {c.id: c.name for c in dataset.categories}
+        (image,) = dataset.images
+        assert image.file_name == f"{split}/{rid}.png" and (image.width, image.height) == (8, 8)
+        assert [names[i] for i in image.labels] == [label]
+
+
+def test_sigterm_drains_then_exits_zero(releases) -> None:
+    root, a, _ = releases
+    srv = start_server(root, "drain", "--bundle", a.bundle, "--drain-seconds", "1")
+    try:
+        image = png(0)
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        conn.putrequest("POST", "/predict")
+        conn.putheader("Content-Type", "image/png")
+        conn.putheader("Content-Length", str(len(image)))
+        conn.endheaders()
+        conn.send(image[:20])  # in flight: the server waits for the rest of the body
+        time.sleep(0.5)
+        srv.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while (ready := call(srv, "GET", "/v2/health/ready"))[0] != 503:
+            assert time.monotonic() < deadline, srv.logged()[-3000:]
+            time.sleep(0.05)
+        assert ready[1] == {"ready": False, "model_version": a.sha256[:12]}
+        assert call(srv, "GET", "/v2/health/live")[0] == 200
+        status, body = call(srv, "POST", "/predict", image, {"Content-Type": "image/png"})
+        assert status == 503 and body["error"] == "shutting down", body
+        assert srv.proc.poll() is None  # still draining: the request above is in flight
+        conn.send(image[20:])
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        assert response.status == 200 and answer["model_version"] == a.sha256[:12], answer
+        conn.close()
+        assert srv.proc.wait(timeout=20) == 0, srv.logged()[-3000:]
+        assert call(srv, "GET", "/v2/health/live")[0] == 0  # the listener is closed
+        assert "SIGTERM: draining" in srv.logged() and "Traceback" not in srv.logged()
+    finally:
+        stop_server(srv)
+
+
+def test_feedback_store_recovers_after_a_crash(tmp_path: Path) -> None:
+    """A restart rebuilds the CSVs from the records, drops an image without a record, and a
+    request_id on disk can still be relabelled (no server: the store on its own)."""
+    from deployment.feedback import FeedbackStore
+
+    store = FeedbackStore(tmp_path, capacity=1)
+    rids = [f"{i:032x}" for i in (1, 2, 3)]
+    predicted = {"model_name": CELL, "model_version": "v", "predicted_label": "bar", "score": 1}
+    for rid in rids[:2]:
+        store.remember(rid, png(), predicted, ["bar", "column"])
+        store.record({"request_id": rid, "true_label": "bar"})
+    store.remember(rids[2], png(), predicted, ["bar", "column"])  # capacity 1: forgets rids[1]
+    (tmp_path / f"train/{rids[2]}.png").write_bytes(png())  # a crash after the image write
+    (tmp_path / "train/groundtruth.csv").unlink()  # ... or before the CSV rewrite
+    (tmp_path / "records/.tmp-x").write_text("{")
+    store = FeedbackStore(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == [
+        f"{rids[1]}.png",
+        "groundtruth.csv",
+    ]
+    assert not (tmp_path / "records/.tmp-x").exists()
+    record = store.record({"request_id": rids[1], "true_label": "column"})
+    assert record["split"] == "train" and record["correct"] is False
+    csv = (tmp_path / "train/groundtruth.csv").read_text()
+    assert csv == f"filename,label\n{rids[1]}.png,column\n"
+    with pytest.raises(Exception, match="unknown label"):
+        store.record({"request_id": rids[1], "true_label": "diagonal"})
+    with pytest.raises(Exception, match="unknown request_id"):
+        store.record({"request_id": rids[2], "true_label": "bar"})
+
+
+def test_self_check_of_probabilities() -> None:
+    from deployment.reload import CandidateError, check_probabilities
+
+    softmax, sigmoid = np.array([[0.2, 0.8]]), np.array([[0.9, 0.7]])
+    check_probabilities(softmax, 2)
+    check_probabilities(sigmoid, 2, multi_label=True)  # multi-label rows need not sum to 1
+    for probs, k, multi in ((sigmoid, 2, False), (softmax, 3, False), (softmax * np.nan, 2, True)):
+        with pytest.raises(CandidateError) as err:
+            check_probabilities(probs, k, multi)
+        assert err.value.reason == "self_check"
