@@ -24,7 +24,11 @@ PILImage.MAX_IMAGE_PIXELS = 64_000_000  # larger images raise: a decompression-b
 
 def is_image(path: Path | str) -> bool:
     """True for a visible file with an image extension, in any case (.PNG, .Jpeg)."""
-    name = os.path.basename(path)
+    return is_image_name(os.path.basename(path))
+
+
+def is_image_name(name: str) -> bool:
+    """is_image for a bare file name (no folder), as os.scandir gives them."""
     return name.lower().endswith(EXTENSIONS) and not name.startswith(".")
 
 
@@ -49,6 +53,10 @@ PNG_MODES = {
 }
 
 
+# signature, IHDR length (skipped), "IHDR", width, height, depth, colour type, 3 bytes, CRC
+_PNG_HEAD = struct.Struct(">8s4x4sIIBB3xI")
+
+
 def _png_header(path: Path) -> tuple[int, int, str] | None:
     """Read (width, height, mode) from a PNG's first 33 bytes; None if not a clean PNG header.
 
@@ -59,10 +67,11 @@ def _png_header(path: Path) -> tuple[int, int, str] | None:
         head = os.read(fd, 33)
     finally:
         os.close(fd)
-    if len(head) < 33 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+    if len(head) < 33:
         return None
-    width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
-    crc = struct.unpack(">I", head[29:33])[0]
+    signature, chunk, width, height, depth, colour, crc = _PNG_HEAD.unpack(head)
+    if signature != PNG_SIGNATURE or chunk != b"IHDR":
+        return None
     mode = PNG_MODES.get((depth, colour))
     if mode is None or zlib.crc32(head[12:29]) != crc or not width or not height:
         return None

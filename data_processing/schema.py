@@ -105,7 +105,13 @@ def to_json(dataset: Dataset) -> dict:
 
 def save(dataset: Dataset, path: Path) -> None:
     """Write compact JSON atomically (a temporary file renamed into place)."""
-    text = json.dumps(to_json(dataset), allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(
+        to_json(dataset),
+        allow_nan=False,
+        ensure_ascii=False,
+        separators=(",", ":"),
+        check_circular=False,  # plain dicts and lists from to_json: no cycles to look for
+    )
     write_text(path, text + "\n")
 
 

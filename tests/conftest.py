@@ -141,3 +141,34 @@ def copy_project(repo: Path, models: tuple[str, ...] = ("mlp", "cnn")) -> Path:
     )
     sh("git", "init", "-q", cwd=repo)
     return repo
+
+
+def build_bundle(project: Path) -> Path:
+    """Train and export a tiny mlp (cell tiny-mlp-quick) through the real stage modules in
+    `project`; return its bundle. Export copies code relative to the cwd, so the packages
+    are copied in first."""
+    for package in ("data_processing", "models"):
+        ignore = shutil.ignore_patterns("runs", "plots", "metrics", "__pycache__")
+        shutil.copytree(ROOT / package, project / package, ignore=ignore)
+    if not (project / "params.yaml").exists():
+        (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    write_seed_dataset(project / "datasets/raw/tiny", {"train": 8, "test": 4})
+    edit_params(
+        project / "params.yaml",
+        datasets=["tiny"],
+        train={"image_size": [8, 8]},
+        hparams={"quick": {"epochs": 2, "batch_size": 8}},
+        evaluate={"n_failures": 2, "profile_repeats": 1},
+    )
+    raw, norm, cell = "datasets/raw/tiny", "datasets/normalized/tiny", ("tiny", "mlp", "quick")
+    for module, *args in (
+        ("data_processing.normalize", raw, norm),
+        ("data_processing.validate", raw, norm, "datasets/reports/tiny"),
+        ("data_processing.decode", raw, norm, "datasets/decoded/tiny"),
+        ("models.train", *cell),
+        ("models.evaluate", *cell),
+        ("models.export", *cell),
+    ):
+        proc = run_stage(module, *args, cwd=project)
+        assert proc.returncode == 0, f"{module}: {proc.stderr[-2000:]}"
+    return project / "models/runs/tiny-mlp-quick/bundle"

@@ -11,7 +11,6 @@ Writes tests/artifacts/page.png (the page after feedback; also on failure) and p
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -24,7 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, ROOT, edit_params, pattern, run_stage, write_seed_dataset
+from conftest import (
+    CLASSES,
+    ROOT,
+    build_bundle,
+    pattern,
+)
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -50,37 +54,6 @@ def _browser_problem() -> str | None:
     except ImportError:
         return "the selenium package is not installed: pip install selenium"
     return None
-
-
-def _build_bundle(project: Path) -> Path:
-    """Train and export a tiny mlp through the real stage modules in `project`.
-
-    A copy of tests/test_serve.py's builder (kept separate so the two files can change apart).
-    """
-    for package in ("data_processing", "models"):  # export copies code relative to the cwd
-        ignore = shutil.ignore_patterns("runs", "plots", "metrics", "__pycache__")
-        shutil.copytree(ROOT / package, project / package, ignore=ignore)
-    (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    write_seed_dataset(project / "datasets/raw/tiny", {"train": 8, "test": 4})
-    edit_params(
-        project / "params.yaml",
-        datasets=["tiny"],
-        train={"image_size": [8, 8]},
-        hparams={"quick": {"epochs": 2, "batch_size": 8}},
-        evaluate={"n_failures": 2, "profile_repeats": 1},
-    )
-    raw, norm = "datasets/raw/tiny", "datasets/normalized/tiny"
-    for module, *args in (
-        ("data_processing.normalize", raw, norm),
-        ("data_processing.validate", raw, norm, "datasets/reports/tiny"),
-        ("data_processing.decode", raw, norm, "datasets/decoded/tiny"),
-        ("models.train", *CELL),
-        ("models.evaluate", *CELL),
-        ("models.export", *CELL),
-    ):
-        proc = run_stage(module, *args, cwd=project)
-        assert proc.returncode == 0, f"{module}: {proc.stderr[-2000:]}"
-    return project / "models/runs" / "-".join(CELL) / "bundle"
 
 
 def _free_port() -> int:
@@ -110,7 +83,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("page")
-    bundle = _build_bundle(root / "project")
+    bundle = build_bundle(root / "project")
     port, log, feedback = _free_port(), root / "server.log", root / "feedback"
     cmd = [sys.executable, "-m", "deployment.serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--bundle", str(bundle), "--feedback-dir", str(feedback)]

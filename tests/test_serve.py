@@ -18,40 +18,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLASSES, ROOT, edit_params, pattern, run_stage, write_seed_dataset
+from conftest import (
+    CLASSES,
+    build_bundle,
+    pattern,
+)
 from PIL import Image
 
 pytestmark = pytest.mark.slow
 MAX_BODY = 1 << 20  # the test server's limits, small so the 413 cases stay cheap
 MAX_PIXELS = 1_000_000
 READY_TIMEOUT = 60  # seconds for the server to load TF, the bundle and warm up
-
-
-def _build_bundle(project: Path) -> Path:
-    """Train and export a tiny mlp through the real stage modules in `project`."""
-    for package in ("data_processing", "models"):  # export copies code relative to the cwd
-        ignore = shutil.ignore_patterns("runs", "plots", "metrics", "__pycache__")
-        shutil.copytree(ROOT / package, project / package, ignore=ignore)
-    write_seed_dataset(project / "datasets/raw/tiny", {"train": 8, "test": 4})
-    edit_params(
-        project / "params.yaml",
-        datasets=["tiny"],
-        train={"image_size": [8, 8]},
-        hparams={"quick": {"epochs": 2, "batch_size": 8}},
-        evaluate={"n_failures": 2, "profile_repeats": 1},
-    )
-    raw, norm = "datasets/raw/tiny", "datasets/normalized/tiny"
-    for module, *args in (
-        ("data_processing.normalize", raw, norm),
-        ("data_processing.validate", raw, norm, "datasets/reports/tiny"),
-        ("data_processing.decode", raw, norm, "datasets/decoded/tiny"),
-        ("models.train", "tiny", "mlp", "quick"),
-        ("models.evaluate", "tiny", "mlp", "quick"),
-        ("models.export", "tiny", "mlp", "quick"),
-    ):
-        proc = run_stage(module, *args, cwd=project)
-        assert proc.returncode == 0, f"{module}: {proc.stderr[-2000:]}"
-    return project / "models/runs/tiny-mlp-quick/bundle"
 
 
 @dataclass
@@ -74,9 +51,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("serve")
-    (root / "project").mkdir()
-    (root / "project/params.yaml").write_text((ROOT / "params.yaml").read_text())
-    bundle = _build_bundle(root / "project")
+    bundle = build_bundle(root / "project")
     port, log = _free_port(), root / "server.log"
     cmd = [sys.executable, "-m", "deployment.serve", "--port", str(port), "--bundle", bundle]
     cmd += ["--feedback-dir", root / "feedback", "--max-body-bytes", str(MAX_BODY)]

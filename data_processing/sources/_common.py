@@ -5,6 +5,7 @@ DataError naming the file, the row or element, the field and what was expected.
 """
 
 import difflib
+import functools
 import json
 import math
 import os
@@ -13,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
 from data_processing.errors import DataError
-from data_processing.images import is_image, read_header
+from data_processing.images import is_image_name, read_header
 from data_processing.records import Record, assemble, category_list, label_mode
 from data_processing.schema import Dataset
 
@@ -22,10 +23,22 @@ MASK_DIR = "masks"  # <split>/masks/<image stem>.png, where a format has no mask
 _MISSING = object()
 
 
+@functools.lru_cache(maxsize=1024)
+def _real_dir(path: str) -> str:
+    """os.path.realpath of a folder, cached: one lookup per folder, not per image (the cache
+    is cleared at every split_dir, so a parse sees the file system as it is)."""
+    return os.path.realpath(path)
+
+
 def inside(raw_dir: Path, path: Path, row: int | str | None = None, field: str | None = None):
     """Raise DataError unless `path`, with every link resolved, stays inside `raw_dir`."""
-    root, real = Path(raw_dir).resolve(), Path(path).resolve()
-    if real != root and root not in real.parents:
+    root, text = _real_dir(os.fspath(raw_dir)), os.fspath(path)
+    parent, name = os.path.split(text)
+    if os.path.islink(text) or name in ("", ".", ".."):
+        real = os.path.realpath(text)
+    else:  # a plain file: only its folder can lead elsewhere
+        real = os.path.join(_real_dir(parent or "."), name)
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
         raise DataError(
             path,
             f"a file inside the dataset folder {raw_dir}",
@@ -38,6 +51,7 @@ def inside(raw_dir: Path, path: Path, row: int | str | None = None, field: str |
 
 def split_dir(raw_dir: Path, split: str, what: str) -> Path:
     """Return raw_dir/split, or DataError when it is not a folder."""
+    _real_dir.cache_clear()
     folder = Path(raw_dir) / split
     if not folder.is_dir():
         raise DataError(folder, f"a split folder with {what}", found="no such folder")
@@ -46,8 +60,20 @@ def split_dir(raw_dir: Path, split: str, what: str) -> Path:
 
 def list_images(folder: Path) -> set[str]:
     """Names of the visible image files directly in `folder` (any case of extension)."""
-    with os.scandir(folder) as entries:  # scandir: no stat per file
-        return {e.name for e in entries if is_image(e.name) and e.is_file()}
+    return scan_images(folder)[0]
+
+
+def scan_images(folder: Path) -> tuple[set[str], set[str]]:
+    """(image names, those that are regular files rather than links) in one directory scan;
+    scandir gives both without a stat per file."""
+    images, plain = set(), set()
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if is_image_name(e.name) and e.is_file():
+                images.add(e.name)
+                if not e.is_symlink():
+                    plain.add(e.name)
+    return images, plain
 
 
 def suggest(name: str, candidates: set[str] | list[str]) -> str | None:
@@ -93,10 +119,17 @@ def check_unlisted(folder: Path, on_disk: set[str], listed: set[str], listing: P
         )
 
 
-def image_size(raw_dir: Path, rel: str, row: int | str | None) -> tuple[int, int]:
-    """Upright (width, height) of raw_dir/rel from its header; errors carry `row`."""
-    path = Path(raw_dir) / rel
-    inside(raw_dir, path, row=row)
+def image_size(
+    raw_dir: Path, rel: str, row: int | str | None, plain: bool = False
+) -> tuple[int, int]:
+    """Upright (width, height) of raw_dir/rel from its header; errors carry `row`.
+
+    `plain`: the caller knows the file is a regular file (scan_images) in a folder it has
+    checked with `inside`, so it cannot lead outside raw_dir.
+    """
+    path = os.path.join(raw_dir, rel)  # strings: pathlib costs more than the header read
+    if not plain:
+        inside(raw_dir, path, row=row)
     try:
         width, height, _ = read_header(path)
     except DataError as err:

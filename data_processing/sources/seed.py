@@ -16,6 +16,7 @@ and row.
 
 import csv
 import io
+import os
 from pathlib import Path
 
 from data_processing.errors import DataError
@@ -27,8 +28,9 @@ from data_processing.sources._common import (
     check_unlisted,
     find_image,
     image_size,
-    list_images,
+    inside,
     read_text,
+    scan_images,
     split_dir,
 )
 
@@ -60,14 +62,17 @@ def parse(raw_dir: Path, name: str | None = None) -> dict[str, Dataset]:
     raw_dir = Path(raw_dir)
     records, columns = {}, []
     for split in SPLITS:
-        rows, classes = _read_csv(split_dir(raw_dir, split, f"images and {CSV_NAME}"))
+        folder = split_dir(raw_dir, split, f"images and {CSV_NAME}")
+        rows, classes, plain = _read_csv(folder)
+        inside(raw_dir, folder)  # then its plain files need no check of their own
         columns += classes
-        records[split] = _records(raw_dir, split, rows)
+        records[split] = _records(raw_dir, split, rows, plain)
     return build(name or raw_dir.name, "seed", records, extra=tuple(columns))
 
 
-def _read_csv(folder: Path) -> tuple[list[Row], list[str]]:
-    """Return the rows, checked against the folder's images, and the one-hot class columns."""
+def _read_csv(folder: Path) -> tuple[list[Row], list[str], set[str]]:
+    """Return the rows, checked against the folder's images, the one-hot class columns, and
+    the names of the folder's images that are regular files (not links)."""
     path = folder / CSV_NAME
     text = read_text(path, f"a CSV file with columns {','.join(COLUMNS)}")
     reader = csv.reader(io.StringIO(text, newline=""))
@@ -93,11 +98,12 @@ def _read_csv(folder: Path) -> tuple[list[Row], list[str]]:
         raise DataError(path, "valid CSV", row=reader.line_num, found=str(err)) from None
     if not rows:
         raise DataError(path, "at least one image row", found="an empty split")
-    on_disk = list_images(folder)
+    on_disk, plain = scan_images(folder)
     for filename, _, line in rows:
-        find_image(folder, filename, on_disk, path, line, "filename")
+        if filename not in on_disk:  # the common case needs no call
+            find_image(folder, filename, on_disk, path, line, "filename")
     check_unlisted(folder, on_disk, set(seen), path)
-    return rows, classes
+    return rows, classes, plain
 
 
 def _classes(path: Path, header: list[str]) -> list[str]:
@@ -157,11 +163,10 @@ def _one_hot(path: Path, line: int, cells: list[str], classes: list[str]) -> tup
     return tuple(n for n, c in zip(classes, cells, strict=True) if c.strip() == "1")
 
 
-def _records(raw_dir: Path, split: str, rows: list[Row]) -> list[Record]:
-    records = []
+def _records(raw_dir: Path, split: str, rows: list[Row], plain: set[str]) -> list[Record]:
+    records, root = [], os.fspath(raw_dir)  # a str: joins with pathlib cost more than reads
     for filename, labels, line in rows:
         rel = f"{split}/{filename}"
-        width, height = image_size(raw_dir, rel, row=f"{CSV_NAME}:{line}")
-        source = f"{split}/{CSV_NAME}:{line}"
-        records.append(Record(rel, width, height, labels=labels, source=source))
+        size = image_size(root, rel, row=f"{CSV_NAME}:{line}", plain=filename in plain)
+        records.append(Record(rel, *size, labels=labels, source=f"{split}/{CSV_NAME}:{line}"))
     return records
