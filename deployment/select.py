@@ -10,7 +10,6 @@ it fails.
 Run: python -m deployment.select models/metrics models/runs deployment/production.json
 """
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 from data_processing.errors import DataError, exit_on_error
 from data_processing.io import write_json
 from data_processing.params import Params, load_params, read_params
+from deployment.bundle import sha256
 
 GATE_REPORT = Path("deployment/gate.json")
 
@@ -52,14 +52,6 @@ def choose(candidates: dict[str, dict], params: SelectParams) -> tuple[str | Non
         passing, key=lambda n: (report[n]["f1_macro"], report[n]["accuracy"], n), default=None
     )
     return best, report
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @exit_on_error
