@@ -116,7 +116,7 @@ def foreign_modules(code_dir: Path) -> list[str]:
     return bad
 
 
-def sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     """The hex sha256 of a file, read in 1 MiB blocks (the pointer's and the version's hash)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -185,7 +185,7 @@ def load_bundle(
     for required in ("model.keras", "labels.json", "code/models/common/serving.py"):
         if not (path / required).is_file():
             raise FileNotFoundError(f"{path}: not a bundle, {required} missing")
-    digest = sha256(path / "model.keras")
+    digest = file_sha256(path / "model.keras")
     if sha256 is not None and digest != sha256:
         raise ValueError(f"{path}/model.keras has sha256 {digest}, expected {sha256}")
     tf = configure_tensorflow(intra_op, inter_op)

@@ -17,7 +17,7 @@ from pathlib import Path
 from data_processing.errors import DataError, exit_on_error
 from data_processing.io import write_json
 from data_processing.params import Params, load_params, read_params
-from deployment.bundle import sha256
+from deployment.bundle import file_sha256
 
 GATE_REPORT = Path("deployment/gate.json")
 
@@ -93,7 +93,7 @@ def main() -> None:
             "name": best,
             **cells[best],
             "bundle": bundle.as_posix(),
-            "sha256": sha256(bundle / "model.keras"),
+            "sha256": file_sha256(bundle / "model.keras"),
             "eval_predictions": (runs_dir / best / "eval" / "predictions.json").as_posix(),
             "metrics": candidates[best]["test"],
         },
