@@ -3,6 +3,7 @@
 import csv
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -172,3 +173,21 @@ def build_bundle(project: Path) -> Path:
         proc = run_stage(module, *args, cwd=project)
         assert proc.returncode == 0, f"{module}: {proc.stderr[-2000:]}"
     return project / "models/runs/tiny-mlp-quick/bundle"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM a server and wait for it; SIGKILL it if it does not exit within `timeout`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

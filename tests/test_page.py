@@ -11,7 +11,6 @@ Writes tests/artifacts/page.png (the page after feedback; also on failure) and p
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,9 @@ from conftest import (
     CLASSES,
     ROOT,
     build_bundle,
+    free_port,
     pattern,
+    stop_process,
 )
 from PIL import Image
 
@@ -56,12 +57,6 @@ def _browser_problem() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _status(url: str) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
@@ -84,7 +79,7 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("page")
     bundle = build_bundle(root / "project")
-    port, log, feedback = _free_port(), root / "server.log", root / "feedback"
+    port, log, feedback = free_port(), root / "server.log", root / "feedback"
     cmd = [sys.executable, "-m", "deployment.serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--bundle", str(bundle), "--feedback-dir", str(feedback)]
     with open(log, "wb") as out:
@@ -98,12 +93,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             time.sleep(0.2)
         yield srv
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")

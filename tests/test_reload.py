@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, edit_params, pattern, write_seed_dataset
+from conftest import ROOT, edit_params, free_port, pattern, stop_process, write_seed_dataset
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -145,14 +144,8 @@ class Server:
         return self.log.read_text()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_server(root: Path, name: str, *flags: str) -> Server:
-    port, log = _free_port(), root / f"{name}.log"
+    port, log = free_port(), root / f"{name}.log"
     cmd = [sys.executable, "-m", "deployment.serve", "--port", str(port), *flags]
     cmd += ["--feedback-dir", str(root / f"{name}-feedback")]
     with open(log, "wb") as out:
@@ -167,13 +160,7 @@ def start_server(root: Path, name: str, *flags: str) -> Server:
 
 
 def stop_server(srv: Server) -> None:
-    if srv.proc.poll() is None:
-        srv.proc.terminate()
-        try:
-            srv.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            srv.proc.kill()
-            srv.proc.wait(timeout=10)
+    stop_process(srv.proc, timeout=15)
 
 
 @pytest.fixture(scope="module")

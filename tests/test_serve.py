@@ -6,7 +6,6 @@ import http.client
 import io
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,9 @@ import pytest
 from conftest import (
     CLASSES,
     build_bundle,
+    free_port,
     pattern,
+    stop_process,
 )
 from PIL import Image
 
@@ -42,17 +43,11 @@ class Server:
     before_ready: list = field(default_factory=list)  # (ready, live, infer) statuses seen
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("serve")
     bundle = build_bundle(root / "project")
-    port, log = _free_port(), root / "server.log"
+    port, log = free_port(), root / "server.log"
     cmd = [sys.executable, "-m", "deployment.serve", "--port", str(port), "--bundle", bundle]
     cmd += ["--feedback-dir", root / "feedback", "--max-body-bytes", str(MAX_BODY)]
     cmd += ["--max-pixels", str(MAX_PIXELS), "--drain-seconds", "0"]  # SIGTERM: test_reload
@@ -71,12 +66,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
             time.sleep(0.2)
         yield srv
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc)
 
 
 def call(srv: Server, method: str, path: str, body=None, headers=None, check=True):
