@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from data_processing.errors import DataError
 from data_processing.images import is_image_name, read_header
-from data_processing.records import Record, assemble, category_list, label_mode
+from data_processing.records import Box, Record, assemble, category_list, label_mode
 from data_processing.schema import Dataset
 
 SPLITS = ("train", "test")
@@ -176,6 +176,31 @@ def conventional_mask(raw_dir: Path, split: str, image: str, size: tuple[int, in
     if not (Path(raw_dir) / rel).exists():
         return None
     return mask_file(raw_dir, rel, size, Path(raw_dir) / rel, None, "mask")
+
+
+def box_file_record(
+    raw_dir: Path,
+    split: str,
+    file: str,
+    size: tuple[int, int],
+    boxes: tuple[Box, ...] | None,
+    listing: str | None,
+) -> Record:
+    """The record of a format with one annotation file per image (VOC, YOLO).
+
+    No annotation file (boxes None) means unlabelled; an empty one means background
+    (labels ()); boxes give the labels (assemble derives them). `listing` is the annotation
+    file relative to raw_dir, or None, and becomes the record's source.
+    """
+    rel = f"{split}/{file}"
+    return Record(
+        rel,
+        *size,
+        labels=None if boxes is None else (() if not boxes else None),
+        boxes=boxes or (),
+        mask_file=conventional_mask(raw_dir, split, file, size),
+        source=listing or rel,
+    )
 
 
 def read_text(path: Path, expected: str) -> str:

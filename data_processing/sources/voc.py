@@ -23,8 +23,8 @@ from data_processing.records import Box, Record
 from data_processing.schema import Dataset
 from data_processing.sources._common import (
     SPLITS,
+    box_file_record,
     build,
-    conventional_mask,
     find_image,
     image_size,
     inside,
@@ -86,16 +86,8 @@ def _read_split(raw_dir: Path, split: str) -> list[Record]:
         size = image_size(raw_dir, rel, row=xml_name)
         if xml_name is not None:
             _check_size(folder / xml_name, size, declared)
-        records.append(
-            Record(
-                rel,
-                *size,
-                labels=None if boxes is None else (() if not boxes else None),
-                boxes=boxes or (),
-                mask_file=conventional_mask(raw_dir, split, file, size),
-                source=f"{split}/{xml_name}" if xml_name else rel,
-            )
-        )
+        listing = f"{split}/{xml_name}" if xml_name else None
+        records.append(box_file_record(raw_dir, split, file, size, boxes, listing))
     return records
 
 

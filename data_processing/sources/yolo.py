@@ -20,8 +20,8 @@ from data_processing.records import Box, Record
 from data_processing.schema import Dataset
 from data_processing.sources._common import (
     SPLITS,
+    box_file_record,
     build,
-    conventional_mask,
     image_size,
     inside,
     list_images,
@@ -99,16 +99,8 @@ def _read_split(raw_dir: Path, split: str, classes: list[str]) -> list[Record]:
         size = image_size(raw_dir, rel, row=None)
         label = folder / f"{stem}.txt"
         boxes = _read_labels(raw_dir, label, classes, size) if label.is_file() else None
-        records.append(
-            Record(
-                rel,
-                *size,
-                labels=None if boxes is None else (() if not boxes else None),
-                boxes=boxes or (),
-                mask_file=conventional_mask(raw_dir, split, file, size),
-                source=f"{split}/{stem}.txt" if boxes is not None else rel,
-            )
-        )
+        listing = f"{split}/{stem}.txt" if boxes is not None else None
+        records.append(box_file_record(raw_dir, split, file, size, boxes, listing))
     return records
 
 
