@@ -1,6 +1,8 @@
 """Normalize one raw dataset into the project's annotation JSON, one file per split.
 
 Reads datasets/raw/<name>/ (image headers only) and writes <out_dir>/<split>.json.
+Labelled feedback from the prediction server (datasets/raw/feedback) joins the train split
+of the dataset params `feedback.dataset` names (data_processing/feedback.py).
 The whole folder is written aside and renamed into place: no half-written output.
 The source format is params `normalize.formats.<name>`; unlisted datasets use "auto", which
 detects it (sources.detect). Fixes an importer made (info["warnings"]) are printed to stderr.
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from data_processing import schema, sources
+from data_processing import feedback, schema, sources
 from data_processing.errors import DataError, exit_on_error
 from data_processing.io import staged_dir
 from data_processing.params import Params, load_params
@@ -85,6 +87,9 @@ def main() -> None:
     fmt = load_params("normalize", NormalizeParams).formats.get(raw_dir.name, AUTO)
     fmt = resolve_format(raw_dir, fmt)
     splits = normalize(raw_dir, fmt)
+    if "train" in splits:
+        merge = load_params("feedback", feedback.FeedbackParams)
+        splits["train"] = feedback.merge(splits["train"], raw_dir, merge)
     write(splits, out_dir)
     for warning in (w for d in splits.values() for w in d.info.get("warnings", ())):
         print(f"warning: {warning}", file=sys.stderr)

@@ -49,6 +49,7 @@ from deployment.inference import ApiError
 REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex
 CSV_NAME = "groundtruth.csv"  # as data_processing/sources/seed.py, which we may not import
 SPLITS = ("train", "test")
+RECORDS = "records"  # <root>/records/<request_id>.json: one file per labelled prediction
 EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "GIF": ".gif"}  # kept as sent
 
 
@@ -114,7 +115,7 @@ class FeedbackStore:
                 stored = self._store_image(request_id, pending)
             record = {**stored, "true_label": label}
             record["correct"] = label == record["predicted_label"]
-            _write(self.root / "records" / f"{request_id}.json", _json(record))
+            _write(self.root / RECORDS / f"{request_id}.json", _json(record))
             self._records[request_id] = record
             self._write_csvs()
         return record
@@ -144,9 +145,9 @@ class FeedbackStore:
     def _recover(self) -> None:
         """Read the records; delete images without one; rewrite the CSVs."""
         records = {}
-        for stale in (self.root / "records").glob(".tmp-*"):  # a write cut short
+        for stale in (self.root / RECORDS).glob(".tmp-*"):  # a write cut short
             stale.unlink()
-        for path in sorted((self.root / "records").glob("*.json")):
+        for path in sorted((self.root / RECORDS).glob("*.json")):
             record = json.loads(path.read_text())
             records[record["request_id"]] = record
         files = {r["file"] for r in records.values()}

@@ -1,11 +1,21 @@
-"""Select the production model: the best cell by test macro F1 among those that pass the gate.
+"""Select the production model: the best cell by test macro F1 among those that pass the gate,
+promoted only when it beats the current production model by `select.margin`.
 
 Reads models/metrics/<cell>.json for every cell of the current params (datasets x models x
 hparams).
-Writes deployment/gate.json (every candidate, pass or fail, and why) and, when one passes,
-the pointer deployment/production.json. When none passes it says so and leaves the
-previous pointer unchanged (the stage output is `persist: true`); with no previous pointer
-it fails.
+Writes deployment/gate.json (every candidate, pass or fail and why, and the decision). On a
+promotion it copies the winner's bundle to deployment/production/ (the registry artifact),
+moves the old one to deployment/previous/, and rewrites the pointer
+deployment/production.json (deployment/pointer.py). Otherwise the pointer and both folders
+are left unchanged (the stage outputs are `persist: true`); with no pointer at all and no
+passing candidate it fails.
+
+A candidate is promoted when it passes every threshold, is not a rolled-back version
+(pointer `rejected`), and either nothing is in production or its F1 is above production's
+F1 (as recorded in the pointer) plus `margin`. A negative margin accepts a small regression.
+
+Registering the promoted version in the git-tag registry (GTO) needs a commit:
+`python -m deployment.registry` says what to commit and then tags it.
 
 Run: python -m deployment.select models/metrics models/runs deployment/production.json
 """
@@ -17,6 +27,7 @@ from pathlib import Path
 from data_processing.errors import DataError, exit_on_error
 from data_processing.io import write_json
 from data_processing.params import Params, load_params, read_params
+from deployment import pointer as production
 from deployment.bundle import file_sha256
 
 GATE_REPORT = Path("deployment/gate.json")
@@ -26,6 +37,7 @@ class SelectParams(Params):
     min_f1: float = 0.9
     min_precision: float = 0.9
     min_recall: float = 0.9
+    margin: float = 0.0  # F1 a candidate must add over production's to replace it
 
 
 def gate(metrics: dict, params: SelectParams) -> list[str]:
@@ -54,6 +66,44 @@ def choose(candidates: dict[str, dict], params: SelectParams) -> tuple[str | Non
     return best, report
 
 
+def decide(best: str | None, report: dict, current: dict | None, sha: str | None, margin: float):
+    """Return (promote?, reason) for the best passing candidate against production."""
+    if best is None:
+        return False, "no candidate passed the gate"
+    f1 = report[best]["f1_macro"]
+    if current is None:
+        return True, f"{best} F1 {f1:.4f}: first production model"
+    if sha == current["sha256"]:
+        return False, f"{best} version {sha[:12]} is already in production"
+    if sha in current.get("rejected", []):
+        return False, f"{best} version {sha[:12]} was rolled back; not promoted again"
+    bar = current["metrics"]["f1_macro"] + margin
+    if f1 > bar:
+        return True, f"{best} F1 {f1:.4f} > production {current['name']} F1 + margin {bar:.4f}"
+    return False, (
+        f"{best} F1 {f1:.4f} does not beat production {current['name']} F1 + margin {bar:.4f}"
+    )
+
+
+def eligible(candidates: dict, report: dict, runs_dir: Path, rejected: list[str]):
+    """The best passing candidate that was not rolled back, and its model.keras sha256."""
+    order = sorted(
+        (n for n, r in report.items() if r["passed"]),
+        key=lambda n: (report[n]["f1_macro"], report[n]["accuracy"], n),
+        reverse=True,
+    )
+    for name in order:
+        sha = file_sha256(runs_dir / name / "bundle" / "model.keras")
+        if sha not in rejected:
+            return name, sha
+        print(f"select: {name}: version {sha[:12]} was rolled back; skipped")
+    return (
+        (order[0], file_sha256(runs_dir / order[0] / "bundle" / "model.keras"))
+        if order
+        else (None, None)
+    )
+
+
 @exit_on_error
 def main() -> None:
     metrics_dir, runs_dir, pointer = (Path(a) for a in sys.argv[1:4])
@@ -70,35 +120,41 @@ def main() -> None:
         if not path.is_file():
             raise DataError(path, "the metrics of every cell", found="no such file")
         candidates[name] = json.loads(path.read_text())
-    best, report = choose(candidates, params)
-    write_json(GATE_REPORT, {"gate": params.model_dump(), "selected": best, "candidates": report})
+    _, report = choose(candidates, params)
+    current = production.read(pointer)
+    rejected = current.get("rejected", []) if current else []
+    best, sha = eligible(candidates, report, runs_dir, rejected)
+    promote, reason = decide(best, report, current, sha, params.margin)
+    write_json(
+        GATE_REPORT,
+        {
+            "gate": params.model_dump(),
+            "selected": best,
+            "promoted": promote,
+            "reason": reason,
+            "candidates": report,
+        },
+    )
     for name, r in sorted(report.items()):
         print(
             f"select: {name}: F1 {r['f1_macro']:.4f} "
             f"{'passes' if r['passed'] else 'fails: ' + '; '.join(r['reasons'])}"
         )
-    if best is None:
-        if pointer.exists():
-            print(f"select: no candidate passed the gate; {pointer} left unchanged")
+    if not promote:
+        if current is not None:
+            print(f"select: {reason}; {pointer} left unchanged")
             return
         raise DataError(
             pointer,
             "a candidate that passes the gate in params.yaml `select`",
             found="none, and no previous pointer to keep",
         )
-    bundle = runs_dir / best / "bundle"
-    write_json(
-        pointer,
-        {
-            "name": best,
-            **cells[best],
-            "bundle": bundle.as_posix(),
-            "sha256": file_sha256(bundle / "model.keras"),
-            "eval_predictions": (runs_dir / best / "eval" / "predictions.json").as_posix(),
-            "metrics": candidates[best]["test"],
-        },
-    )
-    print(f"select: {best} -> {pointer}")
+    entry = {"name": best, "version": sha[:12], "sha256": sha, **cells[best]}
+    entry["metrics"] = candidates[best]["test"]
+    bundle, predictions = runs_dir / best / "bundle", runs_dir / best / "eval" / "predictions.json"
+    production.install(pointer, bundle, predictions, entry, reason)
+    print(f"select: promoted: {reason} -> {pointer}")
+    print("select: to register it: commit, then run python -m deployment.registry")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ def cells(project: Path) -> Path:
         bundle = project / "models" / "runs" / f"d-{name}-h" / "bundle"
         bundle.mkdir(parents=True)
         (bundle / "model.keras").write_bytes(name.encode())
+        (bundle.parent / "eval").mkdir()
+        (bundle.parent / "eval" / "predictions.json").write_text(json.dumps({"cell": name}))
     (project / "deployment").mkdir()
     return project
 
@@ -66,7 +68,11 @@ def test_stage_writes_pointer(cells: Path) -> None:
     proc = select(cells)
     assert proc.returncode == 0, proc.stderr
     pointer = json.loads((cells / "deployment/production.json").read_text())
-    assert pointer["name"] == "d-b-h" and pointer["bundle"] == "models/runs/d-b-h/bundle"
+    assert pointer["name"] == "d-b-h" and pointer["bundle"] == "deployment/production"
+    assert pointer["version"] == pointer["sha256"][:12] and pointer["history"] == []
+    production = cells / "deployment/production"
+    assert (production / "model.keras").read_bytes() == b"b"
+    assert json.loads((production / "eval/predictions.json").read_text()) == {"cell": "b"}
     assert (pointer["dataset"], pointer["model"], pointer["hparams"]) == ("d", "b", "h")
     assert pointer["sha256"] == "3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d"
     gate = json.loads((cells / "deployment/gate.json").read_text())
@@ -90,3 +96,61 @@ def test_failed_gate_without_pointer_fails(cells: Path) -> None:
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "deployment/production.json: expected a candidate that passes the gate" in proc.stderr
     assert not (cells / "deployment/production.json").exists()
+
+
+def set_f1(project: Path, cell: str, f1: float, model: bytes) -> None:
+    (project / "models/metrics" / f"{cell}.json").write_text(json.dumps(metrics(f1)))
+    (project / "models/runs" / cell / "bundle/model.keras").write_bytes(model)
+
+
+def pointer_of(project: Path) -> dict:
+    return json.loads((project / "deployment/production.json").read_text())
+
+
+def test_candidate_must_beat_production_by_the_margin(cells: Path) -> None:
+    assert select(cells).returncode == 0  # d-b-h, F1 0.97
+    edit_params(cells / "params.yaml", select={"margin": 0.02})
+    set_f1(cells, "d-a-h", 0.985, b"a2")  # better, but by less than the margin
+    proc = select(cells)
+    assert proc.returncode == 0, proc.stderr
+    assert "does not beat production d-b-h F1 + margin 0.9900" in proc.stdout
+    assert pointer_of(cells)["name"] == "d-b-h"
+    set_f1(cells, "d-a-h", 0.995, b"a3")
+    assert select(cells).returncode == 0
+    pointer = pointer_of(cells)
+    assert pointer["name"] == "d-a-h" and pointer["history"][0]["name"] == "d-b-h"
+    assert (cells / "deployment/previous/model.keras").read_bytes() == b"b"
+    gate = json.loads((cells / "deployment/gate.json").read_text())
+    assert gate["promoted"] is True and "> production d-b-h" in gate["reason"]
+
+
+def test_same_model_is_not_promoted_again(cells: Path) -> None:
+    assert select(cells).returncode == 0
+    before = (cells / "deployment/production.json").read_bytes()
+    proc = select(cells)
+    assert "is already in production" in proc.stdout
+    assert (cells / "deployment/production.json").read_bytes() == before
+
+
+def test_rollback_is_one_command_and_sticks(cells: Path) -> None:
+    assert select(cells).returncode == 0  # d-b-h
+    set_f1(cells, "d-a-h", 0.99, b"a2")
+    assert select(cells).returncode == 0  # d-a-h replaces it
+    proc = run_stage("deployment.rollback", cwd=cells)
+    assert proc.returncode == 0, proc.stderr
+    assert "d-a-h" in proc.stdout and "-> d-b-h" in proc.stdout
+    assert "not in the registry; only the local pointer moved" in proc.stdout
+    pointer = pointer_of(cells)
+    assert pointer["name"] == "d-b-h" and pointer["history"][0]["name"] == "d-a-h"
+    assert (cells / "deployment/production/model.keras").read_bytes() == b"b"
+    assert pointer["rejected"] == [pointer["history"][0]["sha256"]]
+    proc = select(cells)  # the rolled-back model is still the best: not promoted again
+    assert "d-a-h: version" in proc.stdout and "was rolled back; skipped" in proc.stdout
+    assert pointer_of(cells)["name"] == "d-b-h"
+
+
+def test_rollback_without_history_fails_clearly(cells: Path) -> None:
+    assert select(cells).returncode == 0
+    proc = run_stage("deployment.rollback", cwd=cells)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "no earlier production to roll back to" in proc.stderr

@@ -1,0 +1,114 @@
+"""The local production pointer and the promoted bundle folders beside it.
+
+    deployment/production.json   the pointer: what is in production (written by select,
+                                 rollback); the server watches it and hot-reloads
+    deployment/production/       a copy of the promoted bundle, eval predictions included
+                                 (the registry artifact `classifier` in dvc.yaml)
+    deployment/previous/         the bundle that was in production before it (rollback)
+
+The pointer holds name (the cell), version (sha256[:12] of model.keras), sha256, bundle
+(always deployment/production), dataset/model/hparams, test metrics, promoted_at and reason,
+plus `history` (earlier productions, newest first) and `rejected` (sha256 of versions rolled
+back: select never promotes them again). Every write is atomic: the folders are renamed
+into place and the pointer is written through a temporary file; the pointer is written
+last, so a reader that follows it finds its bundle complete.
+"""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from data_processing.io import write_json
+from deployment.bundle import file_sha256
+
+HISTORY = 10  # earlier productions kept in the pointer
+IDENTITY = ("name", "version", "sha256", "dataset", "model", "hparams", "metrics", "promoted_at")
+
+
+def folders(pointer: Path) -> tuple[Path, Path]:
+    """(production, previous) bundle folders beside the pointer file."""
+    return pointer.with_suffix(""), pointer.parent / "previous"
+
+
+def read(pointer: Path) -> dict | None:
+    """The pointer's content, or None when there is no pointer yet."""
+    return json.loads(pointer.read_text()) if pointer.is_file() else None
+
+
+def identity(entry: dict) -> dict:
+    """The part of a pointer kept in `history`."""
+    return {k: entry[k] for k in IDENTITY if k in entry}
+
+
+def bundle_sha256(folder: Path) -> str | None:
+    """sha256 of folder/model.keras, None when there is none."""
+    model = folder / "model.keras"
+    return file_sha256(model) if model.is_file() else None
+
+
+def install(pointer: Path, bundle: Path, predictions: Path, entry: dict, reason: str) -> dict:
+    """Copy `bundle` (and its eval predictions) into production, move the old production to
+    previous, then write the pointer for `entry` with the old one pushed onto its history."""
+    production, previous = folders(pointer)
+    old = read(pointer)
+    staging = production.with_name(production.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(bundle, staging)
+    (staging / "eval").mkdir()
+    shutil.copy2(predictions, staging / "eval" / "predictions.json")
+    if production.exists():
+        shutil.rmtree(previous, ignore_errors=True)
+        production.rename(previous)
+    staging.rename(production)
+    history = ([identity(old)] + old.get("history", [])) if old else []
+    data = {
+        **entry,
+        "bundle": production.as_posix(),
+        "eval_predictions": (production / "eval" / "predictions.json").as_posix(),
+        "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "reason": reason,
+        "history": history[:HISTORY],
+        "rejected": old.get("rejected", []) if old else [],
+    }
+    write_json(pointer, data)
+    return data
+
+
+def swap_back(pointer: Path) -> dict:
+    """Roll back: previous becomes production again, and the current version is rejected.
+
+    Raises:
+        ValueError: no earlier production, or deployment/previous does not hold it.
+    """
+    production, previous = folders(pointer)
+    current = read(pointer)
+    if not current or not current.get("history"):
+        raise ValueError(f"{pointer}: no earlier production to roll back to")
+    target = current["history"][0]
+    found = bundle_sha256(previous)
+    if found != target["sha256"]:
+        raise ValueError(
+            f"{previous}: expected the bundle of {target['name']} version {target['version']}"
+            f" (model.keras sha256 {target['sha256'][:12]}), found "
+            f"{'no bundle' if found is None else found[:12]}; fetch it from the registry: "
+            f"dvc artifacts get . classifier --version <v> -o {previous}"
+        )
+    swap = production.with_name(production.name + ".swap")
+    shutil.rmtree(swap, ignore_errors=True)
+    previous.rename(swap)
+    production.rename(previous)
+    swap.rename(production)
+    data = {
+        **target,
+        "bundle": production.as_posix(),
+        "eval_predictions": (production / "eval" / "predictions.json").as_posix(),
+        "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "reason": f"rollback from {current['name']} version {current['version']}",
+        "history": [identity(current)] + current["history"][1:],
+        "rejected": sorted(
+            (set(current.get("rejected", [])) | {current["sha256"]}) - {target["sha256"]}
+        ),
+    }
+    write_json(pointer, data)
+    return data
