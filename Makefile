@@ -42,7 +42,9 @@ run: install
 	@echo "Next:"
 	@echo "  dvc plots show          # curves, confusion matrices, failure cases -> dvc_plots/index.html"
 	@echo "  dvc exp show            # experiments table (dvc exp run -S train.epochs=5 makes one)"
-	@echo "  cat deployment/production.json   # the selected model and its exported bundle"
+	@echo "  cat deployment/production.json   # the promoted model: name, version, sha256, bundle"
+	@echo "  python -m deployment.serve       # serve it on http://127.0.0.1:8080 (page, v2, v1, /metrics)"
+	@echo "  python -m deployment.registry    # after a commit: register it in the GTO registry as prod"
 	@echo "  source .venv/bin/activate        # to use dvc and python interactively"
 
 # Debian's chromium and its driver, for tests/test_page.py (the web page in a real browser).
