@@ -13,6 +13,12 @@ sys.path. Objects created from the previous bundle (its Bundle, Predictor, model
 functions) keep working: they hold references to their own module objects. Only new
 imports resolve against the new code/.
 
+Two backends run the same model (`backend=`): "onnx" runs the bundle's model.onnx on
+onnxruntime through the bundle's `serving.OnnxPredictor` and never imports TensorFlow (the
+server starts in about a second and a one-image request costs ~0.05 ms of model time for the
+digits CNN); "tf" runs model.keras as one tf.function. "auto" picks onnx when model.onnx
+exists. Either way `version` is sha256(model.keras)[:12], the model's identity.
+
 Use:
     bundle = load_bundle(Path("models/runs/digits-cnn/bundle"))
     probs = bundle.predict(bundle.prepare(png_bytes)[None])   # [1, K] float32
@@ -34,6 +40,7 @@ import numpy as np
 
 BUNDLED_PACKAGES = ("models", "data_processing")  # shipped in code/, never from the repo
 SERVING_MODULE = "models.common.serving"
+BACKENDS = ("auto", "onnx", "tf")
 TF_NOISE = re.compile(r"^([IWE]\d{4} |WARNING: All log messages before absl)")
 _active_code_dir: str | None = None  # the code/ currently on sys.path
 
@@ -134,7 +141,7 @@ def _name(path: Path) -> str:
 
 @dataclass
 class Bundle:
-    """A loaded bundle: identity, labels, and a compiled predict path."""
+    """A loaded bundle: identity, labels, and a compiled predict path (ONNX or TF)."""
 
     path: Path
     name: str  # the cell, e.g. "digits-cnn": the model name in every URL
@@ -142,8 +149,9 @@ class Bundle:
     labels: list[str]  # output index -> class name
     channels: int  # C of the uint8 [N, H, W, C] input (1 gray, 3 RGB)
     serving: ModuleType  # the bundle's own models.common.serving
-    predictor: object  # serving.Predictor: converts raw images exactly as training did
-    _fn: object = field(repr=False)  # tf.function uint8 [N, H, W, C] -> float32 [N, K]
+    predictor: object  # serving.OnnxPredictor or Predictor: converts raw images as training did
+    backend: str  # "onnx" (onnxruntime, no TensorFlow) or "tf"
+    _fn: object = field(repr=False)  # any callable uint8 [N, H, W, C] -> float32 [N, K]
 
     def prepare(self, image) -> np.ndarray:
         """uint8 [H, W, C] from a PIL image, encoded bytes or a path (any size and mode)."""
@@ -154,8 +162,47 @@ class Bundle:
         return np.asarray(self._fn(batch))
 
     def warm_up(self) -> np.ndarray:
-        """Trace and run the graph once on a blank 8x8 image; return its probabilities."""
+        """Run the model once on a blank 8x8 image (TF traces here); return its probabilities."""
         return self.predict(np.zeros((1, 8, 8, self.channels), np.uint8))
+
+
+def _backend(path: Path, backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
+    if backend == "auto":
+        return "onnx" if (path / "model.onnx").is_file() else "tf"
+    return backend
+
+
+def _check_onnx(path: Path) -> None:
+    """model.onnx must exist and, when lineage.json records it, have that sha256."""
+    if not (path / "model.onnx").is_file():
+        raise FileNotFoundError(f"{path}: no model.onnx for the onnx backend (export writes it)")
+    lineage = path / "lineage.json"
+    record = json.loads(lineage.read_text()).get("onnx") if lineage.is_file() else None
+    expected = record.get("sha256") if isinstance(record, dict) else None
+    if expected and (digest := file_sha256(path / "model.onnx")) != expected:
+        raise ValueError(
+            f"{path}/model.onnx has sha256 {digest}, lineage.json says {expected}: "
+            "the file was changed after export"
+        )
+
+
+def _onnx_predictor(serving: ModuleType, path: Path, intra_op, inter_op):
+    if not hasattr(serving, "OnnxPredictor"):
+        raise RuntimeError(f"{path}/code predates ONNX serving: use backend='tf'")
+    intra = intra_op or _threads("SERVE_INTRA_OP", 1)
+    inter = inter_op or _threads("SERVE_INTER_OP", 1)
+    predictor = serving.OnnxPredictor(path, intra, inter)
+    return predictor, predictor.predict_batch
+
+
+def _tf_predictor(serving: ModuleType, path: Path, tf):
+    predictor = serving.Predictor(path)
+    model = predictor.model
+    spec = tf.TensorSpec([None, None, None, int(predictor.channels)], tf.uint8)
+    # One concrete graph for every batch size and image size: no retracing per request.
+    return predictor, tf.function(lambda x: model(x, training=False), input_signature=[spec])
 
 
 def load_bundle(
@@ -163,24 +210,36 @@ def load_bundle(
     intra_op: int | None = None,
     inter_op: int | None = None,
     sha256: str | None = None,
+    backend: str = "auto",
 ) -> Bundle:
     """Load the bundle at `path` with its own code/ (see the module docstring).
 
     Args:
-        path: the bundle folder (model.keras, labels.json, code/, ...).
-        intra_op, inter_op: TensorFlow thread counts (first load only).
+        path: the bundle folder (model.keras, labels.json, code/, and model.onnx for onnx).
+        intra_op, inter_op: thread counts. onnx: per session; default intra-op env
+            SERVE_INTRA_OP else 1, inter-op SERVE_INTER_OP else 1 (sequential execution).
+            One thread per call is the fastest on 2 cores at 8 concurrent requests: a
+            one-image call takes ~0.05 ms, too little to split, and the server's threadpool
+            already runs requests side by side (bench/README.md, bench/serve.py). tf: the
+            process's pools, first load only (configure_tensorflow).
         sha256: when given, the full sha256 model.keras must have (the production pointer's);
-            checked before any of the bundle's code is imported.
+            checked before any of the bundle's code is imported. For onnx, model.onnx is also
+            checked against lineage.json's onnx.sha256 when recorded.
+        backend: "onnx" (onnxruntime, TensorFlow never imported), "tf", or "auto" (onnx when
+            the bundle has model.onnx, else tf).
 
     Returns:
         Bundle, its serving module imported from `path`/code.
 
     Raises:
-        FileNotFoundError: no model.keras, labels.json or code/ serving module.
-        ValueError: model.keras does not have the expected sha256.
+        FileNotFoundError: no model.keras, labels.json or code/ serving module (or model.onnx
+            for backend "onnx").
+        ValueError: model.keras or model.onnx does not have the expected sha256, or an
+            unknown backend.
         RuntimeError: a bundled-package module was loaded from outside code/.
     """
     path = Path(path).resolve()
+    backend = _backend(path, backend)
     code_dir = path / "code"
     for required in ("model.keras", "labels.json", "code/models/common/serving.py"):
         if not (path / required).is_file():
@@ -188,24 +247,24 @@ def load_bundle(
     digest = file_sha256(path / "model.keras")
     if sha256 is not None and digest != sha256:
         raise ValueError(f"{path}/model.keras has sha256 {digest}, expected {sha256}")
-    tf = configure_tensorflow(intra_op, inter_op)
-    serving = _import_serving(code_dir)
-    predictor = serving.Predictor(path)
+    if backend == "onnx":
+        _check_onnx(path)
+        serving = _import_serving(code_dir)
+        predictor, fn = _onnx_predictor(serving, path, intra_op, inter_op)
+    else:
+        tf = configure_tensorflow(intra_op, inter_op)
+        serving = _import_serving(code_dir)
+        predictor, fn = _tf_predictor(serving, path, tf)
     if bad := foreign_modules(code_dir):
         raise RuntimeError(f"bundle modules loaded from outside {code_dir}: {bad}")
-    labels = list(predictor.labels)
-    channels = int(predictor.channels)
-    model = predictor.model
-    spec = tf.TensorSpec([None, None, None, channels], tf.uint8)
-    # One concrete graph for every batch size and image size: no retracing per request.
-    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     return Bundle(
         path=path,
         name=_name(path),
         version=digest[:12],
-        labels=labels,
-        channels=channels,
+        labels=list(predictor.labels),
+        channels=int(predictor.channels),
         serving=serving,
         predictor=predictor,
+        backend=backend,
         _fn=fn,
     )

@@ -1,6 +1,7 @@
 """Export one cell as a self-contained bundle under models/runs/<cell>/bundle/.
 
     model.keras      the best checkpoint        saved_model/   serving SavedModel (model.export)
+    model.onnx       the same model for onnxruntime, checked on test images (common/onnx_export)
     labels.json      output index -> class      params.json    resolved params and model spec
     metrics.json     the cell's test metrics    lineage.json   git commit, data hashes, versions
     MODEL_CARD.md    what it is, its data, metrics, intended use and limits
@@ -21,8 +22,10 @@ from data_processing.io import staged_dir, write_json, write_text
 from data_processing.params import BaseParams, load_params
 from models.common import lineage
 from models.common.card import model_card
+from models.common.onnx_export import export_onnx, load_check_images
 from models.common.paths import Cell
 from models.common.quiet import import_tensorflow
+from models.common.reference import reference
 from models.common.spec import HParams, TrainParams
 
 PROJECT_PACKAGES = ("data_processing", "models", "deployment")
@@ -107,12 +110,14 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     model = keras.saving.load_model(cell.train_dir / "model.keras")
     shutil.copy2(cell.train_dir / "model.keras", out_dir / "model.keras")
     model.export(str(out_dir / "saved_model"), format="tf_saved_model", verbose=False)
+    onnx = export_onnx(model, out_dir / "model.onnx", load_check_images(cell.decoded / "test.npz"))
     write_json(out_dir / "labels.json", summary["categories"])
     write_json(out_dir / "params.json", resolved_params(cell, summary["spec"]))
     shutil.copy2(cell.metrics, out_dir / "metrics.json")
     files = copy_code(cell, out_dir / "code")
     data = lineage.data_hashes(cell.dataset)
     per_class = json.loads(cell.plot("per_class", "json").read_text())
+    write_json(out_dir / "reference.json", reference(cell.eval_dir, per_class))  # drift
     record = {
         "cell": cell.name,
         "dataset": cell.dataset,
@@ -131,6 +136,7 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
         "python": sys.version.split()[0],
         "training_seconds": summary["seconds"],
         "code": files,
+        "onnx": onnx,
     }
     write_json(out_dir / "lineage.json", record)
     card = model_card(

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from data_processing.params import read_params
+
 PACKAGES = ("tensorflow", "keras", "numpy", "pillow", "scikit-learn", "dvc", "dvclive")
 
 
@@ -27,15 +29,30 @@ def git_state() -> dict:
     }
 
 
+def _tracked_md5(path: str, stages: dict) -> str | None:
+    """The md5 DVC records for `path`: a stage output in dvc.lock, or a `dvc add`ed .dvc file."""
+    for stage in stages.values():
+        for entry in stage.get("outs", []):
+            if entry["path"] == path:
+                return entry.get("md5")
+    dvc_file = Path(path + ".dvc")
+    if dvc_file.is_file():
+        outs = (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", [])
+        return outs[0].get("md5") if outs else None
+    return None
+
+
 def data_hashes(dataset: str, lock_file: Path = Path("dvc.lock")) -> dict:
-    """Return the md5 of the raw and normalized data of `dataset`, as dvc.lock records them."""
+    """Return the md5 of the raw data of `dataset` (and of the feedback merged into it, when
+    tracked) and of its normalized and decoded data, as DVC records them."""
     if not lock_file.exists():
         return {}
     stages = (yaml.safe_load(lock_file.read_text()) or {}).get("stages", {})
     hashes = {}
-    for entry in stages.get(f"normalize@{dataset}", {}).get("deps", []):
-        if entry["path"].startswith("datasets/raw"):
-            hashes[entry["path"]] = entry.get("md5")
+    merged = read_params().get("feedback", {}).get("dataset") == dataset
+    for raw in (f"datasets/raw/{dataset}", *(["datasets/raw/feedback"] if merged else [])):
+        if md5 := _tracked_md5(raw, stages):
+            hashes[raw] = md5
     for stage in (f"normalize@{dataset}", f"decode@{dataset}"):
         for entry in stages.get(stage, {}).get("outs", []):
             hashes[entry["path"]] = entry.get("md5")

@@ -3,6 +3,9 @@
 A bundle is self-describing: model.keras, labels.json (output index -> class name) and
 params.json. `Predictor` takes raw images of any size and mode (L, RGB, RGBA, 16-bit,
 palette) and converts them exactly as training did (data_processing.images.to_array).
+`OnnxPredictor` does the same with the bundle's model.onnx (models/common/onnx_export.py) on
+onnxruntime: it never imports TensorFlow, so a server that uses it loads in well under a
+second and answers one small image in about 0.05 ms of model time (TF: about 0.8 ms).
 
 Run (the deploy test does this in a clean process whose path holds only the bundle's code/):
     python -B -E -s models/runs/digits-cnn/bundle/code --bundle models/runs/digits-cnn/bundle \
@@ -24,8 +27,31 @@ from models.common.quiet import import_tensorflow
 PROJECT_PACKAGES = ("data_processing", "models", "deployment")
 
 
+def prepare(image: "PILImage.Image | bytes | Path | str", channels: int) -> np.ndarray:
+    """Return uint8 [H, W, channels] for a PIL image, encoded bytes or a file path."""
+    if isinstance(image, bytes):
+        image = PILImage.open(io.BytesIO(image))
+    elif isinstance(image, (str, Path)):
+        image = PILImage.open(image)
+    image.load()
+    return to_array(image, channels)
+
+
+def onnx_session(path: Path, intra_op: int = 1, inter_op: int = 1):
+    """An onnxruntime CPU session for `path`: ops run one after another (sequential mode),
+    each on up to intra_op threads; inter_op matters only in parallel mode."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op
+    options.inter_op_num_threads = inter_op
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class Predictor:
-    """Load a bundle once; predict class probabilities for raw images."""
+    """Load a bundle once; predict class probabilities for raw images (TensorFlow)."""
 
     def __init__(self, bundle_dir: Path) -> None:
         tf = import_tensorflow()
@@ -42,16 +68,42 @@ class Predictor:
 
     def prepare(self, image: "PILImage.Image | bytes | Path | str") -> np.ndarray:
         """Return uint8 [H, W, C] for a PIL image, encoded bytes or a file path."""
-        if isinstance(image, bytes):
-            image = PILImage.open(io.BytesIO(image))
-        elif isinstance(image, (str, Path)):
-            image = PILImage.open(image)
-        image.load()
-        return to_array(image, self.channels)
+        return prepare(image, self.channels)
 
     def predict(self, image) -> np.ndarray:
         """Return class probabilities [K] for one raw image (any size and mode)."""
         return np.asarray(self._fn(self.prepare(image)[None]))[0]
+
+
+class OnnxPredictor:
+    """Load a bundle's model.onnx once; predict with onnxruntime, never importing TensorFlow.
+
+    Args:
+        bundle_dir: the bundle (model.onnx, labels.json).
+        intra_op: threads per operator (1: the calling thread only, best for small batches).
+        inter_op: threads across operators (unused in the sequential mode set here).
+    """
+
+    def __init__(self, bundle_dir: Path, intra_op: int = 1, inter_op: int = 1) -> None:
+        self.bundle_dir = Path(bundle_dir)
+        self.labels: list[str] = json.loads((self.bundle_dir / "labels.json").read_text())
+        self.session = onnx_session(self.bundle_dir / "model.onnx", intra_op, inter_op)
+        model_input = self.session.get_inputs()[0]  # "images", uint8 [N, H, W, C]
+        self.input_name = model_input.name
+        self.channels = int(model_input.shape[-1])
+
+    def prepare(self, image: "PILImage.Image | bytes | Path | str") -> np.ndarray:
+        """Return uint8 [H, W, C] for a PIL image, encoded bytes or a file path."""
+        return prepare(image, self.channels)
+
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Return float32 [N, K] for uint8 [N, H, W, C] images of one size."""
+        feed = {self.input_name: np.ascontiguousarray(batch, np.uint8)}
+        return self.session.run(None, feed)[0]
+
+    def predict(self, image) -> np.ndarray:
+        """Return class probabilities [K] for one raw image (any size and mode)."""
+        return self.predict_batch(self.prepare(image)[None])[0]
 
 
 def foreign_modules(code_dir: Path) -> list[str]:

@@ -1,0 +1,140 @@
+"""The bundle's model.onnx: written and checked by export, equal to TF, served without TF.
+
+One tiny mlp bundle is built through the real stages for the whole module. Predictors run
+in this process from the repo's models.common.serving (the file the bundle copies);
+load_bundle runs in fresh subprocesses, since it swaps the bundle's code/ onto sys.path.
+"""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ROOT, build_bundle, pattern
+from PIL import Image
+
+from data_processing.errors import DataError
+from models.common import onnx_export
+from models.common.serving import OnnxPredictor, Predictor
+
+pytestmark = pytest.mark.slow
+ATOL = 1e-5
+
+# Load a bundle in a clean interpreter; print what it ran on and one prediction.
+LOAD = """
+import json, sys
+import numpy as np
+from deployment.bundle import load_bundle
+try:
+    bundle = load_bundle(sys.argv[1], backend=sys.argv[2])
+except Exception as err:
+    print(json.dumps({"error": f"{type(err).__name__}: {err}"}))
+    raise SystemExit(0)
+batch = np.stack([bundle.prepare(p) for p in sys.argv[3:]])
+print(json.dumps({
+    "backend": bundle.backend,
+    "version": bundle.version,
+    "tensorflow": "tensorflow" in sys.modules,
+    "probs": bundle.predict(batch).tolist(),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    project = tmp_path_factory.mktemp("onnx") / "project"
+    project.mkdir()
+    return build_bundle(project)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """PNGs of several sizes and modes: gray 8x8, RGB 12x10, RGBA, 16-bit, palette."""
+    folder, rng = tmp_path_factory.mktemp("images"), np.random.default_rng(1)
+    gray = Image.fromarray(pattern(1, rng), "L")
+    made = {
+        "gray8.png": gray,
+        "rgb12x10.png": Image.fromarray(rng.integers(0, 256, (10, 12, 3), np.uint8), "RGB"),
+        "rgba.png": Image.fromarray(rng.integers(0, 256, (9, 9, 4), np.uint8), "RGBA"),
+        "i16.png": Image.fromarray(rng.integers(0, 65536, (16, 16)).astype(np.uint16)),
+        "palette.png": gray.resize((20, 20)).convert("P"),
+    }
+    for name, image in made.items():
+        image.save(folder / name)
+    return [folder / name for name in made]
+
+
+def load_in_subprocess(bundle: Path, backend: str, images: list[Path]) -> dict:
+    cmd = [sys.executable, "-c", LOAD, str(bundle), backend, *map(str, images)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_export_writes_checked_onnx(bundle: Path):
+    record = json.loads((bundle / "lineage.json").read_text())["onnx"]
+    assert record["sha256"] == hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
+    assert record["opset"] == 17
+    assert record["checked_images"] == 12  # the tiny test split: 3 classes x 4
+    assert 0 <= record["max_abs_diff"] <= ATOL
+
+
+def test_onnx_matches_tf(bundle: Path, images: list[Path]):
+    tf_predictor, onnx_predictor = Predictor(bundle), OnnxPredictor(bundle)
+    assert (onnx_predictor.labels, onnx_predictor.channels) == (
+        tf_predictor.labels,
+        tf_predictor.channels,
+    )
+    for path in images:
+        expected = tf_predictor.predict(path)
+        np.testing.assert_allclose(onnx_predictor.predict(path), expected, rtol=0, atol=ATOL)
+    batch = np.stack([onnx_predictor.prepare(p) for p in images[:1] * 5])
+    expected = np.asarray(tf_predictor._fn(batch))
+    np.testing.assert_allclose(onnx_predictor.predict_batch(batch), expected, rtol=0, atol=ATOL)
+
+
+def test_onnx_backend_never_imports_tensorflow(bundle: Path, images: list[Path]):
+    result = load_in_subprocess(bundle, "onnx", images[:1])
+    assert result["backend"] == "onnx"
+    assert result["tensorflow"] is False, "the onnx backend imported TensorFlow"
+    expected = Predictor(bundle).predict(images[0])
+    np.testing.assert_allclose(result["probs"][0], expected, rtol=0, atol=ATOL)
+    keras_sha = hashlib.sha256((bundle / "model.keras").read_bytes()).hexdigest()
+    assert result["version"] == keras_sha[:12]  # the model's identity, whatever the backend
+
+
+def test_tampered_onnx_is_refused(bundle: Path, tmp_path: Path, images: list[Path]):
+    copy = shutil.copytree(bundle, tmp_path / "bundle")
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[-20] ^= 0xFF  # inside the weights: still a loadable graph, a different model
+    (copy / "model.onnx").write_bytes(bytes(data))
+    for backend in ("onnx", "auto"):
+        error = load_in_subprocess(copy, backend, images[:1]).get("error", "")
+        assert error.startswith("ValueError"), error
+        assert "model.onnx" in error and "lineage.json" in error
+
+
+def test_auto_picks_onnx_then_tf(bundle: Path, tmp_path: Path, images: list[Path]):
+    assert load_in_subprocess(bundle, "auto", images[:1])["backend"] == "onnx"
+    copy = shutil.copytree(bundle, tmp_path / "bundle")
+    (copy / "model.onnx").unlink()
+    result = load_in_subprocess(copy, "auto", images[:1])
+    assert (result["backend"], result["tensorflow"]) == ("tf", True)
+    error = load_in_subprocess(copy, "onnx", images[:1])["error"]
+    assert error.startswith("FileNotFoundError") and "model.onnx" in error
+
+
+def test_check_failure_names_file_and_difference(monkeypatch, tmp_path: Path):
+    monkeypatch.setattr(onnx_export, "convert", lambda model, path: None)
+    monkeypatch.setattr(onnx_export, "max_difference", lambda model, path, images: 3e-5)
+    with pytest.raises(DataError) as caught:
+        onnx_export.export_onnx(None, tmp_path / "model.onnx", np.zeros((2, 8, 8, 1), np.uint8))
+    message = str(caught.value)
+    assert str(tmp_path / "model.onnx") in message
+    assert "1e-05" in message and "3e-05" in message and "2 test images" in message
+    with pytest.raises(DataError, match="test.npz"):
+        onnx_export.load_check_images(tmp_path / "test.npz")
