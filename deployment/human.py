@@ -12,11 +12,11 @@ import uuid
 from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from deployment.inference import ApiError, decode_image, pinned, predict_arrays, top_k
+from deployment.inference import ApiError, decode_image, pinned, top_k
 from deployment.oip import parse_body
 
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -39,14 +39,16 @@ async def _image_bytes(request: Request) -> bytes:
 
 
 def add_routes(app: FastAPI, state) -> None:
-    """Add /, /predict and /feedback to app; state is deployment.serve.State.
+    """Add /, /predict and /feedback to app; state is deployment.lifecycle.State.
 
     Each request uses the bundle pinned to it on arrival (inference.pinned).
     """
 
     @app.get("/")
     def page():
-        return FileResponse(PAGE, media_type="text/html")
+        # The bytes, not a FileResponse: that one answers Range headers, a bad one with a
+        # plain-text 400/416 rather than the JSON every other error is.
+        return Response(PAGE.read_bytes(), media_type="text/html")
 
     @app.post("/predict")
     async def predict(request: Request):
@@ -57,10 +59,10 @@ def add_routes(app: FastAPI, state) -> None:
         limit = state.config.max_pixels
 
         def run():
-            return predict_arrays(bundle, [decode_image(data, bundle, limit)])
+            return state.predict(bundle, [decode_image(data, bundle, limit)])
 
         probs = await run_in_threadpool(run)
-        state.metrics.observe_predictions(probs, bundle.labels)
+        state.metrics.observe_predictions(probs, bundle)
         best = top_k(probs, bundle.labels, TOP_K)[0]
         request_id = uuid.uuid4().hex
         predicted = {

@@ -32,7 +32,8 @@ def decode_image(data: bytes, bundle, max_pixels: int) -> np.ndarray:
     """Decode one encoded image to uint8 [H, W, C] for `bundle`.
 
     Raises:
-        ApiError: 400 for bytes that are not a complete image, 413 above max_pixels
+        ApiError: 400 for bytes that are not a complete image or cannot be converted (any
+            decoder error is the client's bytes, never a 500), 413 above max_pixels
             (checked from the header, before the pixels are decompressed).
     """
     if not data:
@@ -51,7 +52,12 @@ def decode_image(data: bytes, bundle, max_pixels: int) -> np.ndarray:
         raise ApiError(400, "not a decodable image (PNG, JPEG, BMP, GIF, ...)") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise ApiError(400, f"truncated or corrupt image: {err}") from None
-    return bundle.prepare(im)
+    except Exception as err:  # PIL plugins raise what they like on crafted bytes
+        raise ApiError(400, f"corrupt image: {type(err).__name__}: {err}") from None
+    try:
+        return bundle.prepare(im)
+    except Exception as err:  # a mode or layout the bundle's to_array cannot convert
+        raise ApiError(400, f"cannot convert the {im.mode} image: {err}") from None
 
 
 def predict_arrays(bundle, images: list[np.ndarray]) -> np.ndarray:

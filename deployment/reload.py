@@ -141,9 +141,13 @@ def self_check(bundle: Bundle, pointer: Pointer | None) -> str:
 
 
 def load_candidate(
-    pointer: Pointer, intra_op: int | None = None, inter_op: int | None = None
+    pointer: Pointer,
+    intra_op: int | None = None,
+    inter_op: int | None = None,
+    backend: str = "auto",
 ) -> tuple[Bundle, str]:
-    """Load, warm up and self-check the bundle `pointer` names.
+    """Load, warm up and self-check the bundle `pointer` names with `backend` (load_bundle's:
+    auto, onnx or tf).
 
     Returns:
         (the bundle, a line saying what the self-check compared).
@@ -152,7 +156,9 @@ def load_candidate(
         CandidateError: reason missing, sha256, load or self_check.
     """
     try:
-        bundle = load_bundle(pointer.bundle, intra_op, inter_op, sha256=pointer.sha256)
+        bundle = load_bundle(
+            pointer.bundle, intra_op, inter_op, sha256=pointer.sha256, backend=backend
+        )
     except FileNotFoundError as err:
         raise CandidateError("missing", str(err)) from None
     except ValueError as err:

@@ -1,11 +1,20 @@
 """Prometheus metrics and the request-size guard, as ASGI middleware for the server.
 
-Metrics (GET /metrics): serve_requests_total{route,method,status},
-serve_request_seconds{route} (histogram), serve_model_info{name,version} (1 for the loaded
-model), serve_prediction_confidence (histogram of the top score), and
-serve_predicted_class_total{label}; hot reload: serve_model_reloads_total,
-serve_model_load_failures_total{reason} and serve_model_load_seconds. `route` is the route
-template ("/v2/models/{name}/infer"), never the raw path, so label cardinality stays bounded.
+Metrics (GET /metrics):
+    serve_requests_total{route,method,status}   every answer, 4xx and 5xx included
+    serve_request_seconds{route}                 latency histogram
+    serve_model_info{name,version}               1 for the loaded model
+    serve_prediction_confidence                  histogram of the top score
+    serve_predicted_class_total{label}           predictions by top-1 class
+    serve_batch_size                             images per micro-batch (deployment/batching.py;
+                                                 only with --batch-max-size > 1)
+    serve_model_reloads_total, serve_model_load_failures_total{reason},
+    serve_model_load_seconds                     hot reload (deployment/lifecycle.py)
+    serve_drift_window_predictions, serve_drift_psi, serve_confidence_psi,
+    serve_confidence_shift                       the last --drift-window predictions against
+                                                 bundle/reference.json (deployment/drift.py)
+`route` is the route template ("/v2/models/{name}/infer"), never the raw path, so label
+cardinality stays bounded.
 """
 
 import json
@@ -14,17 +23,20 @@ import time
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
+from deployment.drift import DriftCollector, DriftWindow
 from deployment.inference import ApiError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 disable_created_metrics()  # the *_created series only add noise here
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class Metrics:
-    """The server's metrics, in their own registry (one per app)."""
+    """The server's metrics, in their own registry (one per app); the drift window holds
+    the last `drift_window` predictions."""
 
-    def __init__(self) -> None:
+    def __init__(self, drift_window: int = 500) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -47,6 +59,11 @@ class Metrics:
         self.predicted = Counter(
             "serve_predicted_class", "Predictions by top-1 class", ["label"], registry=r
         )
+        self.batch_size = Histogram(
+            "serve_batch_size", "Images per micro-batch", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.drift = DriftWindow(drift_window)
+        r.register(DriftCollector(self.drift))
         self.reloads = Counter("serve_model_reloads", "Bundles swapped in", registry=r)
         self.load_failures = Counter(
             "serve_model_load_failures",
@@ -60,11 +77,13 @@ class Metrics:
             registry=r,
         )
 
-    def observe_predictions(self, probs: np.ndarray, labels: list[str]) -> None:
-        """Count the top-1 class and its confidence for each row of probs [N, K]."""
+    def observe_predictions(self, probs: np.ndarray, bundle) -> None:
+        """Count the top-1 class and its confidence for each row of probs [N, K] from
+        `bundle`, and add them to the drift window."""
         for row in probs:
             self.confidence.observe(float(row.max()))
-            self.predicted.labels(labels[int(row.argmax())]).inc()
+            self.predicted.labels(bundle.labels[int(row.argmax())]).inc()
+        self.drift.observe(bundle, probs)
 
 
 class Guard:

@@ -12,6 +12,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     cmd = [sys.executable, "-m", "deployment.serve", "--port", str(port), "--bundle", bundle]
     cmd += ["--feedback-dir", root / "feedback", "--max-body-bytes", str(MAX_BODY)]
     cmd += ["--max-pixels", str(MAX_PIXELS), "--drain-seconds", "0"]  # SIGTERM: test_reload
+    cmd += ["--backend", "tf"]  # onnx loads in ~0.1 s: too fast to see the server not ready
     with open(log, "wb") as out:
         proc = subprocess.Popen(list(map(str, cmd)), cwd=root, stdout=out, stderr=out)
     srv = Server(f"http://127.0.0.1:{port}", port, bundle, log, root / "feedback")
@@ -61,6 +64,39 @@ def server(tmp_path_factory: pytest.TempPathFactory):
                 live = call(srv, "GET", "/v2/health/live")[0]
                 infer = call(srv, "POST", f"/v2/models/{srv.name}/infer", {}, check=False)[0]
                 srv.before_ready.append((status, live, infer))
+            assert proc.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"not ready:\n{log.read_text()[-3000:]}"
+            time.sleep(0.2)
+        yield srv
+    finally:
+        stop_process(proc)
+
+
+_BUNDLES: dict[str, Path] = {}  # one tiny bundle per test process, see shared_bundle
+
+
+def shared_bundle(factory: pytest.TempPathFactory) -> Path:
+    """The tiny bundle, built once per test process (xdist worker) and shared by the modules
+    that only serve it (test_drift, test_batching, test_http_fuzz)."""
+    if "tiny" not in _BUNDLES:
+        _BUNDLES["tiny"] = build_bundle(factory.mktemp("shared") / "project")
+    return _BUNDLES["tiny"]
+
+
+@contextmanager
+def running_server(bundle: Path, root: Path, *flags: str) -> Iterator[Server]:
+    """`python -m deployment.serve --bundle bundle *flags` on a free port, once it is ready;
+    SIGTERM on exit."""
+    port = free_port()
+    log, feedback = root / f"server-{port}.log", root / f"feedback-{port}"
+    cmd = [sys.executable, "-m", "deployment.serve", "--port", str(port), "--bundle", bundle]
+    cmd += ["--feedback-dir", feedback, "--drain-seconds", "0", *flags]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(list(map(str, cmd)), cwd=root, stdout=out, stderr=out)
+    srv = Server(f"http://127.0.0.1:{port}", port, bundle, log, feedback)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while call(srv, "GET", "/v2/health/ready", check=False)[0] != 200:
             assert proc.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"not ready:\n{log.read_text()[-3000:]}"
             time.sleep(0.2)
@@ -429,3 +465,40 @@ def test_v1_bad_requests_are_400(server: Server, body: dict, word: str) -> None:
     assert status == 400 and word in answer["error"], answer
     instances = {"instances": [{"b64": b64(png())}]}
     assert call(server, "POST", f"/v1/models/{server.name}:predict", instances)[0] == 200
+
+
+def test_v1_versions_status_and_predict(server: Server) -> None:
+    version = call(server, "GET", "/v2")[1]["model_version"]
+    base = f"/v1/models/{server.name}"
+    status, body = call(server, "GET", f"{base}/versions/{version}")
+    assert status == 200 and body["model_version_status"][0]["version"] == version
+    assert body == call(server, "GET", base)[1]
+    instances = {"instances": [{"b64": b64(png(label))} for label in range(3)]}
+    status, body = call(server, "POST", f"{base}/versions/{version}:predict", instances)
+    assert status == 200 and body["model_version"] == version, body
+    expected = call(server, "POST", f"{base}:predict", instances)[1]["predictions"]
+    assert np.allclose(body["predictions"], expected, atol=1e-6)
+    for method, path, data in (
+        ("GET", f"{base}/versions/000000000000", None),
+        ("POST", f"{base}/versions/000000000000:predict", instances),
+        ("GET", f"/v1/models/nope/versions/{version}", None),
+        ("POST", f"/v1/models/nope/versions/{version}:predict", instances),
+        ("GET", f"{base}/versions/..%2F..%2Fetc%2Fpasswd", None),
+    ):
+        status, answer = call(server, method, path, data)
+        assert status == 404 and answer["error"], (path, answer)  # unknown model, or no route
+        assert answer["model_version"] == version
+
+
+def test_onnx_backend_serves_the_tf_predictions(server: Server, tmp_path: Path) -> None:
+    images = image_input(png(0), png(1, size=13), png(2, mode="RGB"))
+    path = f"/v2/models/{server.name}/infer"
+    tf = call(server, "POST", path, images)[1]
+    assert call(server, "GET", f"/v2/models/{server.name}")[1]["platform"] == "tensorflow_keras"
+    with running_server(server.bundle, tmp_path, "--backend", "onnx") as onnx_server:
+        meta = call(onnx_server, "GET", f"/v2/models/{server.name}")[1]
+        assert meta["platform"] == "onnxruntime_onnx"
+        assert "backend onnx" in onnx_server.log.read_text()
+        onnx = call(onnx_server, "POST", path, images)[1]
+    assert onnx["model_version"] == tf["model_version"]
+    assert np.allclose(onnx["outputs"][0]["data"], tf["outputs"][0]["data"], atol=1e-5)

@@ -1,0 +1,238 @@
+"""The server's state and lifecycle: its configuration, the served bundle (first load, hot
+reload, swap), request pinning, and the draining shutdown.
+
+Used by deployment/serve.py (the routes and `main`); writes nothing but log lines.
+
+`State.load` loads the first bundle (--bundle, or the one the production pointer names) in
+a background thread; `State.reload` is the PointerWatcher's callback (deployment/reload.py).
+`_swap` makes a checked bundle current with one assignment, after resetting the drift
+window (deployment/drift.py) to it. `Lifecycle` pins that bundle to each request on
+arrival; `DrainingServer` turns SIGTERM into a drain (see serve.py's docstring).
+"""
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import uvicorn
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from deployment.batching import Batcher
+from deployment.bundle import load_bundle
+from deployment.feedback import FeedbackStore
+from deployment.inference import ApiError, pinned, predict_arrays
+from deployment.reload import (
+    CandidateError,
+    PointerWatcher,
+    load_candidate,
+    read_pointer,
+    self_check,
+)
+from deployment.telemetry import Metrics
+
+ALWAYS_ANSWERED = ("/v2/health/live", "/v2/health/ready", "/metrics")  # also while draining
+
+
+@dataclass
+class Config:
+    bundle: Path | None  # serve this bundle as is; None: the one `pointer` names
+    pointer: Path | None = None  # the production pointer (deployment/production.json)
+    watch_interval: float | None = None  # seconds between pointer polls; None: no reload
+    feedback_dir: Path = Path("datasets/raw/feedback")  # a seed-format dataset (feedback.py)
+    max_body_bytes: int = 16 << 20  # 16 MiB: a few large photos, base64 included
+    max_pixels: int = 40_000_000  # per request; also PIL.Image.MAX_IMAGE_PIXELS
+    intra_op: int | None = None
+    inter_op: int | None = None
+    backend: str = "auto"  # load_bundle's: onnx when the bundle has model.onnx, else tf
+    drift_window: int = 500  # live predictions compared with bundle/reference.json
+    batch_max_size: int = 1  # micro-batching (deployment/batching.py); 1: off
+    batch_timeout_ms: float = 2.0  # the longest a single image waits for others to batch
+    drain_seconds: float = 2.0  # SIGTERM: readiness is false at least this long before exit
+    shutdown_timeout: float = 30.0  # SIGTERM: the longest wait for in-flight requests
+
+
+class State:
+    """What the routes share: the served bundle (swapped on reload), the feedback store, the
+    metrics, the batcher and the shutdown state. A request uses the bundle current when it
+    arrived (pinned), so a swap never changes the model under a request in flight."""
+
+    def __init__(self, config: Config) -> None:
+        self.config, self.bundle, self.store = config, None, None
+        self.draining, self.in_flight, self.failed = False, 0, False
+        self.metrics = Metrics(config.drift_window)
+        self.watcher: PointerWatcher | None = None
+        self.batcher: Batcher | None = None
+        if config.batch_max_size > 1:
+            self.batcher = Batcher(
+                config.batch_max_size,
+                config.batch_timeout_ms / 1000,
+                self.metrics.batch_size.observe,
+            )
+        self._load_lock = threading.Lock()
+
+    @property
+    def ready(self) -> bool:
+        return self.bundle is not None and not self.draining
+
+    def version(self) -> str | None:
+        return self.bundle.version if self.bundle else None
+
+    def model(self, request: Request, name: str, version: str | None = None):
+        """The request's bundle if it is `name` (and `version`); 404 otherwise, 503 not ready."""
+        bundle = pinned(request)
+        if bundle is None:
+            raise ApiError(503, "the model is not loaded yet")
+        if name != bundle.name or version not in (None, bundle.version):
+            wanted = name if version is None else f"{name} version {version}"
+            raise ApiError(404, f"unknown model {wanted!r}")
+        return bundle
+
+    def reply(self, data: dict, status: int = 200, bundle=None) -> JSONResponse:
+        version = bundle.version if bundle else self.version()
+        return JSONResponse({**data, "model_version": version}, status_code=status)
+
+    def predict(self, bundle, images: list[np.ndarray]) -> np.ndarray:
+        """float32 [N, K] for uint8 [H, W, C] images, through the batcher when it is on.
+        Blocks: call it from a worker thread."""
+        if self.batcher is not None:
+            return self.batcher.predict(bundle, images)
+        return predict_arrays(bundle, images)
+
+    def load(self) -> None:
+        """Load, warm up and check the first bundle, then mark ready and start watching the
+        pointer; a failure logs and stops the server (exit status 1)."""
+        config = self.config
+        if config.pointer and config.watch_interval:  # before reading: no change is missed
+            self.watcher = PointerWatcher(config.pointer, config.watch_interval, self.reload)
+        try:
+            self.store = FeedbackStore(config.feedback_dir)
+            if config.bundle is not None:
+                started = time.perf_counter()
+                bundle = load_bundle(
+                    config.bundle, config.intra_op, config.inter_op, backend=config.backend
+                )
+                self._swap(bundle, self_check(bundle, None), started)
+            else:
+                self._load_pointer()
+        except Exception as err:
+            print(f"serve: cannot load: {err!r}", file=sys.stderr, flush=True)
+            self.failed = True
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        if self.watcher:
+            self.watcher.start()
+
+    def reload(self) -> None:
+        """The pointer changed: load and check its bundle, then swap it in. A bad candidate
+        is counted (serve_model_load_failures_total) and the old model keeps serving."""
+        try:
+            self._load_pointer()
+        except Exception as err:  # never let the watcher thread die
+            reason = err.reason if isinstance(err, CandidateError) else "load"
+            self.metrics.load_failures.labels(reason).inc()
+            print(f"serve: kept {self.version()}: {reason}: {err}", file=sys.stderr, flush=True)
+
+    def stop(self) -> None:
+        """Stop the pointer watcher and the batcher (the server is shutting down)."""
+        if self.watcher:
+            self.watcher.stop()
+        if self.batcher:
+            self.batcher.close()
+
+    def _load_pointer(self) -> None:
+        with self._load_lock:
+            started = time.perf_counter()
+            pointer = read_pointer(self.config.pointer)
+            if self.bundle and pointer.sha256 and pointer.sha256[:12] == self.bundle.version:
+                print(f"serve: pointer changed, same model {self.bundle.version}", file=sys.stderr)
+                return  # only the pointer's metrics or paths changed
+            config = self.config
+            bundle, checked = load_candidate(
+                pointer, config.intra_op, config.inter_op, backend=config.backend
+            )
+            self._swap(bundle, checked, started)
+
+    def _swap(self, bundle, checked: str, started: float) -> None:
+        from PIL import Image as PILImage
+
+        PILImage.MAX_IMAGE_PIXELS = self.config.max_pixels  # after the bundle's own value
+        drift = self.metrics.drift.reset(bundle)  # before the swap: no old predictions in it
+        old, self.bundle = self.bundle, bundle  # one assignment: requests see old or new
+        seconds = time.perf_counter() - started
+        self.metrics.load_seconds.set(seconds)
+        self.metrics.model.labels(bundle.name, bundle.version).set(1)
+        if old is not None:
+            self.metrics.reloads.inc()
+            if (old.name, old.version) != (bundle.name, bundle.version):
+                self.metrics.model.remove(old.name, old.version)
+        where = f"from {bundle.path}; serving module {bundle.serving.__file__}"
+        print(
+            f"serve: ready: {bundle.name} version {bundle.version} {where} "
+            f"(backend {bundle.backend}; loaded and checked in {seconds:.2f} s: {checked}; "
+            f"drift: {drift})",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+class Lifecycle:
+    """ASGI middleware: pin the current bundle to each request and count requests in
+    flight; once draining (SIGTERM), answer 503 to all but health and metrics."""
+
+    def __init__(self, app, state: State) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        state = self.state
+        if state.draining and scope["path"] not in ALWAYS_ANSWERED:
+            body = json.dumps({"error": "shutting down", "model_version": state.version()})
+            headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
+            headers.append((b"content-length", str(len(body)).encode()))
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": body.encode()})
+            return
+        scope.setdefault("state", {})["bundle"] = state.bundle
+        state.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            state.in_flight -= 1
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, but SIGTERM (or SIGINT) drains first: readiness turns false and new
+    requests get 503 while requests in flight finish, for at least drain_seconds; then
+    uvicorn closes the listener and exits with status 0. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, state: State) -> None:
+        super().__init__(config)
+        self.state = state
+
+    def handle_exit(self, sig: int, frame) -> None:
+        # Unlike uvicorn's own handler, the signal is not re-raised after shutdown (that
+        # would end the process with -SIGTERM instead of status 0).
+        if self.state.draining:
+            self.should_exit = self.force_exit = True
+            return
+        self.state.draining = True
+        print(f"serve: {signal.Signals(sig).name}: draining", file=sys.stderr, flush=True)
+        threading.Thread(target=self._drain, name="drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        config, state = self.state.config, self.state
+        start = time.monotonic()
+        deadline = start + config.shutdown_timeout
+        while time.monotonic() < deadline:
+            if state.in_flight == 0 and time.monotonic() - start >= config.drain_seconds:
+                break
+            time.sleep(0.05)
+        self.should_exit = True
