@@ -62,8 +62,11 @@ test-grid: install  # the full sweep grid: 2 datasets x 3 models x 2 sets, about
 lint: install
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: install
+bench: install  # bench/README.md; bench.serve loads its servers with wrk
+	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.train_input
+	$(BIN)/python -m bench.serve
 
 clean:
 	rm -rf dvc_plots tests/artifacts
