@@ -123,6 +123,10 @@ def main() -> None:
     _, report = choose(candidates, params)
     current = production.read(pointer)
     rejected = current.get("rejected", []) if current else []
+    folder = production.folders(pointer)[0]
+    if current and production.bundle_sha256(folder) != current.get("sha256"):
+        print(f"select: {folder} does not hold {pointer}'s model; choosing afresh")
+        current = None  # an older pointer format, or a folder lost: no production to beat
     best, sha = eligible(candidates, report, runs_dir, rejected)
     promote, reason = decide(best, report, current, sha, params.margin)
     write_json(

@@ -2,6 +2,7 @@
 keeps the previous pointer."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -154,3 +155,12 @@ def test_rollback_without_history_fails_clearly(cells: Path) -> None:
     proc = run_stage("deployment.rollback", cwd=cells)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "no earlier production to roll back to" in proc.stderr
+
+
+def test_pointer_without_its_production_folder_chooses_afresh(cells: Path) -> None:
+    assert select(cells).returncode == 0
+    shutil.rmtree(cells / "deployment/production")  # an older pointer format, or a lost folder
+    proc = select(cells)
+    assert proc.returncode == 0, proc.stderr
+    assert "does not hold deployment/production.json's model; choosing afresh" in proc.stdout
+    assert (cells / "deployment/production/model.keras").read_bytes() == b"b"
