@@ -62,17 +62,7 @@ def install(pointer: Path, bundle: Path, predictions: Path, entry: dict, reason:
         production.rename(previous)
     staging.rename(production)
     history = ([identity(old)] + old.get("history", [])) if old else []
-    data = {
-        **entry,
-        "bundle": production.as_posix(),
-        "eval_predictions": (production / "eval" / "predictions.json").as_posix(),
-        "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "reason": reason,
-        "history": history[:HISTORY],
-        "rejected": old.get("rejected", []) if old else [],
-    }
-    write_json(pointer, data)
-    return data
+    return _write(pointer, entry, reason, history, old.get("rejected", []) if old else [])
 
 
 def swap_back(pointer: Path) -> dict:
@@ -99,16 +89,23 @@ def swap_back(pointer: Path) -> dict:
     previous.rename(swap)
     production.rename(previous)
     swap.rename(production)
+    rejected = (set(current.get("rejected", [])) | {current["sha256"]}) - {target["sha256"]}
+    reason = f"rollback from {current['name']} version {current['version']}"
+    history = [identity(current)] + current["history"][1:]
+    return _write(pointer, target, reason, history, sorted(rejected))
+
+
+def _write(pointer: Path, entry: dict, reason: str, history: list, rejected: list) -> dict:
+    """Write the pointer for `entry`, now in the production folder; return its content."""
+    production = folders(pointer)[0]
     data = {
-        **target,
+        **identity(entry),
         "bundle": production.as_posix(),
         "eval_predictions": (production / "eval" / "predictions.json").as_posix(),
         "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "reason": f"rollback from {current['name']} version {current['version']}",
-        "history": [identity(current)] + current["history"][1:],
-        "rejected": sorted(
-            (set(current.get("rejected", [])) | {current["sha256"]}) - {target["sha256"]}
-        ),
+        "reason": reason,
+        "history": history[:HISTORY],
+        "rejected": rejected,
     }
     write_json(pointer, data)
     return data
