@@ -6,6 +6,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -180,6 +183,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def http_status(url: str) -> int:
+    """The HTTP status of GET url; 0 when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
+    except (ConnectionError, urllib.error.URLError, TimeoutError):
+        return 0
+
+
+def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 60) -> None:
+    """Poll a server's /v2/health/ready until 200; fail with its log if it exits first or
+    is not ready within `timeout` seconds (TF import, bundle load and warm-up)."""
+    deadline = time.monotonic() + timeout
+    while http_status(url + "/v2/health/ready") != 200:
+        assert proc.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"not ready:\n{log.read_text()[-3000:]}"
+        time.sleep(0.2)
 
 
 def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:

@@ -14,8 +14,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from conftest import (
     free_port,
     pattern,
     stop_process,
+    wait_ready,
 )
 from PIL import Image
 
@@ -57,16 +56,6 @@ def _browser_problem() -> str | None:
     return None
 
 
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as err:
-        return err.code
-    except (ConnectionError, urllib.error.URLError):
-        return 0
-
-
 @dataclass
 class Server:
     url: str
@@ -86,11 +75,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         proc = subprocess.Popen(cmd, cwd=root, stdout=out, stderr=out)
     srv = Server(f"http://127.0.0.1:{port}", feedback, log, "-".join(CELL))
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while _status(srv.url + "/v2/health/ready") != 200:
-            assert proc.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"not ready:\n{log.read_text()[-3000:]}"
-            time.sleep(0.2)
+        wait_ready(proc, srv.url, log, READY_TIMEOUT)
         yield srv
     finally:
         stop_process(proc)

@@ -26,7 +26,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, edit_params, free_port, pattern, stop_process, write_seed_dataset
+from conftest import (
+    ROOT,
+    edit_params,
+    free_port,
+    pattern,
+    stop_process,
+    wait_ready,
+    write_seed_dataset,
+)
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -151,11 +159,7 @@ def start_server(root: Path, name: str, *flags: str) -> Server:
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=root, stdout=out, stderr=out)
     srv = Server(f"http://127.0.0.1:{port}", port, proc, log, root / f"{name}-feedback")
-    deadline = time.monotonic() + READY_TIMEOUT
-    while call(srv, "GET", "/v2/health/ready")[0] != 200:
-        assert proc.poll() is None, f"server exited:\n{srv.logged()[-3000:]}"
-        assert time.monotonic() < deadline, f"not ready:\n{srv.logged()[-3000:]}"
-        time.sleep(0.2)
+    wait_ready(proc, srv.url, log, READY_TIMEOUT)
     return srv
 
 

@@ -25,6 +25,7 @@ from conftest import (
     free_port,
     pattern,
     stop_process,
+    wait_ready,
 )
 from PIL import Image
 
@@ -95,11 +96,7 @@ def running_server(bundle: Path, root: Path, *flags: str) -> Iterator[Server]:
         proc = subprocess.Popen(list(map(str, cmd)), cwd=root, stdout=out, stderr=out)
     srv = Server(f"http://127.0.0.1:{port}", port, bundle, log, feedback)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while call(srv, "GET", "/v2/health/ready", check=False)[0] != 200:
-            assert proc.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"not ready:\n{log.read_text()[-3000:]}"
-            time.sleep(0.2)
+        wait_ready(proc, srv.url, log, READY_TIMEOUT)
         yield srv
     finally:
         stop_process(proc)

@@ -16,7 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import copy_project, edit_params, free_port, sh, stop_process, write_seed_dataset
+from conftest import (
+    copy_project,
+    edit_params,
+    free_port,
+    sh,
+    stop_process,
+    wait_ready,
+    write_seed_dataset,
+)
 from test_reload import Server, call, png
 
 pytestmark = pytest.mark.slow
@@ -68,10 +76,7 @@ def start(repo: Path) -> Server:
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=repo, stdout=out, stderr=out)
     srv = Server(f"http://127.0.0.1:{port}", port, proc, log, repo / "datasets/raw/feedback")
-    deadline = time.monotonic() + 90
-    while call(srv, "GET", "/v2/health/ready")[0] != 200:
-        assert proc.poll() is None and time.monotonic() < deadline, srv.logged()[-3000:]
-        time.sleep(0.2)
+    wait_ready(proc, srv.url, log, timeout=90)
     return srv
 
 
