@@ -59,11 +59,15 @@ def choose(candidates: dict[str, dict], params: SelectParams) -> tuple[str | Non
         name: {**m["test"], "passed": not gate(m, params), "reasons": gate(m, params)}
         for name, m in candidates.items()
     }
+    order = ranked(report)
+    return (order[0] if order else None), report
+
+
+def ranked(report: dict) -> list[str]:
+    """The passing candidates, best first: macro F1, then accuracy, then name."""
     passing = [n for n, r in report.items() if r["passed"]]
-    best = max(
-        passing, key=lambda n: (report[n]["f1_macro"], report[n]["accuracy"], n), default=None
-    )
-    return best, report
+    key = lambda n: (report[n]["f1_macro"], report[n]["accuracy"], n)  # noqa: E731
+    return sorted(passing, key=key, reverse=True)
 
 
 def decide(best: str | None, report: dict, current: dict | None, sha: str | None, margin: float):
@@ -85,23 +89,17 @@ def decide(best: str | None, report: dict, current: dict | None, sha: str | None
     )
 
 
-def eligible(candidates: dict, report: dict, runs_dir: Path, rejected: list[str]):
-    """The best passing candidate that was not rolled back, and its model.keras sha256."""
-    order = sorted(
-        (n for n, r in report.items() if r["passed"]),
-        key=lambda n: (report[n]["f1_macro"], report[n]["accuracy"], n),
-        reverse=True,
-    )
-    for name in order:
+def eligible(report: dict, runs_dir: Path, rejected: list[str]):
+    """The best passing candidate that was not rolled back, and its model.keras sha256; the
+    best one when every passing candidate was rolled back; (None, None) when none passes."""
+    first = None
+    for name in ranked(report):
         sha = file_sha256(runs_dir / name / "bundle" / "model.keras")
         if sha not in rejected:
             return name, sha
         print(f"select: {name}: version {sha[:12]} was rolled back; skipped")
-    return (
-        (order[0], file_sha256(runs_dir / order[0] / "bundle" / "model.keras"))
-        if order
-        else (None, None)
-    )
+        first = first or (name, sha)
+    return first or (None, None)
 
 
 @exit_on_error
@@ -127,7 +125,7 @@ def main() -> None:
     if current and production.bundle_sha256(folder) != current.get("sha256"):
         print(f"select: {folder} does not hold {pointer}'s model; choosing afresh")
         current = None  # an older pointer format, or a folder lost: no production to beat
-    best, sha = eligible(candidates, report, runs_dir, rejected)
+    best, sha = eligible(report, runs_dir, rejected)
     promote, reason = decide(best, report, current, sha, params.margin)
     write_json(
         GATE_REPORT,
