@@ -102,7 +102,8 @@ def check(min_records: int) -> bool:
             write_json(STATE, {**state, "records": records, "datasets": digest})
         return False
     result = cycle(reason, records)
-    write_json(STATE, {"records": records, "datasets": datasets_digest(), "last": result})
+    # what was seen before the cycle: a dataset changed during it triggers the next one
+    write_json(STATE, {"records": records, "datasets": digest, "last": result})
     return True
 
 
