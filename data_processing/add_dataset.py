@@ -88,7 +88,8 @@ def check_data(path: Path, fmt: str, params: ValidateParams) -> tuple[str, dict]
         known = f"{normalize.AUTO} or one of {sources.available()}"
         raise DataError("--format", f"a source format: {known}", found=repr(fmt))
     resolved = normalize.resolve_format(Path(path), fmt)
-    splits = normalize.normalize(Path(path), resolved)
+    options = load_params("normalize", normalize.NormalizeParams).options(resolved)
+    splits = normalize.normalize(Path(path), resolved, options)
     with tempfile.TemporaryDirectory() as tmp:
         normalize.write(splits, Path(tmp) / "normalized")  # the same files the stage writes
         found = validate(Path(path), load_splits(Path(tmp) / "normalized"), params)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal
 
 from data_processing import feedback, schema, sources
 from data_processing.errors import DataError, exit_on_error
@@ -26,6 +27,13 @@ AUTO = "auto"
 
 class NormalizeParams(Params):
     formats: dict[str, str] = {}  # dataset name -> source format; unlisted datasets: "auto"
+    # VOC <bndbox> corners: zero_based = continuous, x = xmin, w = xmax - xmin (Datumaro, CVAT,
+    # globox); one_based = the VOC devkit's inclusive pixels, x = xmin - 1, w = xmax - xmin + 1
+    voc_coordinates: Literal["zero_based", "one_based"] = "zero_based"
+
+    def options(self, fmt: str) -> dict[str, str]:
+        """Keyword arguments these params give importer `fmt`'s parse (only voc takes any)."""
+        return {"coordinates": self.voc_coordinates} if fmt == "voc" else {}
 
 
 def resolve_format(raw_dir: Path, fmt: str) -> str:
@@ -62,11 +70,16 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def normalize(raw_dir: Path, fmt: str) -> dict[str, schema.Dataset]:
-    """Parse `raw_dir` with importer `fmt` ("auto": detected) and check every split's schema."""
+def normalize(
+    raw_dir: Path, fmt: str, options: dict[str, str] | None = None
+) -> dict[str, schema.Dataset]:
+    """Parse `raw_dir` with importer `fmt` ("auto": detected) and check every split's schema.
+
+    `options`: keyword arguments for the importer's parse (NormalizeParams.options).
+    """
     fmt = resolve_format(raw_dir, fmt)
     with _gc_paused():
-        splits = sources.get(fmt).parse(Path(raw_dir), Path(raw_dir).name)
+        splits = sources.get(fmt).parse(Path(raw_dir), Path(raw_dir).name, **(options or {}))
     for split, dataset in splits.items():
         problems = schema.validate(dataset)
         if problems:
@@ -84,9 +97,9 @@ def write(splits: dict[str, schema.Dataset], out_dir: Path) -> None:
 @exit_on_error
 def main() -> None:
     raw_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
-    fmt = load_params("normalize", NormalizeParams).formats.get(raw_dir.name, AUTO)
-    fmt = resolve_format(raw_dir, fmt)
-    splits = normalize(raw_dir, fmt)
+    params = load_params("normalize", NormalizeParams)
+    fmt = resolve_format(raw_dir, params.formats.get(raw_dir.name, AUTO))
+    splits = normalize(raw_dir, fmt, params.options(fmt))
     if "train" in splits:
         merge = load_params("feedback", feedback.FeedbackParams)
         splits["train"] = feedback.merge(splits["train"], raw_dir, merge)

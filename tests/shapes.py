@@ -221,11 +221,15 @@ def write_coco(root: Path, samples: list[Sample]) -> Path:
     return root
 
 
-def voc_xml(file: str, shapes: tuple[Shape, ...], size: int = SIZE) -> str:
-    """One VOC annotation; 1-based inclusive corners (x = xmin - 1, w = xmax - xmin + 1)."""
+def voc_xml(
+    file: str, shapes: tuple[Shape, ...], size: int = SIZE, one_based: bool = False
+) -> str:
+    """One VOC annotation; continuous 0-based corners (x = xmin, w = xmax - xmin), as Datumaro,
+    CVAT and globox write them, or `one_based`: the devkit's inclusive pixel indices
+    (x = xmin - 1, w = xmax - xmin + 1)."""
     objects = "".join(
         f"<object><name>{b.kind}</name><difficult>0</difficult><bndbox>"
-        f"<xmin>{b.x + 1}</xmin><ymin>{b.y + 1}</ymin>"
+        f"<xmin>{b.x + one_based}</xmin><ymin>{b.y + one_based}</ymin>"
         f"<xmax>{b.x + b.w}</xmax><ymax>{b.y + b.h}</ymax></bndbox></object>"
         for b in shapes
     )
@@ -236,10 +240,12 @@ def voc_xml(file: str, shapes: tuple[Shape, ...], size: int = SIZE) -> str:
     )
 
 
-def write_voc(root: Path, samples: list[Sample]) -> Path:
+def write_voc(root: Path, samples: list[Sample], one_based: bool = False) -> Path:
+    """VOC XML beside each image; 0-based continuous corners unless `one_based` (devkit)."""
     for s in samples:
         _save_image(s, root / s.split, with_mask=True)
-        (root / s.split / f"{s.stem}.xml").write_text(voc_xml(s.file, s.shapes))
+        xml = voc_xml(s.file, s.shapes, one_based=one_based)
+        (root / s.split / f"{s.stem}.xml").write_text(xml)
     return root
 
 

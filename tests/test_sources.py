@@ -455,11 +455,11 @@ def test_coco_duplicate_file_and_wrong_size(tmp_path: Path) -> None:
 # voc
 
 
-def test_voc_one_pixel_box_is_one_based_inclusive(tmp_path: Path) -> None:
+def test_voc_one_pixel_box_is_continuous_zero_based(tmp_path: Path) -> None:
     raw = shapes.write_voc(tmp_path / "raw", tiny())
-    one = shapes.Shape("circle", 0, 0, 1, 1)  # VOC xmin=xmax=ymin=ymax=1
+    one = shapes.Shape("circle", 0, 0, 1, 1)  # Datumaro/CVAT corners: xmin=0, xmax=1
     xml = shapes.voc_xml("train_000.png", (one,))
-    assert "<xmin>1</xmin>" in xml and "<xmax>1</xmax>" in xml
+    assert "<xmin>0</xmin>" in xml and "<xmax>1</xmax>" in xml
     (raw / "train" / "train_000.xml").write_text(xml)
     train = sources.get("voc").parse(raw)["train"]
     assert train.annotations[0].bbox == (0.0, 0.0, 1.0, 1.0) and train.annotations[0].area == 1

@@ -6,9 +6,13 @@
     raw_dir/train/masks/a.png      optional class mask (pixel = category id)
     raw_dir/test/...
 
-This is the per-split layout of Roboflow-style VOC exports (no ImageSets lists). VOC box
-coordinates are 1-based and inclusive: xmin=1, xmax=1 is the 1-pixel column 0, so
-x = xmin - 1 and w = xmax - xmin + 1. An XML without objects is a background image
+This is the per-split layout of Roboflow-style VOC exports (no ImageSets lists). Box corners
+are read, by default, as continuous 0-based coordinates, as Datumaro, CVAT and globox write
+them: x = xmin, w = xmax - xmin (a box over the whole 32-pixel-wide image is xmin=0, xmax=32).
+`coordinates="one_based"` (params `normalize.voc_coordinates`) reads the VOC devkit's 1-based
+inclusive pixel indices instead: x = xmin - 1, w = xmax - xmin + 1 (xmin=xmax=1 is column 0).
+A corner less than one pixel outside the image is clipped to it and reported in
+info["warnings"]; one further out is an error. An XML without objects is a background image
 (labels []); an image without an XML is unlabelled. `<size>`, when given, must match the image.
 
 Reads the XML files and image/mask headers. No writes.
@@ -34,6 +38,13 @@ from data_processing.sources._common import (
     split_dir,
 )
 
+ZERO_BASED, ONE_BASED = "zero_based", "one_based"
+COORDINATES = (ZERO_BASED, ONE_BASED)  # params normalize.voc_coordinates
+CORNERS = ("xmin", "ymin", "xmax", "ymax")
+
+# (class name, object index, xmin, ymin, xmax, ymax) as written in the XML
+RawBox = tuple[str, int, float, float, float, float]
+
 
 def matches(raw_dir: Path) -> str | None:
     """None when raw_dir looks like a VOC dataset, else why not."""
@@ -43,19 +54,28 @@ def matches(raw_dir: Path) -> str | None:
     return f"no .xml files in {' or '.join(f'{s}/' for s in SPLITS)}"
 
 
-def parse(raw_dir: Path, name: str | None = None) -> dict[str, Dataset]:
+def parse(
+    raw_dir: Path, name: str | None = None, coordinates: str = ZERO_BASED
+) -> dict[str, Dataset]:
     """Parse per-split VOC XML files into one Dataset per split.
 
     Args:
         raw_dir: folder holding `train/` and `test/`, each with images and their XML files.
         name: dataset name for `info` (default: the folder name).
+        coordinates: "zero_based" (continuous corners: Datumaro, CVAT, globox) or
+            "one_based" (the VOC devkit's 1-based inclusive pixel indices).
 
     Returns:
-        {"train": Dataset, "test": Dataset}.
+        {"train": Dataset, "test": Dataset}; sub-pixel clipping in info["warnings"].
     """
+    if coordinates not in COORDINATES:
+        raise ValueError(f"unknown VOC coordinates {coordinates!r}; choose from {COORDINATES}")
     raw_dir = Path(raw_dir)
-    records = {split: _read_split(raw_dir, split) for split in SPLITS}
-    return build(name or raw_dir.name, "voc", records)
+    records, warnings = {}, {}
+    for split in SPLITS:
+        warnings[split] = []
+        records[split] = _read_split(raw_dir, split, coordinates, warnings[split])
+    return build(name or raw_dir.name, "voc", records, warnings=warnings)
 
 
 def _xml_files(folder: Path) -> list[str]:
@@ -64,13 +84,13 @@ def _xml_files(folder: Path) -> list[str]:
         return sorted(n for n in names if n.lower().endswith(".xml"))
 
 
-def _read_split(raw_dir: Path, split: str) -> list[Record]:
+def _read_split(raw_dir: Path, split: str, coordinates: str, warnings: list[str]) -> list[Record]:
     folder = split_dir(raw_dir, split, "images and their VOC .xml files")
     on_disk, by_image = list_images(folder), {}
     for xml_name in _xml_files(folder):
         path = folder / xml_name
         inside(raw_dir, path)
-        file, boxes, declared = _read_xml(path, folder, on_disk)
+        file, raw_boxes, declared = _read_xml(path, folder, on_disk)
         if file in by_image:
             raise DataError(
                 path,
@@ -78,14 +98,18 @@ def _read_split(raw_dir: Path, split: str) -> list[Record]:
                 field="filename",
                 found=f"{file!r}, also described by {by_image[file][0]}",
             )
-        by_image[file] = (xml_name, boxes, declared)
+        by_image[file] = (xml_name, raw_boxes, declared)
     records = []
     for file in sorted(on_disk):
         rel = f"{split}/{file}"
-        xml_name, boxes, declared = by_image.get(file, (None, None, None))
+        xml_name, raw_boxes, declared = by_image.get(file, (None, None, None))
         size = image_size(raw_dir, rel, row=xml_name)
+        boxes = None
         if xml_name is not None:
-            _check_size(folder / xml_name, size, declared)
+            path = folder / xml_name
+            _check_size(path, size, declared)
+            where = f"{split}/{xml_name}"
+            boxes = tuple(_box(b, size, coordinates, path, where, warnings) for b in raw_boxes)
         listing = f"{split}/{xml_name}" if xml_name else None
         records.append(box_file_record(raw_dir, split, file, size, boxes, listing))
     return records
@@ -106,8 +130,8 @@ def _load(path: Path) -> ET.Element:
 
 def _read_xml(
     path: Path, folder: Path, on_disk: set[str]
-) -> tuple[str, tuple[Box, ...], tuple[str | None, str | None]]:
-    """The image's file name, its boxes, and the <size> width and height as written."""
+) -> tuple[str, tuple[RawBox, ...], tuple[str | None, str | None]]:
+    """The image's file name, its boxes as written, and the <size> width and height."""
     root = _load(path)
     file = (root.findtext("filename") or "").strip()
     if not file:
@@ -123,13 +147,81 @@ def _read_xml(
         if box is None:
             raise DataError(path, "a <bndbox>", field=f"{pre}/bndbox", found="nothing")
         xmin, ymin, xmax, ymax = (
-            parse_number(box.findtext(tag), path, None, f"{pre}/bndbox/{tag}")
-            for tag in ("xmin", "ymin", "xmax", "ymax")
+            parse_number(box.findtext(tag), path, None, f"{pre}/bndbox/{tag}") for tag in CORNERS
         )
-        # 1-based inclusive pixel indices -> COCO [x, y, w, h]: xmin=xmax=1 is x=0, w=1
-        boxes.append(Box(name, xmin - 1, ymin - 1, xmax - xmin + 1, ymax - ymin + 1))
+        boxes.append((name, k, xmin, ymin, xmax, ymax))
     declared = (root.findtext("size/width"), root.findtext("size/height"))
     return file, tuple(boxes), declared
+
+
+def _box(
+    raw: RawBox,
+    size: tuple[int, int],
+    coordinates: str,
+    path: Path,
+    where: str,
+    warnings: list[str],
+) -> Box:
+    """One box in COCO [x, y, w, h], its corners checked against the image's header size.
+
+    zero_based: continuous corners (x = xmin, w = xmax - xmin); one_based: the devkit's
+    inclusive pixel indices (x = xmin - 1, w = xmax - xmin + 1). A corner less than one pixel
+    outside the image is clipped (a warning); farther out, or xmax <= xmin, is a DataError.
+    """
+    name, k, *written = raw
+    shift = 1.0 if coordinates == ONE_BASED else 0.0  # min corners: written = continuous + shift
+    offset = {"xmin": shift, "ymin": shift, "xmax": 0.0, "ymax": 0.0}
+    corners = {t: v - offset[t] for t, v in zip(CORNERS, written, strict=True)}
+    convention = f"{coordinates.replace('_', '-')} corners"
+    fixes = []
+    for axis, extent in zip("xy", size, strict=True):
+        lo, hi = f"{axis}min", f"{axis}max"
+        if corners[hi] <= corners[lo]:
+            raise DataError(
+                path,
+                f"{hi} {'>=' if shift else '>'} {lo} ({convention})",
+                field=f"object[{k}]/bndbox/{hi}",
+                found=f"{lo}={corners[lo] + shift:g}, {hi}={corners[hi]:g} on {name!r}",
+                hint="the VOC devkit writes a 1-pixel box as xmin = xmax: for such files set "
+                "params normalize.voc_coordinates: one_based"
+                if not shift and corners[hi] == corners[lo]
+                else None,
+            )
+        for tag in (lo, hi):
+            value = corners[tag]
+            over = max(-value, value - extent)  # pixels outside the image, <= 0 inside
+            if over <= 0:
+                continue
+            side = ("left", "right") if axis == "x" else ("top", "bottom")
+            if over >= 1:
+                raise DataError(
+                    path,
+                    f"{lo} and {hi} within {shift:g}..{extent} ({convention} on the "
+                    f"{size[0]}x{size[1]} image; less than 1 pixel beyond is clipped)",
+                    field=f"object[{k}]/bndbox/{tag}",
+                    found=f"{tag}={value + offset[tag]:g} on {name!r}, {over:g} pixel(s) past "
+                    f"the {side[value > 0]} edge",
+                    hint="exactly 1 pixel out: is the file in the other convention? see params "
+                    "normalize.voc_coordinates"
+                    if over == 1
+                    else None,
+                )
+            corners[tag] = min(max(value, 0.0), float(extent))
+            fixes.append(
+                f"{where}, field object[{k}]/bndbox/{tag}: {tag}={value + offset[tag]:g} on "
+                f"{name!r} is {over:g} pixel past the {side[value > 0]} edge of the "
+                f"{size[0]}x{size[1]} image; clipped to {tag}={corners[tag] + offset[tag]:g}"
+            )
+        if corners[hi] <= corners[lo]:  # both corners clipped onto the same edge
+            raise DataError(
+                path,
+                f"a box that overlaps the {size[0]}x{size[1]} image",
+                field=f"object[{k}]/bndbox/{lo}",
+                found=f"{lo}, {hi} both outside it on {name!r}",
+            )
+    warnings += fixes
+    x0, y0, x1, y1 = (corners[t] for t in CORNERS)
+    return Box(name, x0, y0, x1 - x0, y1 - y0)
 
 
 def _check_size(path: Path, size: tuple[int, int], declared: tuple) -> None:
