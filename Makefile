@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install install-browser run test test-grid lint bench clean
+.PHONY: help install install-browser run test test-scale test-grid lint bench clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
@@ -41,7 +41,7 @@ run: install
 	@echo
 	@echo "Next:"
 	@echo "  dvc plots show          # curves, confusion matrices, failure cases -> dvc_plots/index.html"
-	@echo "  dvc exp show            # experiments table (dvc exp run -S train.epochs=5 makes one)"
+	@echo "  dvc exp show            # experiments table (dvc exp run -S hparams.quick.epochs=5 makes one)"
 	@echo "  cat deployment/production.json   # the promoted model: name, version, sha256, bundle"
 	@echo "  python -m deployment.serve       # serve it on http://127.0.0.1:8080 (page, v2, v1, /metrics)"
 	@echo "  python -m deployment.registry    # after a commit: register it in the GTO registry as prod"
@@ -54,7 +54,10 @@ install-browser:
 
 test: install install-browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not grid"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not grid and not scale"
+
+test-scale: install  # the photo pipeline end to end (minutes); .ci/run runs it after make test
+	$(BIN)/python -m pytest -q -m scale
 
 test-grid: install  # the full sweep grid: 2 datasets x 3 models x 2 sets, about 6 minutes
 	$(BIN)/python -m pytest -q -m grid

@@ -100,7 +100,7 @@ def onnx_bundle(bundle: Path, work: Path) -> Path:
 
     model = keras.saving.load_model(copy / "model.keras", compile=False)
     lineage = json.loads((copy / "lineage.json").read_text())
-    images = load_check_images(ROOT / "datasets/decoded" / lineage["dataset"] / "test.npz")
+    images = load_check_images(ROOT / "datasets/shards" / lineage["dataset"])
     lineage["onnx"] = export_onnx(model, copy / "model.onnx", images)
     (copy / "lineage.json").write_text(json.dumps(lineage, indent=2) + "\n")
     print(f"serve: {bundle} has no servable model.onnx; exported one into {copy}")
@@ -108,10 +108,15 @@ def onnx_bundle(bundle: Path, work: Path) -> Path:
 
 
 def request_body(bundle: Path) -> dict:
-    """An OIP v2 infer request: the dataset's first test image as UINT8 [1, H, W, C]."""
+    """An OIP v2 infer request: the dataset's first raw test image as UINT8 [1, H, W, C] (the
+    graph resizes tensor inputs itself; digits: 8x8x1)."""
+    from data_processing.images import decode
+
     dataset = json.loads((bundle / "lineage.json").read_text()).get("dataset", "digits")
-    with np.load(ROOT / "datasets/decoded" / dataset / "test.npz") as data:
-        image = data["images"][:1]
+    shards = ROOT / "datasets/shards" / dataset
+    first = (shards / "test-files.txt").read_text().splitlines()[0]
+    channels = json.loads((shards / "meta.json").read_text())["channels"]
+    image = decode(ROOT / "datasets/raw" / dataset / first, channels)[None]
     tensor = {"name": "pixels", "datatype": "UINT8", "shape": list(image.shape)}
     return {"inputs": [{**tensor, "data": image.ravel().tolist()}]}
 

@@ -5,7 +5,10 @@ datasets/raw/feedback/ (deployment/feedback.py). params.yaml `feedback.dataset` 
 dataset it belongs to; normalizing that dataset appends every feedback image (both of the
 feedback folder's splits) to its train split, so the test split, and therefore the
 comparison with the production model, stays fixed. File names stay relative to the dataset
-root ("../feedback/train/<id>.png"), so validate and decode read the images where they are.
+root ("../feedback/train/<id>.png"), so validate and shard read the images where they are.
+Nothing is merged until params `feedback.snapshot` names a `dvc add`ed snapshot of the folder
+(deployment.watch sets it with `dvc exp run -S`): that param is how DVC knows to re-run
+normalize, whose only data dependency is datasets/raw/<dataset>.
 
 Feedback with fewer than two records (one split only) is not merged yet; a feedback label
 that is not one of the dataset's classes is an error that names the feedback CSV row.
@@ -24,13 +27,14 @@ FOLDER = "feedback"  # datasets/raw/feedback
 class FeedbackParams(Params):
     dataset: str = ""  # the dataset feedback is merged into; "" merges nothing
     min_records: int = 20  # deployment.watch retrains after this many new records
+    snapshot: str = ""  # md5 of the feedback snapshot to merge; the watch sets it (dvc exp -S)
 
 
 def merge(train: schema.Dataset, raw_dir: Path, params: FeedbackParams) -> schema.Dataset:
     """Return train with the feedback images appended (unchanged when there is none)."""
     folder = Path(raw_dir).parent / FOLDER
-    if params.dataset != Path(raw_dir).name or folder == Path(raw_dir):
-        return train
+    if not params.snapshot or params.dataset != Path(raw_dir).name or folder == Path(raw_dir):
+        return train  # merged only once the watch names a snapshot: a versioned input
     if not all((folder / s / "groundtruth.csv").is_file() for s in ("train", "test")):
         return train  # no feedback yet, or a single record
     ids = {c.name: c.id for c in train.categories}

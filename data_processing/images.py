@@ -116,9 +116,10 @@ def channels_for(modes: set[str]) -> int:
     return 1 if modes and all(m in GRAY_MODES for m in modes) else 3
 
 
-def to_array(im: PILImage.Image, channels: int) -> np.ndarray:
-    """Convert a PIL image to uint8 [H, W, channels], upright; 16-bit is scaled, not clipped."""
-    if im.format in ("JPEG", "MPO", "TIFF", "WEBP") or "exif" in im.info:
+def _upright(im: PILImage.Image, channels: int) -> PILImage.Image:
+    """Return `im` upright (EXIF) in mode L (channels 1) or RGB; 16-bit is scaled, not clipped."""
+    exif = im.format in ("JPEG", "MPO", "TIFF", "WEBP") or "exif" in im.info
+    if exif and im.getexif().get(0x0112, 1) != 1:  # upright already: skip exif_transpose's copy
         im = ImageOps.exif_transpose(im)
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.clip(np.asarray(im, dtype=np.float64), 0, 65535)  # Pillow opens 16-bit as I
@@ -127,10 +128,49 @@ def to_array(im: PILImage.Image, channels: int) -> np.ndarray:
     elif im.mode == "P" and "transparency" in im.info:
         im = im.convert("RGBA")
     target = "L" if channels == 1 else "RGB"
-    if im.mode != target:
-        im = im.convert(target)
+    return im if im.mode == target else im.convert(target)
+
+
+def to_array(im: PILImage.Image, channels: int) -> np.ndarray:
+    """Convert a PIL image to uint8 [H, W, channels], upright; 16-bit is scaled, not clipped."""
+    arr = np.asarray(_upright(im, channels), dtype=np.uint8)
+    return arr[..., None] if channels == 1 else arr
+
+
+def _draft(im: PILImage.Image, size: tuple[int, int]) -> None:
+    """Let libjpeg scale a JPEG by 1/2, 1/4 or 1/8 while decoding (DCT scaling), never below
+    `size` (height, width) once upright; a no-op for other formats or loaded images."""
+    if im.format not in ("JPEG", "MPO") or not getattr(im, "tile", None):
+        return
+    height, width = size
+    if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # stored sideways: sides swap
+        height, width = width, height
+    im.draft(im.mode, (width, height))
+
+
+def shrink(im: PILImage.Image, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+    """The one function between an image file and the network: uint8 [h, w, channels].
+
+    Draft-decodes JPEGs near `size`, turns the image upright (EXIF), converts its mode as
+    `to_array` does and resizes it to `size` (height, width) with Pillow's antialiased
+    bilinear filter. The shard writer (data_processing/shard.py) and every bundle's
+    `prepare` (models/common/serving.py) call it, so a served file reaches the model as the
+    very pixels training and evaluation saw. size None keeps the image's own size.
+    """
+    if size is not None:
+        _draft(im, size)
+    im.load()
+    im = _upright(im, channels)
+    if size is not None and im.size != (size[1], size[0]):
+        im = im.resize((size[1], size[0]), PILImage.BILINEAR)
     arr = np.asarray(im, dtype=np.uint8)
     return arr[..., None] if channels == 1 else arr
+
+
+def load(path: Path | str, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+    """`shrink` a file (DataError naming it if unreadable or truncated)."""
+    with _opened(Path(path), "a complete, decodable image") as im:
+        return shrink(im, channels, size)
 
 
 def decode(path: Path, channels: int) -> np.ndarray:

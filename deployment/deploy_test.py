@@ -1,19 +1,22 @@
 """Deployment test: load the selected bundle in a clean process and check its predictions.
 
 The child process runs `python -E -s <bundle>/code`: its import path holds the bundle's own
-code/ and the installed packages, never the repo. It must:
-  - predict a fixed, seeded sample of raw test images exactly as the evaluate stage did;
+code/ and the installed packages, never the repo. On each backend (tf: model.keras; onnx:
+model.onnx on onnxruntime) it must:
+  - predict the raw test files of eval/samples.json (a seeded sample that the shard stage
+    embedded, any size and mode) as the evaluate stage did, to ATOL;
   - report labels in the order of labels.json (and of the evaluate stage);
   - accept any size and mode (L, RGB, RGBA) and return a probability vector;
   - load no project module from outside code/.
-Writes the result as a metric, deployment/deploy_test.json; exits non-zero when it fails.
+It reads only the production folder, never datasets/. Writes the result as a metric,
+deployment/deploy_test.json; exits non-zero when it fails.
 
 Run: python -m deployment.deploy_test deployment/production.json deployment/deploy_test.json
 """
 
+import base64
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -24,10 +27,9 @@ from PIL import Image as PILImage
 
 from data_processing.errors import DataError, exit_on_error
 from data_processing.io import write_json
-from data_processing.params import BaseParams, Params, load_params
 
-RAW = Path("datasets/raw")
 ATOL = 1e-5  # evaluate rounds probabilities to 1e-7; batch size changes the last bits only
+BACKENDS = ("tf", "onnx")
 VARIANTS = {
     "L": (8, 8),
     "RGB": (8, 8),
@@ -38,13 +40,14 @@ VARIANTS = {
 }
 
 
-class DeployTestParams(Params):
-    n_samples: int = 32
-
-
-def sample(file_names: list[str], n: int, seed: int) -> list[str]:
-    """A fixed, seeded sample of n file names (sorted)."""
-    return sorted(random.Random(seed).sample(sorted(file_names), min(n, len(file_names))))
+def write_samples(samples: dict, out_dir: Path) -> dict[Path, list[float]]:
+    """Write the embedded raw test files; return {path: recorded probabilities}."""
+    expected = {}
+    for i, image in enumerate(samples["images"]):
+        path = out_dir / f"sample-{i:03d}{Path(image['file_name']).suffix}"
+        path.write_bytes(base64.b64decode(image["data"]))
+        expected[path] = image["probs"]
+    return expected
 
 
 def write_variants(source: Path, out_dir: Path) -> dict[str, Path]:
@@ -59,46 +62,36 @@ def write_variants(source: Path, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def run_bundle(bundle: Path, images: list[Path], work: Path) -> dict:
+def run_bundle(bundle: Path, images: list[Path], work: Path, backend: str) -> dict:
     """Predict `images` with the bundle in a fresh process; return its JSON output."""
     (work / "images.json").write_text(json.dumps([str(p) for p in images]))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
-    cmd = [
-        sys.executable,
-        "-B",
-        "-E",
-        "-s",
-        str(bundle.resolve() / "code"),
-        "--bundle",
-        str(bundle.resolve()),
-        "--images",
-        "images.json",
-        "--out",
-        "out.json",
-    ]
+    code = str(bundle.resolve() / "code")
+    cmd = [sys.executable, "-B", "-E", "-s", code, "--bundle", str(bundle.resolve())]
+    cmd += ["--images", "images.json", "--out", f"out-{backend}.json", "--backend", backend]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise DataError(
             bundle,
-            "a bundle that loads in a clean process",
+            f"a bundle that loads in a clean process ({backend} backend)",
             found=proc.stderr.strip().splitlines()[-1] if proc.stderr else "no output",
         )
-    return json.loads((work / "out.json").read_text())
+    return json.loads((work / f"out-{backend}.json").read_text())
 
 
 def compare(
-    expected: dict, got: dict, samples: list[str], raw_dir: Path, labels: list[str]
+    expected: dict[Path, list[float]], got: dict, labels: list[str], categories: list[str]
 ) -> dict:
-    """Return the check results (all must hold for `passed`)."""
+    """Return the check results of one backend (all must hold for `passed`)."""
     preds = got["predictions"]
-    ref = np.array([expected["predictions"][f] for f in samples])
-    out = np.array([preds[str(raw_dir / f)] for f in samples])
+    ref = np.array(list(expected.values()))
+    out = np.array([preds[str(p)] for p in expected])
     variants = np.array([v for k, v in preds.items() if Path(k).name.startswith("variant-")])
     checks = {
-        "samples": len(samples),
+        "samples": len(expected),
         "label_agreement": float((ref.argmax(1) == out.argmax(1)).mean()),
         "max_abs_diff": float(np.abs(ref - out).max()),
-        "labels_match": got["labels"] == labels == expected["categories"],
+        "labels_match": got["labels"] == labels == categories,
         "variants_ok": bool(
             len(variants) == len(VARIANTS)
             and np.isfinite(variants).all()
@@ -116,27 +109,36 @@ def compare(
     return checks
 
 
+def deploy_test(bundle: Path, samples: dict) -> dict:
+    """Run the bundle on both backends in clean processes; return the checks per backend."""
+    labels = json.loads((bundle / "labels.json").read_text())
+    if not samples["images"]:
+        raise DataError(bundle, "eval samples: raw test files", found="none")
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        expected = write_samples(samples, Path(tmp))
+        variants = write_variants(next(iter(expected)), Path(tmp))
+        for backend in BACKENDS:
+            got = run_bundle(bundle, [*expected, *variants.values()], Path(tmp), backend)
+            results[backend] = compare(expected, got, labels, samples["categories"])
+    return results
+
+
 @exit_on_error
 def main() -> None:
     pointer_path, out_path = Path(sys.argv[1]), Path(sys.argv[2])
     pointer = json.loads(pointer_path.read_text())
-    bundle, raw_dir = Path(pointer["bundle"]), (RAW / pointer["dataset"]).resolve()
-    expected = json.loads(Path(pointer["eval_predictions"]).read_text())
-    samples = sample(
-        list(expected["predictions"]),
-        load_params("deploy_test", DeployTestParams).n_samples,
-        load_params("base", BaseParams).seed,
-    )
-    labels = json.loads((bundle / "labels.json").read_text())
-    with tempfile.TemporaryDirectory() as tmp:
-        variants = write_variants(raw_dir / samples[0], Path(tmp))
-        got = run_bundle(
-            bundle, [raw_dir / f for f in samples] + list(variants.values()), Path(tmp)
-        )
-    checks = compare(expected, got, samples, raw_dir, labels)
-    write_json(out_path, {"deploy_test": {"model": pointer["name"], **checks}})
-    print(f"deploy_test: {pointer['name']}: {'passed' if checks['passed'] else 'FAILED'} {checks}")
-    if not checks["passed"]:
+    bundle = Path(pointer["bundle"])
+    samples_path = Path(pointer.get("eval_samples") or bundle / "eval" / "samples.json")
+    if not samples_path.is_file():
+        raise DataError(samples_path, "the promoted cell's eval samples (dvc repro writes them)")
+    results = deploy_test(bundle, json.loads(samples_path.read_text()))
+    passed = all(r["passed"] for r in results.values())
+    write_json(out_path, {"deploy_test": {"model": pointer["name"], "passed": passed, **results}})
+    for backend, checks in results.items():
+        verdict = "passed" if checks["passed"] else "FAILED"
+        print(f"deploy_test: {pointer['name']} ({backend}): {verdict} {checks}")
+    if not passed:
         raise SystemExit(1)
 
 

@@ -2,7 +2,8 @@
 
     deployment/production.json   the pointer: what is in production (written by select,
                                  rollback); the server watches it and hot-reloads
-    deployment/production/       a copy of the promoted bundle, eval predictions included
+    deployment/production/       a copy of the promoted bundle, with eval/samples.json (test
+                                 files and their evaluated probabilities: the self-check)
                                  (the registry artifact `classifier` in dvc.yaml)
     deployment/previous/         the bundle that was in production before it (rollback)
 
@@ -47,8 +48,8 @@ def bundle_sha256(folder: Path) -> str | None:
     return file_sha256(model) if model.is_file() else None
 
 
-def install(pointer: Path, bundle: Path, predictions: Path, entry: dict, reason: str) -> dict:
-    """Copy `bundle` (and its eval predictions) into production, move the old production to
+def install(pointer: Path, bundle: Path, samples: Path, entry: dict, reason: str) -> dict:
+    """Copy `bundle` (and its eval samples.json) into production, move the old production to
     previous, then write the pointer for `entry` with the old one pushed onto its history."""
     production, previous = folders(pointer)
     old = read(pointer)
@@ -56,7 +57,7 @@ def install(pointer: Path, bundle: Path, predictions: Path, entry: dict, reason:
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(bundle, staging)
     (staging / "eval").mkdir()
-    shutil.copy2(predictions, staging / "eval" / "predictions.json")
+    shutil.copy2(samples, staging / "eval" / "samples.json")
     if production.exists():
         shutil.rmtree(previous, ignore_errors=True)
         production.rename(previous)
@@ -101,7 +102,7 @@ def _write(pointer: Path, entry: dict, reason: str, history: list, rejected: lis
     data = {
         **identity(entry),
         "bundle": production.as_posix(),
-        "eval_predictions": (production / "eval" / "predictions.json").as_posix(),
+        "eval_samples": (production / "eval" / "samples.json").as_posix(),
         "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "reason": reason,
         "history": history[:HISTORY],

@@ -1,7 +1,7 @@
 """Hot reload of the served model: read the production pointer, load and check a candidate.
 
 Reads deployment/production.json (written by deployment/select.py):
-    {name, dataset, model, hparams, bundle, sha256, eval_predictions, metrics}
+    {name, dataset, model, hparams, bundle, sha256, eval_samples, metrics}
 Relative paths in it are relative to the repo root, the parent of the pointer's folder.
 Writes nothing.
 
@@ -9,8 +9,9 @@ Writes nothing.
 refuses a model.keras whose sha256 differs from the pointer's), warms it up and self-checks
 it: the warm-up probabilities must be finite, in [0, 1], of the bundle's label count and,
 for a single-label bundle (params.json spec.label_mode), sum to 1; and when the pointer
-names the cell's eval predictions, a few of those test images (read from
-datasets/raw/<dataset>/) must predict what evaluation recorded (to EVAL_ATOL). Any failure
+names the cell's eval samples (eval/samples.json: raw test files, embedded, with the
+probabilities evaluate recorded), a few of them must predict what evaluation recorded (to
+EVAL_ATOL). Any failure
 raises CandidateError with a short `reason`, the label of serve_model_load_failures_total.
 
 `PointerWatcher` polls the pointer's bytes every `interval` seconds in a daemon thread and
@@ -18,23 +19,21 @@ calls back when they change (a `touch` alone does not reload). The server (serve
 the new bundle in only after load_candidate returns.
 """
 
+import base64
 import hashlib
 import json
 import threading
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image as PILImage
 
 from deployment.bundle import Bundle, load_bundle
 from deployment.inference import predict_arrays
 
-EVAL_ATOL = 1e-3  # evaluate.py rounds to 1e-7; batch composition moves float32 by ~1e-6
+EVAL_ATOL = 1e-4  # evaluate.py rounds to 1e-7; batch composition moves float32 by ~1e-6
 EVAL_SAMPLES = 4  # eval images re-predicted per candidate
-SIZE_SCAN = 32  # eval images whose size is read to find the common size (see _eval_images)
 
 
 class CandidateError(Exception):
@@ -52,8 +51,7 @@ class Pointer:
     path: Path  # the pointer file itself
     bundle: Path
     sha256: str | None  # of bundle/model.keras; None: not checked
-    eval_predictions: Path | None  # models/runs/<cell>/eval/predictions.json
-    images: Path | None  # datasets/raw/<dataset>: where eval file names resolve
+    eval_samples: Path | None  # deployment/production/eval/samples.json
 
 
 def read_pointer(path: Path) -> Pointer:
@@ -70,8 +68,7 @@ def read_pointer(path: Path) -> Pointer:
             path=Path(path),
             bundle=absolute(data["bundle"]),
             sha256=data.get("sha256"),
-            eval_predictions=absolute(data.get("eval_predictions")),
-            images=absolute(f"datasets/raw/{data['dataset']}") if data.get("dataset") else None,
+            eval_samples=absolute(data.get("eval_samples")),
         )
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CandidateError("pointer", f"{path}: not a production pointer: {err!r}") from None
@@ -95,30 +92,17 @@ def _multi_label(bundle: Bundle) -> bool:
     return spec.get("label_mode") == "multi"
 
 
-def _eval_images(pointer: Pointer, labels: list[str]) -> list[tuple[Path, list[float]]]:
-    """Up to EVAL_SAMPLES (image path, recorded probabilities) of the commonest image size.
-
-    decode.py resizes images of other sizes before evaluation, so only images of the
-    commonest size reach the model with the same pixels as here.
-    """
-    if pointer.eval_predictions is None or pointer.images is None:
+def _eval_images(pointer: Pointer, labels: list[str]) -> list[tuple[bytes, list[float]]]:
+    """Up to EVAL_SAMPLES (raw file bytes, recorded probabilities) from eval/samples.json."""
+    if pointer.eval_samples is None or not pointer.eval_samples.is_file():
         return []
-    if not pointer.eval_predictions.is_file():
-        return []
-    recorded = json.loads(pointer.eval_predictions.read_text())
+    recorded = json.loads(pointer.eval_samples.read_text())
     if recorded.get("categories") != labels:
         raise CandidateError("self_check", f"eval categories {recorded.get('categories')}")
-    found = [
-        (pointer.images / name, probs)
-        for name, probs in sorted(recorded["predictions"].items())[:SIZE_SCAN]
-        if (pointer.images / name).is_file()
+    return [
+        (base64.b64decode(image["data"]), image["probs"])
+        for image in recorded["images"][:EVAL_SAMPLES]
     ]
-    sizes = {}
-    for path, _ in found:
-        with PILImage.open(path) as image:  # the header only
-            sizes[path] = image.size
-    common = Counter(sizes.values()).most_common(1)
-    return [(p, probs) for p, probs in found if sizes[p] == common[0][0]][:EVAL_SAMPLES]
 
 
 def self_check(bundle: Bundle, pointer: Pointer | None) -> str:
@@ -131,8 +115,8 @@ def self_check(bundle: Bundle, pointer: Pointer | None) -> str:
     check_probabilities(bundle.warm_up(), len(bundle.labels), multi)
     samples = _eval_images(pointer, bundle.labels) if pointer else []
     if not samples:
-        return "warm-up output only (no eval predictions or images to compare)"
-    probs = predict_arrays(bundle, [bundle.prepare(path) for path, _ in samples])
+        return "warm-up output only (no eval samples to compare)"
+    probs = predict_arrays(bundle, [bundle.prepare(data) for data, _ in samples])
     check_probabilities(probs, len(bundle.labels), multi)
     error = float(np.abs(probs - np.array([p for _, p in samples])).max())
     if error > EVAL_ATOL:

@@ -153,8 +153,8 @@ def main() -> None:
         )
     entry = {"name": best, "version": sha[:12], "sha256": sha, **cells[best]}
     entry["metrics"] = candidates[best]["test"]
-    bundle, predictions = runs_dir / best / "bundle", runs_dir / best / "eval" / "predictions.json"
-    production.install(pointer, bundle, predictions, entry, reason)
+    bundle, samples = runs_dir / best / "bundle", runs_dir / best / "eval" / "samples.json"
+    production.install(pointer, bundle, samples, entry, reason)
     print(f"select: promoted: {reason} -> {pointer}")
     print("select: to register it: commit, then run python -m deployment.registry")
 

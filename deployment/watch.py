@@ -6,8 +6,9 @@ Each check (every --interval seconds, or once with --once):
      params.yaml `datasets`);
   2. when at least params `feedback.min_records` records arrived since the last cycle, or a
      dataset was added or changed: `dvc add datasets/raw/feedback` (a versioned snapshot of
-     the feedback), then `dvc exp run -n <name>`: the whole pipeline, in which normalize
-     merges the feedback into the train split of params `feedback.dataset`, the changed
+     the feedback), then `dvc exp run -n <name> -S feedback.snapshot=<its md5>`: the whole
+     pipeline, in which normalize merges the feedback into the train split of params
+     `feedback.dataset` (the snapshot param is its signal to re-run), the changed
      cells retrain and evaluate, and select promotes the best candidate only when it passes
      the gate and beats production by `select.margin`;
   3. on a promotion select rewrites deployment/production.json, which a running server
@@ -30,6 +31,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import yaml
 
 from data_processing.feedback import FeedbackParams
 from data_processing.io import write_json
@@ -84,9 +87,14 @@ def cycle(reason: str, records: int) -> dict:
     """Snapshot the feedback, run the pipeline as an experiment, report the decision."""
     name = time.strftime("watch-%Y%m%d-%H%M%S", time.gmtime())
     print(f"watch: {reason}: retraining as experiment {name}", flush=True)
+    snapshot = []
     if records:
         run("dvc", "add", "-q", FEEDBACK.as_posix())
-    run("dvc", "exp", "run", "-n", name)
+        # normalize depends on datasets/raw/<dataset> only (the feedback folder may not exist):
+        # the snapshot's hash, a param, is what makes it merge the new feedback
+        md5 = yaml.safe_load(FEEDBACK.with_suffix(".dvc").read_text())["outs"][0]["md5"]
+        snapshot = ["-S", f"feedback.snapshot={md5}"]
+    run("dvc", "exp", "run", "-n", name, *snapshot)
     gate = json.loads(GATE.read_text())
     verdict = "promoted" if gate.get("promoted") else "kept production"
     print(f"watch: {name}: {verdict}: {gate.get('reason')}", flush=True)

@@ -1,24 +1,38 @@
 """Evaluate one trained cell on its test split: metrics, confusion, failures, curves, profile.
 
-Reads models/runs/<cell>/train/ and datasets/decoded/<dataset>/test.npz. Writes
-models/metrics/<cell>.json, models/runs/<cell>/eval/predictions.json and the plots
-models/plots/{confusion,per_class}/<cell>.json and {failures,curves}/<cell>.png.
+Streams datasets/shards/<dataset>/ (test records) through the model in bounded memory:
+confusion counts, a heap of the worst mistakes, top-k predictions written as they come.
+Reads models/runs/<cell>/train/. Writes models/metrics/<cell>.json, the plots
+models/plots/{confusion,per_class}/<cell>.json and {failures,curves}/<cell>.png, and
+models/runs/<cell>/eval/:
+    predictions.jsonl  one line per test image: {"file", "top": [[class index, p], ...]}
+                       (top-k), plus "probs" (all K) when the split is small
+    reference.json     test-set distributions for drift monitoring (common/reference.py)
+    samples.json       the shards' sample test files (raw bytes) with their probabilities:
+                       the deploy test and the server's self-check replay them
 
 Run: python -m models.evaluate digits cnn base
 """
 
+import heapq
 import json
 import sys
 
 import numpy as np
+from tqdm import tqdm
 
 from data_processing.errors import exit_on_error
 from data_processing.io import staged_dir, write_json
 from data_processing.params import Params, load_params
 from models.common import metrics, plots, profile
-from models.common.data import Split, load_split
+from models.common.data import Shards
 from models.common.paths import Cell
 from models.common.quiet import import_tensorflow
+from models.common.reference import Reference
+
+BATCH = 256
+TOP_K = 5
+FULL_PROBS_LIMIT = 1_000_000  # N x K below which predictions.jsonl carries every probability
 
 
 class EvaluateParams(Params):
@@ -27,33 +41,93 @@ class EvaluateParams(Params):
     threshold: float = 0.5  # multi-label: a class is predicted at or above this probability
 
 
-def evaluate(model, test: Split, params: EvaluateParams) -> dict:
-    """Return probabilities, metrics, confusion records, failure grid and profile."""
+class Failures:
+    """The n most confident mistakes seen so far (a bounded heap)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.heap = n, []
+
+    def update(self, index, images, y, probs, pred, names) -> None:
+        wrong = np.flatnonzero((pred != y).any(axis=1))
+        error = np.abs(probs - y)[wrong].max(axis=1) if len(wrong) else []
+        for row, e in zip(wrong, error, strict=True):
+            key = (float(e), -int(index[row]))  # ties: the earlier image first
+            if len(self.heap) < self.n or key > self.heap[0][0]:
+                item = (
+                    key,
+                    images[row].copy(),
+                    metrics.caption(y[row], probs[row], pred[row], names),
+                )
+                (heapq.heappush if len(self.heap) < self.n else heapq.heapreplace)(self.heap, item)
+
+    def result(self) -> tuple[np.ndarray, list[str]]:
+        worst = sorted(self.heap, key=lambda item: item[0], reverse=True)
+        return np.array([w[1] for w in worst]), [w[2] for w in worst]
+
+
+def _line(file: str, probs: np.ndarray, full: bool) -> str:
+    top = np.argsort(-probs, kind="stable")[:TOP_K]
+    record = {"file": file, "top": [[int(c), round(float(probs[c]), 7)] for c in top]}
+    if full:
+        record["probs"] = [round(float(p), 7) for p in probs]
+    return json.dumps(record) + "\n"
+
+
+def evaluate(model, shards: Shards, params: EvaluateParams, out) -> dict:
+    """Stream the test split through `model`; write predictions.jsonl lines to `out`.
+
+    Returns:
+        scores, confusion counts, failure grid, reference, the samples' probabilities and
+        the runtime profile.
+    """
     fn = profile.compiled(model)
-    probs = np.concatenate(
-        [np.asarray(fn(test.images[i : i + 256])) for i in range(0, len(test.images), 256)]
-    )
-    y, names = test.labels, test.categories
-    pred = metrics.predict(probs, test.label_mode, params.threshold)
-    worst = metrics.confident_mistakes(y, probs, pred, params.n_failures)
+    names, files = shards.categories, shards.file_names("test")
+    scores = metrics.Scores(names, shards.label_mode, params.threshold)
+    failures, ref = Failures(params.n_failures), Reference(names)
+    wanted = {s["index"] for s in json.loads((shards.root / "samples.json").read_text())["images"]}
+    sampled, first = {}, None
+    full = len(files) * len(names) <= FULL_PROBS_LIMIT
+    labels = shards.labels("test")
+    bar = tqdm(total=len(files), desc="evaluate", unit="img", mininterval=2, file=sys.stderr)
+    for index, images, _ in shards.dataset("test", BATCH, with_index=True):
+        index, images = index.numpy(), images.numpy()
+        first = images if first is None else first
+        y = np.asarray(labels[index])
+        probs = np.asarray(fn(images))
+        pred = scores.update(y, probs)
+        failures.update(index, images, y, probs, pred, names)
+        ref.update(probs)
+        for row, i in enumerate(index):
+            out.write(_line(files[i], probs[row], full))
+            if int(i) in wanted:
+                sampled[int(i)] = [round(float(p), 7) for p in probs[row]]
+        bar.update(len(index))
+    bar.close()
+    result = scores.result()
     timing = {
         "params": int(model.count_params()),
         "saved_model_mb": profile.saved_model_mb(model),
-        "infer_ms_b1": profile.ms_per_image(fn, test.images[:1], params.profile_repeats),
+        "infer_ms_b1": profile.ms_per_image(fn, first[:1], params.profile_repeats),
         "infer_ms_b256": profile.ms_per_image(
-            fn, profile.tile_to(test.images, 256), max(3, params.profile_repeats // 4)
+            fn, profile.tile_to(first, 256), max(3, params.profile_repeats // 4)
         ),
     }
     return {
-        "probs": probs,
-        "scores": metrics.summary(y, probs, names, test.label_mode, params.threshold),
+        "scores": result,
+        "confusion": scores.confusion(),
+        "failures": failures.result(),
+        "reference": ref.result(result["per_class"]),
+        "sampled": sampled,
         "profile": timing,
-        "confusion": metrics.confusion(y, pred, names),
-        "failures": (
-            test.images[worst],
-            [metrics.caption(y[i], probs[i], pred[i], names) for i in worst],
-        ),
     }
+
+
+def samples_with_probs(shards: Shards, sampled: dict, categories: list[str]) -> dict:
+    """The shards' samples.json with each image's evaluated probabilities added."""
+    data = json.loads((shards.root / "samples.json").read_text())
+    for image in data["images"]:
+        image["probs"] = sampled[image["index"]]
+    return {"categories": categories, **data}
 
 
 @exit_on_error
@@ -65,20 +139,16 @@ def main() -> None:
 
     model = keras.saving.load_model(cell.train_dir / "model.keras")
     summary = json.loads((cell.train_dir / "train.json").read_text())
-    test = load_split(cell.decoded / "test.npz")
-    result = evaluate(model, test, params)
-    scores = result["scores"]
+    shards = Shards.open(cell.shards)
     with staged_dir(cell.eval_dir) as out_dir:
+        with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as out:
+            result = evaluate(model, shards, params, out)
+        write_json(out_dir / "reference.json", result["reference"])
         write_json(
-            out_dir / "predictions.json",
-            {
-                "categories": test.categories,
-                "predictions": {
-                    str(f): [round(float(p), 7) for p in row]
-                    for f, row in zip(test.file_names, result["probs"], strict=True)
-                },
-            },
+            out_dir / "samples.json",
+            samples_with_probs(shards, result["sampled"], shards.categories),
         )
+    scores = result["scores"]
     write_json(
         cell.metrics,
         {

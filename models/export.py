@@ -25,7 +25,6 @@ from models.common.card import model_card
 from models.common.onnx_export import export_onnx, load_check_images
 from models.common.paths import Cell
 from models.common.quiet import import_tensorflow
-from models.common.reference import reference
 from models.common.spec import HParams, TrainParams
 
 PROJECT_PACKAGES = ("data_processing", "models", "deployment")
@@ -110,14 +109,14 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     model = keras.saving.load_model(cell.train_dir / "model.keras")
     shutil.copy2(cell.train_dir / "model.keras", out_dir / "model.keras")
     model.export(str(out_dir / "saved_model"), format="tf_saved_model", verbose=False)
-    onnx = export_onnx(model, out_dir / "model.onnx", load_check_images(cell.decoded / "test.npz"))
+    onnx = export_onnx(model, out_dir / "model.onnx", load_check_images(cell.shards))
     write_json(out_dir / "labels.json", summary["categories"])
     write_json(out_dir / "params.json", resolved_params(cell, summary["spec"]))
     shutil.copy2(cell.metrics, out_dir / "metrics.json")
     files = copy_code(cell, out_dir / "code")
     data = lineage.data_hashes(cell.dataset)
     per_class = json.loads(cell.plot("per_class", "json").read_text())
-    write_json(out_dir / "reference.json", reference(cell.eval_dir, per_class))  # drift
+    shutil.copy2(cell.eval_dir / "reference.json", out_dir / "reference.json")  # drift
     record = {
         "cell": cell.name,
         "dataset": cell.dataset,

@@ -1,7 +1,7 @@
-"""Train one cell (dataset x model) from the decoded cache; keep the best checkpoint.
+"""Train one cell (dataset x model) from the dataset's shards; keep the best checkpoint.
 
-Reads datasets/decoded/<dataset>/train.npz and params `base`, `train`, `hparams.<set>` and
-`models.<model>`.
+Reads datasets/shards/<dataset>/ (train records, streamed) and params `base`, `train`,
+`hparams.<set>` and `models.<model>`.
 Writes models/runs/<cell>/train/ (model.keras, train.json, live/ from dvclive, tensorboard/)
 and the per-epoch curves models/plots/{loss,accuracy}/<cell>.tsv.
 
@@ -16,7 +16,7 @@ import models
 from data_processing.errors import DataError, exit_on_error
 from data_processing.io import staged_dir, write_text
 from data_processing.params import PARAMS_FILE, BaseParams, load_params
-from models.common.data import load_split, split_train_val, to_dataset
+from models.common.data import Shards, split_train_val
 from models.common.paths import Cell
 from models.common.spec import HParams, ModelSpec, TrainParams
 
@@ -30,13 +30,13 @@ def train(
     from models.common.training import fit, seed_everything
 
     seed_everything(seed)
-    full = load_split(cell.decoded / "train.npz")
-    train_split, val_split = split_train_val(full, params.val_fraction, seed)
+    shards = Shards.open(cell.shards)
+    val = split_train_val(shards, params.val_fraction, seed)
     spec = ModelSpec(
-        channels=int(full.images.shape[-1]),
-        num_classes=len(full.categories),
+        channels=shards.channels,
+        num_classes=len(shards.categories),
         image_size=tuple(params.image_size),
-        label_mode=full.label_mode,
+        label_mode=shards.label_mode,
     )
     model = models.get(cell.model).build(spec, arch_params)
     loss = (
@@ -54,8 +54,8 @@ def train(
         )
         result = fit(
             model,
-            to_dataset(train_split, hparams.batch_size, True, seed),
-            to_dataset(val_split, hparams.batch_size, False, seed),
+            shards.dataset("train", hparams.batch_size, ~val, seed, params.shuffle_buffer),
+            shards.dataset("train", hparams.batch_size, val),
             params,
             hparams,
             live,
@@ -67,16 +67,17 @@ def train(
         "seconds": round(result["seconds"], 3),
         "epochs": epochs,
         "best_epoch": result["best_epoch"],
-        "train_images": len(train_split.images),
-        "val_images": len(val_split.images),
-        "images_per_second": round(len(train_split.images) * epochs / result["seconds"], 1),
+        "train_images": int((~val).sum()),
+        "val_images": int(val.sum()),
+        "images_per_second": round(int((~val).sum()) * epochs / result["seconds"], 1),
         "spec": {
             "channels": spec.channels,
             "num_classes": spec.num_classes,
             "image_size": list(spec.image_size),
+            "input_size": list(shards.image_size),  # what `prepare` resizes every image to
             "label_mode": spec.label_mode,
         },
-        "categories": full.categories,
+        "categories": shards.categories,
         "history": result["history"],
     }
 

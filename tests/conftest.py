@@ -140,7 +140,7 @@ def copy_project(repo: Path, models: tuple[str, ...] = ("mlp", "cnn")) -> Path:
         train={"image_size": [16, 16], "early_stopping": {"monitor": "val/loss", "patience": 4}},
         hparams={"quick": {"epochs": 12, "batch_size": 8, "learning_rate": 0.003}},
         select={"min_f1": 0.0, "min_precision": 0.0, "min_recall": 0.0},
-        deploy_test={"n_samples": 6},
+        shard={"n_samples": 6},
         evaluate={"n_failures": 4, "profile_repeats": 3},
     )
     sh("git", "init", "-q", cwd=repo)
@@ -168,7 +168,7 @@ def build_bundle(project: Path) -> Path:
     for module, *args in (
         ("data_processing.normalize", raw, norm),
         ("data_processing.validate", raw, norm, "datasets/reports/tiny"),
-        ("data_processing.decode", raw, norm, "datasets/decoded/tiny"),
+        ("data_processing.shard", raw, norm, "datasets/shards/tiny"),
         ("models.train", *cell),
         ("models.evaluate", *cell),
         ("models.export", *cell),

@@ -42,10 +42,10 @@ def test_multilabel_train_and_evaluate(project: Path) -> None:
     edit_params(project / "params.yaml", hparams={"quick": {"epochs": 5, "batch_size": 8}})
     steps = [
         (
-            "data_processing.decode",
+            "data_processing.shard",
             "datasets/raw/ml",
             "datasets/normalized/ml",
-            "datasets/decoded/ml",
+            "datasets/shards/ml",
         ),
         ("models.train", "ml", "mlp", "quick"),
         ("models.evaluate", "ml", "mlp", "quick"),
@@ -62,7 +62,8 @@ def test_multilabel_train_and_evaluate(project: Path) -> None:
     assert [r["class"] for r in per_class] == list(NAMES)
     assert all({"ap", "tp", "fp", "fn", "tn"} <= set(r) for r in per_class)
     assert sum(r["tp"] + r["fp"] + r["fn"] + r["tn"] for r in per_class) == 16 * 2
-    probs = json.loads((project / "models/runs/ml-mlp-quick/eval/predictions.json").read_text())
-    rows = list(probs["predictions"].values())
+    lines = (project / "models/runs/ml-mlp-quick/eval/predictions.jsonl").read_text()
+    rows = [json.loads(line)["probs"] for line in lines.splitlines()]
+    assert len(rows) == 16
     assert all(len(row) == 2 for row in rows)
     assert not all(np.isclose(sum(row), 1.0) for row in rows)  # sigmoid, not softmax

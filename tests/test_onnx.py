@@ -136,5 +136,5 @@ def test_check_failure_names_file_and_difference(monkeypatch, tmp_path: Path):
     message = str(caught.value)
     assert str(tmp_path / "model.onnx") in message
     assert "1e-05" in message and "3e-05" in message and "2 test images" in message
-    with pytest.raises(DataError, match="test.npz"):
-        onnx_export.load_check_images(tmp_path / "test.npz")
+    with pytest.raises(DataError, match="meta.json"):  # no shards: the file and the fix
+        onnx_export.load_check_images(tmp_path / "shards")

@@ -80,9 +80,12 @@ def test_bundle_contents_and_lineage(repo: Path) -> None:
 
 def test_deploy_test_passed(repo: Path) -> None:
     result = json.loads((repo / "deployment/deploy_test.json").read_text())["deploy_test"]
-    assert result["passed"] is True and result["clean_imports"] is True
-    assert result["label_agreement"] == 1.0 and result["max_abs_diff"] <= 1e-5
-    assert result["samples"] == 6 and result["variants_ok"] is True
+    assert result["passed"] is True
+    for backend in ("tf", "onnx"):
+        checks = result[backend]
+        assert checks["passed"] is True and checks["clean_imports"] is True
+        assert checks["label_agreement"] == 1.0 and checks["max_abs_diff"] <= 1e-5
+        assert checks["samples"] == 6 and checks["variants_ok"] is True
 
 
 def test_second_repro_is_a_noop(repo: Path) -> None:
@@ -163,7 +166,8 @@ def test_bundle_loads_without_the_models_sources(repo: Path, tmp_path: Path) -> 
     origin, labels, probs = json.loads(out.strip().splitlines()[-1])
     assert origin.startswith(str(project / "bundle" / "code"))
     assert labels == ["bar", "column", "diagonal"]
-    expected = json.loads((repo / pointer["eval_predictions"]).read_text())["predictions"]
+    lines = (repo / f"models/runs/{pointer['name']}/eval/predictions.jsonl").read_text()
+    expected = {r["file"]: r["probs"] for r in map(json.loads, lines.splitlines())}
     reference = expected[f"test/{image.name}"]
     assert max(abs(a - b) for a, b in zip(probs, reference, strict=True)) <= 1e-5
 
@@ -190,7 +194,8 @@ def test_deploy_test_catches_a_tampered_bundle(repo: Path, tmp_path: Path) -> No
     )
     assert proc.returncode != 0
     result = json.loads((tmp_path / "result.json").read_text())["deploy_test"]
-    assert result["passed"] is False and result["labels_match"] is False
+    assert result["passed"] is False
+    assert result["tf"]["labels_match"] is False and result["onnx"]["labels_match"] is False
 
 
 def test_unknown_model_in_params_stops_repro(repo: Path) -> None:

@@ -66,7 +66,7 @@ def _stages(projects: list[Path], *steps: tuple[str, ...]) -> None:
 @dataclass
 class Release:
     bundle: str  # relative to the repo root, as deployment/select.py writes it
-    eval_predictions: str
+    eval_samples: str
     sha256: str
 
     def pointer(self, **changes) -> dict:
@@ -77,7 +77,7 @@ class Release:
             "hparams": "quick",
             "bundle": self.bundle,
             "sha256": self.sha256,
-            "eval_predictions": self.eval_predictions,
+            "eval_samples": self.eval_samples,
             "metrics": {},
             **changes,
         }
@@ -105,7 +105,7 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Release, R
     _stages(
         [a],
         ("data_processing.normalize", raw, norm),
-        ("data_processing.decode", raw, norm, "datasets/decoded/tiny"),
+        ("data_processing.shard", raw, norm, "datasets/shards/tiny"),
     )
     shutil.copytree(a, b)
     edit_params(b / "params.yaml", base={"seed": 1})
@@ -118,11 +118,10 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Release, R
         found.append(
             Release(
                 f"releases/{name}/bundle",
-                f"releases/{name}/eval/predictions.json",
+                f"releases/{name}/eval/samples.json",
                 _sha256(model),
             )
         )
-    shutil.copytree(a / "datasets/raw", root / "datasets/raw")  # eval images for self-checks
     assert found[0].sha256 != found[1].sha256
     return root, *found
 
@@ -305,7 +304,7 @@ def test_broken_candidate_keeps_the_old_model(server: Server, releases, case, re
         pointer = other.pointer(sha256="0" * 64)
     elif case == "eval predictions of another model":
         own = a if other is b else b
-        pointer = other.pointer(eval_predictions=own.eval_predictions)
+        pointer = other.pointer(eval_samples=own.eval_samples)
     else:
         pointer = '{"bundle": "releases/'  # as a writer that is not atomic may leave it
     name = f'serve_model_load_failures_total{{reason="{reason}"}}'

@@ -50,7 +50,7 @@ def cells(project: Path) -> Path:
         bundle.mkdir(parents=True)
         (bundle / "model.keras").write_bytes(name.encode())
         (bundle.parent / "eval").mkdir()
-        (bundle.parent / "eval" / "predictions.json").write_text(json.dumps({"cell": name}))
+        (bundle.parent / "eval" / "samples.json").write_text(json.dumps({"cell": name}))
     (project / "deployment").mkdir()
     return project
 
@@ -73,7 +73,7 @@ def test_stage_writes_pointer(cells: Path) -> None:
     assert pointer["version"] == pointer["sha256"][:12] and pointer["history"] == []
     production = cells / "deployment/production"
     assert (production / "model.keras").read_bytes() == b"b"
-    assert json.loads((production / "eval/predictions.json").read_text()) == {"cell": "b"}
+    assert json.loads((production / "eval/samples.json").read_text()) == {"cell": "b"}
     assert (pointer["dataset"], pointer["model"], pointer["hparams"]) == ("d", "b", "h")
     assert pointer["sha256"] == "3e23e8160039594a33894f6564e1b1348bbd7a0088d42c4acb73eeaed59c009d"
     gate = json.loads((cells / "deployment/gate.json").read_text())

@@ -1,68 +1,161 @@
-"""Training input: the decoded .npz cache -> tf.data with shuffling, batching and prefetch.
+"""Training and evaluation input: the dataset's shards (data_processing/shard.py) -> tf.data.
 
-The cache (written by data_processing.decode) is read once; no image is decoded per epoch.
+Shards stream, as TF's official input reader does: shuffled shard files, interleaved
+readers, a bounded shuffle buffer, batching and prefetch. Nothing holds a split in memory:
+the validation split is a set of record indices filtered out of the same stream, and the few
+images looked up one by one (failure cases, the ONNX check) come through np.memmap.
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from data_processing.errors import DataError
+
 
 @dataclass(frozen=True)
-class Split:
-    images: np.ndarray  # uint8 [N, H, W, C]
-    labels: np.ndarray  # uint8 [N, K] multi-hot
-    file_names: np.ndarray  # str [N]
-    categories: list[str]  # K names, output index order
-    label_mode: str  # "single" | "multi"
+class Shards:
+    """One dataset's shard folder: its meta.json and per-split files."""
+
+    root: Path
+    meta: dict
+
+    @classmethod
+    def open(cls, root: Path) -> "Shards":
+        path = Path(root) / "meta.json"
+        if not path.is_file():
+            raise DataError(path, "the dataset's shards (dvc repro runs the shard stage)")
+        return cls(Path(root), json.loads(path.read_text()))
 
     @property
-    def targets(self) -> np.ndarray:
+    def categories(self) -> list[str]:
+        return list(self.meta["categories"])
+
+    @property
+    def label_mode(self) -> str:
+        return self.meta["label_mode"]
+
+    @property
+    def channels(self) -> int:
+        return int(self.meta["channels"])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(height, width) of every stored image."""
+        return tuple(self.meta["image_size"])
+
+    def count(self, split: str) -> int:
+        return int(self.meta["splits"][split]["count"])
+
+    def labels(self, split: str) -> np.ndarray:
+        """uint8 [N, K] multi-hot labels, memory-mapped."""
+        return np.load(self.root / f"{split}-labels.npy", mmap_mode="r")
+
+    def file_names(self, split: str) -> list[str]:
+        return (self.root / f"{split}-files.txt").read_text(encoding="utf-8").splitlines()
+
+    def targets(self, labels: np.ndarray) -> np.ndarray:
         """Class indices [N] for single-label data, float multi-hot [N, K] for multi-label."""
         if self.label_mode == "single":
-            return self.labels.argmax(axis=1).astype(np.int64)
-        return self.labels.astype(np.float32)
+            return np.asarray(labels).argmax(axis=1).astype(np.int64)
+        return np.asarray(labels, np.float32)
 
-    def take(self, idx: np.ndarray) -> "Split":
-        return Split(
-            self.images[idx],
-            self.labels[idx],
-            self.file_names[idx],
-            self.categories,
-            self.label_mode,
+    def images(self, split: str, indices) -> np.ndarray:
+        """uint8 [n, h, w, C] for record indices (random access through np.memmap)."""
+        h, w = self.image_size
+        size, k = self.meta["record_bytes"], self.meta["label_bytes"]
+        out = np.zeros((len(indices), h, w, self.channels), np.uint8)
+        starts = np.cumsum([0] + [s["count"] for s in self.meta["splits"][split]["shards"]])
+        for row, index in enumerate(indices):
+            shard = int(np.searchsorted(starts, index, side="right")) - 1
+            file = self.root / self.meta["splits"][split]["shards"][shard]["file"]
+            records = np.memmap(file, np.uint8, "r").reshape(-1, size)
+            out[row] = records[index - starts[shard], k:].reshape(h, w, self.channels)
+        return out
+
+    def dataset(
+        self,
+        split: str,
+        batch_size: int,
+        keep: np.ndarray | None = None,
+        shuffle_seed: int | None = None,
+        shuffle_buffer: int = 4096,
+        with_index: bool = False,
+    ):
+        """A tf.data.Dataset of (uint8 images [B, h, w, C], targets) batches, streamed.
+
+        Args:
+            split: "train" or "test".
+            batch_size: images per batch (the last batch may be smaller).
+            keep: bool [N] over the split's records; only those are read (a val split).
+            shuffle_seed: None reads in record order; else shard order and a bounded
+                shuffle buffer are reshuffled every epoch from this seed.
+            shuffle_buffer: images held by the shuffle (memory: buffer x record bytes).
+            with_index: batches are (indices, images, targets), for evaluation.
+        """
+        import tensorflow as tf
+
+        info = self.meta["splits"][split]
+        files = [str(self.root / s["file"]) for s in info["shards"]]
+        counts = [int(s["count"]) for s in info["shards"]]
+        starts = np.cumsum([0] + counts[:-1]).tolist()
+        size, k = self.meta["record_bytes"], self.meta["label_bytes"]
+        h, w = self.image_size
+        ds = tf.data.Dataset.from_tensor_slices(
+            (files, tf.constant(starts, tf.int64), tf.constant(counts, tf.int64))
         )
+        if shuffle_seed is not None:
+            ds = ds.shuffle(len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
 
+        def read(file, start, count):
+            index = tf.data.Dataset.range(start, start + count)
+            return tf.data.Dataset.zip((index, tf.data.FixedLengthRecordDataset(file, size)))
 
-def load_split(path: Path) -> Split:
-    """Load one split of the decoded cache (no pickle: allow_pickle=False)."""
-    with np.load(path, allow_pickle=False) as z:
-        return Split(
-            z["images"],
-            z["labels"],
-            z["file_names"],
-            [str(c) for c in z["categories"]],
-            str(z["label_mode"]),
+        parallel = shuffle_seed is not None and len(files) > 1
+        ds = ds.interleave(
+            read,
+            cycle_length=min(len(files), 4) if parallel else 1,
+            block_length=16,
+            **(
+                {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True} if parallel else {}
+            ),
         )
+        n = sum(counts)
+        if keep is not None:  # in blocks: a per-record filter halves the reader's speed
+            mask = tf.constant(np.asarray(keep, bool))
+            chosen = lambda i, r: (  # noqa: E731
+                tf.boolean_mask(i, tf.gather(mask, i)),
+                tf.boolean_mask(r, tf.gather(mask, i)),
+            )
+            ds = ds.batch(256).map(chosen).unbatch()
+            n = int(np.count_nonzero(keep))
+        if shuffle_seed is not None:
+            ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+        single = self.label_mode == "single"
+
+        def parse(index, record):
+            raw = tf.io.decode_raw(record, tf.uint8)
+            images = tf.reshape(raw[:, k:], [-1, h, w, self.channels])
+            labels = raw[:, :k]
+            targets = tf.argmax(labels, axis=1) if single else tf.cast(labels, tf.float32)
+            return (index, images, targets) if with_index else (images, targets)
+
+        ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
+        return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def split_train_val(split: Split, val_fraction: float, seed: int) -> tuple[Split, Split]:
-    """Hold out a stratified (single-label) or random (multi-label), seeded validation share."""
+def split_train_val(shards: Shards, val_fraction: float, seed: int) -> np.ndarray:
+    """bool [N] over the train records: True for the validation share (stratified for single
+    label, random for multi-label, seeded)."""
     from sklearn.model_selection import train_test_split
 
-    idx = np.arange(len(split.images))
-    stratify = split.targets if split.label_mode == "single" else None
-    train, val = train_test_split(
-        idx, test_size=val_fraction, random_state=seed, stratify=stratify
-    )
-    return split.take(np.sort(train)), split.take(np.sort(val))
-
-
-def to_dataset(split: Split, batch_size: int, shuffle: bool, seed: int):
-    """Return a tf.data.Dataset of (uint8 images, targets) batches with prefetch."""
-    import tensorflow as tf
-
-    ds = tf.data.Dataset.from_tensor_slices((split.images, split.targets))
-    if shuffle:
-        ds = ds.shuffle(len(split.images), seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    labels = shards.labels("train")
+    idx = np.arange(len(labels))
+    stratify = shards.targets(labels) if shards.label_mode == "single" else None
+    _, val = train_test_split(idx, test_size=val_fraction, random_state=seed, stratify=stratify)
+    mask = np.zeros(len(idx), bool)
+    mask[val] = True
+    return mask

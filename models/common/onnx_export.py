@@ -6,10 +6,10 @@ TensorFlow. The graph is the Keras model called with training=False on uint8
 [N, H, W, C] "images" (any N, H, W: resizing and rescaling are layers inside the model), opset
 17. It is converted from a tf.function, the same one `serving.Predictor` runs.
 
-The check runs both on the cell's decoded test images (datasets/decoded/<dataset>/test.npz,
-the first CHECK_IMAGES), once as one batch and once one image at a time (a served request is
-usually a batch of one), and fails when any probability differs by more than ATOL. Measured
-differences are about 1e-6 for every architecture at the dataset's own image size.
+The check runs on the cell's stored test images (datasets/shards/<dataset>/, the first
+CHECK_IMAGES: exactly what `prepare` gives the model for those raw files), once as one batch
+and once one image at a time (a served request is usually a batch of one), and fails when any
+probability differs by more than ATOL.
 """
 
 import hashlib
@@ -29,16 +29,15 @@ CHECK_IMAGES = 64
 INPUT_NAME = "images"
 
 
-def load_check_images(test_npz: Path, n: int = CHECK_IMAGES) -> np.ndarray:
-    """The first n decoded test images, uint8 [n, H, W, C] (DataError if there are none)."""
-    if not Path(test_npz).is_file():
-        raise DataError(test_npz, "the decoded test split (images for the ONNX check)")
-    with np.load(test_npz) as data:
-        images = data["images"][:n]
-    if images.dtype != np.uint8 or images.ndim != 4 or not len(images):
-        found = f"{images.dtype} {list(images.shape)}"
-        raise DataError(test_npz, "uint8 images [N, H, W, C], N > 0", field="images", found=found)
-    return images
+def load_check_images(shards_dir: Path, n: int = CHECK_IMAGES) -> np.ndarray:
+    """The first n stored test images, uint8 [n, h, w, C] (DataError if there are none)."""
+    from models.common.data import Shards
+
+    shards = Shards.open(shards_dir)
+    count = shards.count("test")
+    if not count:
+        raise DataError(shards_dir, "test images for the ONNX check", found="none")
+    return shards.images("test", range(min(n, count)))
 
 
 def _tf_function(model):

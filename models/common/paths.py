@@ -8,7 +8,7 @@ from pathlib import Path
 
 RAW = Path("datasets/raw")
 NORMALIZED = Path("datasets/normalized")
-DECODED = Path("datasets/decoded")
+SHARDS = Path("datasets/shards")
 RUNS = Path("models/runs")  # models/runs/<cell>/{train,eval,bundle}/
 METRICS = Path("models/metrics")  # models/metrics/<cell>.json  (top-level metrics in dvc.yaml)
 PLOTS = Path("models/plots")  # models/plots/<kind>/<cell>.<ext>  (top-level plots in dvc.yaml)
@@ -26,8 +26,8 @@ class Cell:
         return f"{self.dataset}-{self.model}-{self.hparams}"
 
     @property
-    def decoded(self) -> Path:
-        return DECODED / self.dataset
+    def shards(self) -> Path:
+        return SHARDS / self.dataset
 
     @property
     def train_dir(self) -> Path:

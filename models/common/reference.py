@@ -1,9 +1,8 @@
 """The test-set reference a server compares live predictions with (drift monitoring).
 
-Reads the cell's evaluate output, models/runs/<cell>/eval/predictions.json
-({"categories": [K names], "predictions": {file: [K probabilities]}}), and optionally the
-per-class rows of models/plots/per_class/<cell>.json (their "support" is the true class
-count). models/export.py writes the result as bundle/reference.json:
+models/evaluate.py accumulates it batch by batch while it streams the test split
+(`Reference.update`), adds the true class counts from its per-class rows, and writes
+models/runs/<cell>/eval/reference.json; models/export.py copies it as bundle/reference.json:
 
     {"labels": [K names], "images": N,
      "predicted": [K fractions]   top-1 class distribution of the test predictions,
@@ -42,11 +41,63 @@ def _load(predictions: Path | str | dict) -> dict:
     return json.loads((path / "predictions.json" if path.is_dir() else path).read_text())
 
 
+class Reference:
+    """The reference accumulated batch by batch (evaluate streams the test split)."""
+
+    def __init__(self, labels: list[str]) -> None:
+        self.labels = list(labels)
+        self.predicted = np.zeros(len(labels), np.int64)
+        self.histogram = np.zeros(len(CONFIDENCE_BINS), np.int64)
+        self.n, self.total, self.squares = 0, 0.0, 0.0
+
+    def update(self, probs: np.ndarray) -> None:
+        probs = np.asarray(probs, np.float64)
+        if probs.ndim != 2 or probs.shape[1] != len(self.labels):
+            raise ValueError(
+                f"predictions: want [N, {len(self.labels)}] scores, got {probs.shape}"
+            )
+        top = probs.max(axis=1)
+        self.predicted += np.bincount(probs.argmax(axis=1), minlength=len(self.labels))
+        bins = np.minimum(
+            np.searchsorted(CONFIDENCE_BINS, top, side="left"), len(CONFIDENCE_BINS) - 1
+        )
+        self.histogram += np.bincount(bins, minlength=len(CONFIDENCE_BINS))
+        self.n += len(top)
+        self.total += float(top.sum())
+        self.squares += float((top**2).sum())
+
+    def result(self, per_class: list[dict] | None = None) -> dict:
+        """The reference.json content (see the module docstring)."""
+        if not self.n:
+            raise ValueError(f"predictions: want [N > 0, {len(self.labels)}] scores, got none")
+        true = None
+        if per_class is not None:
+            support = {str(row["class"]): int(row["support"]) for row in per_class}
+            if set(support) != set(self.labels):
+                raise ValueError(f"per_class classes {sorted(support)} are not {self.labels}")
+            true = _fractions(np.array([support[name] for name in self.labels]))
+        mean = self.total / self.n
+        std = max(self.squares / self.n - mean * mean, 0.0) ** 0.5
+        return {
+            "labels": self.labels,
+            "images": int(self.n),
+            "predicted": _fractions(self.predicted),
+            "true": true,
+            "confidence": {
+                "mean": round(mean, 6),
+                "std": round(std, 6),
+                "bins": list(CONFIDENCE_BINS),
+                "histogram": _fractions(self.histogram),
+            },
+        }
+
+
 def reference(predictions: Path | str | dict, per_class: list[dict] | None = None) -> dict:
-    """The predicted-class, true-class and top-score distributions of the test predictions.
+    """The predicted-class, true-class and top-score distributions of test predictions.
 
     Args:
-        predictions: the eval dir, its predictions.json, or that file's parsed content.
+        predictions: {"categories": [K], "predictions": {file: [K probabilities]}}, or a
+            JSON file (or a folder holding predictions.json) with that content.
         per_class: evaluate's per-class rows ({"class", "support", ...}); gives "true".
 
     Returns:
@@ -57,28 +108,9 @@ def reference(predictions: Path | str | dict, per_class: list[dict] | None = Non
             that are not the predictions' categories.
     """
     data = _load(predictions)
-    labels = list(data["categories"])
+    acc = Reference(list(data["categories"]))
     probs = np.array(list(data["predictions"].values()), np.float64)
-    if probs.ndim != 2 or probs.shape[0] == 0 or probs.shape[1] != len(labels):
-        raise ValueError(f"predictions: want [N > 0, {len(labels)}] scores, got {probs.shape}")
-    top = probs.max(axis=1)
-    predicted = np.bincount(probs.argmax(axis=1), minlength=len(labels))
-    histogram = np.bincount([confidence_bin(s) for s in top], minlength=len(CONFIDENCE_BINS))
-    true = None
-    if per_class is not None:
-        support = {str(row["class"]): int(row["support"]) for row in per_class}
-        if set(support) != set(labels):
-            raise ValueError(f"per_class classes {sorted(support)} are not {labels}")
-        true = _fractions(np.array([support[name] for name in labels]))
-    return {
-        "labels": labels,
-        "images": int(probs.shape[0]),
-        "predicted": _fractions(predicted),
-        "true": true,
-        "confidence": {
-            "mean": round(float(top.mean()), 6),
-            "std": round(float(top.std()), 6),
-            "bins": list(CONFIDENCE_BINS),
-            "histogram": _fractions(histogram),
-        },
-    }
+    if probs.ndim != 2 or probs.shape[0] == 0:
+        raise ValueError(f"predictions: want [N > 0, {len(acc.labels)}] scores, got {probs.shape}")
+    acc.update(probs)
+    return acc.result(per_class)
