@@ -4,17 +4,18 @@ Reads image and mask files under the dataset root (`datasets/raw/<name>/`); writ
 Every check returns problems as strings that name the record's `source` ("<file>:<row>") and
 its file, so that a user can find and fix them. `validate.py` decides what is an error.
 
-Duplicates are found on the decoded pixels, not the file bytes: sha256 of the RGB array and its
-shape catches copies re-encoded with other PNG settings or metadata, and costs nothing extra
-because every image is decoded anyway (the truncation check). Near duplicates use a 64-bit
-perceptual hash (`imagehash.phash`) compared by Hamming distance.
+Sized for 50,000+ images: `scan_images` decodes every image once, in worker processes when
+there are many, and keeps a few numbers per image in numpy arrays (`Scan`), never pixels.
+Duplicates and near duplicates are found from these rows in data_processing/duplicates.py.
 """
 
 import hashlib
-import itertools
+import multiprocessing
 import os
 import statistics
+import sys
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,28 +23,39 @@ import imagehash
 import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
+from tqdm import tqdm
 
 from data_processing import schema
 from data_processing.errors import DataError
 from data_processing.images import decode, is_image, read_header
 
 MASK_MODES = ("L", "P")  # 8-bit, one value per pixel: the value is the category id
-HASH_BITS = 64  # imagehash.phash with hash_size=8
-MAX_PAIRS = 1000  # duplicate pairs of each kind kept in validate.json (all are counted)
+MIN_PARALLEL = 200  # fewer images decode in this process: starting workers would cost more
+
+Decoded = tuple[int, int, str, bytes, int]  # width, height, file mode, sha256, pHash
 
 
 @dataclass(frozen=True)
-class Scanned:
-    """What one decode of an image leaves behind: no pixels, so memory stays flat."""
+class Scan:
+    """The readable images of every split, one row each, as parallel arrays: no pixels.
 
-    split: str
-    file_name: str
-    where: str  # "<source> (<file_name>)", for messages
-    width: int
-    height: int
-    mode: str  # Pillow mode of the file, before conversion
-    sha256: str  # of the decoded RGB pixels and their shape
-    phash: int  # 64-bit perceptual hash of the grayscale image
+    About 60 bytes an image (and a reference to its record), so 50,000 images take ~3 MB.
+    Rows follow the splits' order, then each split's image order (sorted file names).
+    """
+
+    splits: tuple[str, ...]  # split names; `split` holds indices into this
+    images: tuple[schema.Image, ...]  # the record of each row, for messages
+    split: np.ndarray  # uint8
+    width: np.ndarray  # int32, decoded (upright) size
+    height: np.ndarray  # int32
+    modes: tuple[str, ...]  # Pillow modes of the files, before conversion
+    mode: np.ndarray  # uint8 indices into `modes`
+    sha256: np.ndarray  # S32: sha256 of the decoded RGB pixels and their shape
+    phash: np.ndarray  # uint64: 64-bit perceptual hash of the grayscale image
+
+    def rows(self, split: str) -> np.ndarray:
+        """Row indices of one split's images."""
+        return np.flatnonzero(self.split == self.splits.index(split))
 
 
 def where(image: schema.Image) -> str:
@@ -56,30 +68,121 @@ def check_schema(split: str, dataset: schema.Dataset) -> list[str]:
     return [f"{split}: {problem}" for problem in schema.validate(dataset)]
 
 
-def scan_images(raw_dir: Path, split: str, dataset: schema.Dataset) -> tuple[list[str], list]:
-    """Decode every image once; return (errors, [Scanned]) for the readable ones."""
-    errors, scanned = [], []
-    for image in dataset.images:
-        path = Path(raw_dir) / image.file_name
-        try:
-            arr = decode(path, channels=3)
-            mode = read_header(path)[2]
-        except DataError as err:
-            errors.append(f"{err} (listed at {image.source})")
+def decode_one(path: str) -> Decoded | str:
+    """Fully decode one image: (width, height, file mode, sha256, pHash), or the error text.
+
+    Runs in a worker process; it returns a few small values, never pixels, so that nothing
+    large crosses between processes and the parent's memory does not grow with image sizes.
+    """
+    try:
+        arr = decode(Path(path), channels=3)
+        mode = read_header(Path(path))[2]
+    except DataError as err:
+        return str(err)
+    height, width = arr.shape[:2]
+    digest = hashlib.sha256(f"{arr.shape}".encode())
+    digest.update(np.ascontiguousarray(arr))  # the bytes as arr.tobytes(), without a copy
+    phash = imagehash.phash(PILImage.fromarray(arr).convert("L"))
+    bits = int.from_bytes(np.packbits(phash.hash.ravel()).tobytes(), "big")
+    return width, height, mode, digest.digest(), bits
+
+
+def decode_all(paths: Sequence[str], processes: int | None = None) -> Iterator[Decoded | str]:
+    """`decode_one` every path, in input order (so the report is deterministic), with a bar.
+
+    processes: worker processes; None: every core this process may use, or none (decode
+    here) for fewer than MIN_PARALLEL images. Workers are spawned, not forked: a fork would
+    copy the parent's records into every worker as the garbage collector touches them. So,
+    as ever with spawn, a script calling this needs an `if __name__ == "__main__":` guard.
+    """
+    if processes is None:
+        many = len(paths) >= MIN_PARALLEL
+        processes = len(os.sched_getaffinity(0)) if many else 1
+    bar = tqdm(total=len(paths), desc="validate", unit="img", mininterval=2, file=sys.stderr)
+    with bar:
+        if processes < 2:
+            for path in paths:
+                yield decode_one(path)
+                bar.update()
+            return
+        chunk = max(1, min(64, len(paths) // (8 * processes)))  # ~8 chunks a worker: balanced
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            for result in pool.imap(decode_one, paths, chunksize=chunk):
+                yield result
+                bar.update()
+
+
+class _Paths(Sequence[str]):
+    """The file path of each record, made when asked: a list would hold 50,000 strings."""
+
+    def __init__(self, raw_dir: Path, images: tuple[schema.Image, ...]) -> None:
+        self.raw_dir, self.images = Path(raw_dir), images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, row: int) -> str:  # an int: no slices here
+        return str(self.raw_dir / self.images[row].file_name)
+
+
+class _Columns:
+    """Arrays that scan_images fills row by row as results arrive; then a Scan of the rows."""
+
+    def __init__(self, n: int) -> None:
+        self.size, self.mode = np.zeros((n, 2), np.int32), np.zeros(n, np.uint8)
+        self.sha256, self.phash = np.zeros(n, "S32"), np.zeros(n, np.uint64)
+        self.ok, self.modes = np.zeros(n, bool), {}  # modes: Pillow mode -> its index
+
+    def add(self, row: int, decoded: Decoded) -> None:
+        width, height, mode, self.sha256[row], self.phash[row] = decoded
+        self.size[row], self.ok[row] = (width, height), True
+        self.mode[row] = self.modes.setdefault(mode, len(self.modes))
+
+    def scan(self, splits: tuple[str, ...], images: tuple, split: np.ndarray) -> Scan:
+        everything = bool(self.ok.all())  # the usual case: views, not copies of every array
+        keep = slice(None) if everything else np.flatnonzero(self.ok)
+        width, height = self.size[keep].T
+        return Scan(
+            splits=splits,
+            images=images if everything else tuple(images[i] for i in keep),
+            split=split[keep],
+            width=width,
+            height=height,
+            modes=tuple(self.modes),
+            mode=self.mode[keep],
+            sha256=self.sha256[keep],
+            phash=self.phash[keep],
+        )
+
+
+def scan_images(
+    raw_dir: Path, splits: dict[str, schema.Dataset], processes: int | None = None
+) -> tuple[dict[str, list[str]], Scan]:
+    """Decode every image of every split once; return ({split: errors}, Scan of the readable).
+
+    Errors: unreadable or truncated files (naming the record's row) and decoded sizes that
+    differ from the annotated ones. One pass over all splits, so the workers start once.
+    """
+    names = tuple(splits)
+    images = tuple(image for dataset in splits.values() for image in dataset.images)
+    counts = [len(dataset.images) for dataset in splits.values()]
+    split = np.repeat(np.arange(len(names), dtype=np.uint8), counts)
+    paths = _Paths(raw_dir, images)
+    errors: dict[str, list[str]] = {name: [] for name in names}
+    columns = _Columns(len(images))
+    for row, result in enumerate(decode_all(paths, processes)):
+        image, problems = images[row], errors[names[split[row]]]
+        if isinstance(result, str):
+            problems.append(f"{result} (listed at {image.source})")
             continue
-        height, width = arr.shape[:2]
+        columns.add(row, result)
+        width, height = result[:2]
         if (height, width) != (image.height, image.width):
-            errors.append(
-                f"{path}: expected {image.width}x{image.height} as annotated at "
+            problems.append(
+                f"{paths[row]}: expected {image.width}x{image.height} as annotated at "
                 f"{image.source}; found {width}x{height}"
             )
-        digest = hashlib.sha256(f"{arr.shape}".encode() + arr.tobytes()).hexdigest()
-        phash = imagehash.phash(PILImage.fromarray(arr).convert("L"))
-        bits = int.from_bytes(np.packbits(phash.hash.ravel()).tobytes(), "big")
-        scanned.append(
-            Scanned(split, image.file_name, where(image), width, height, mode, digest, bits)
-        )
-    return errors, scanned
+    return errors, columns.scan(names, images, split)
 
 
 def check_unlisted(raw_dir: Path, dataset: schema.Dataset) -> list[str]:
@@ -135,98 +238,24 @@ def check_masks(raw_dir: Path, dataset: schema.Dataset) -> list[str]:
     return errors
 
 
-def _listed(problems: list[str], max_listed: int) -> list[str]:
-    """The first `max_listed` problems, and one line counting the rest."""
-    if len(problems) <= max_listed:
-        return problems
-    return problems[:max_listed] + [f"... and {len(problems) - max_listed} more of this kind"]
-
-
-def find_exact_duplicates(scanned: list[Scanned]) -> list[list[Scanned]]:
-    """Groups of two or more images with identical decoded pixels, in file order."""
-    groups: dict[str, list[Scanned]] = {}
-    for s in scanned:
-        groups.setdefault(s.sha256, []).append(s)
-    return [g for g in groups.values() if len(g) > 1]
-
-
-def find_near_duplicates(
-    a: list[Scanned], b: list[Scanned], max_distance: int
-) -> list[tuple[Scanned, Scanned, int]]:
-    """Pairs (a, b, distance) whose pHash Hamming distance is <= max_distance, pixels differing.
-
-    Vectorised XOR + popcount in chunks: 1,347 x 450 digits pairs take a few milliseconds.
-    """
-    if max_distance < 0 or not a or not b:
-        return []
-    ha = np.array([s.phash for s in a], dtype=np.uint64)
-    hb = np.array([s.phash for s in b], dtype=np.uint64)
-    pairs, rows = [], max(1, 2**22 // len(hb))  # at most 4M distances (32 MB) at a time
-    for start in range(0, len(ha), rows):
-        dist = np.bitwise_count(ha[start : start + rows, None] ^ hb[None, :])
-        for i, j in zip(*np.nonzero(dist <= max_distance), strict=True):
-            x, y = a[start + i], b[j]
-            if x.sha256 != y.sha256:  # identical pixels are reported as exact duplicates
-                pairs.append((x, y, int(dist[i, j])))
-    return sorted(pairs, key=lambda p: (p[2], p[0].file_name, p[1].file_name))
-
-
-def check_leakage(
-    scanned: dict[str, list[Scanned]], max_distance: int, max_listed: int
-) -> tuple[list[str], list[str], dict]:
-    """Return (errors, warnings, leakage) for duplicates across and within splits.
-
-    Identical pixels in two splits are errors: the test score would measure memory, and users
-    expect that to stop the pipeline. Near duplicates need a human look: warnings. Identical
-    images within one split only skew the class weights: warnings.
-    """
-    everyone = [s for split in scanned.values() for s in split]
-    cross, within = [], []
-    for group in find_exact_duplicates(everyone):
-        for x, y in itertools.combinations(group, 2):
-            (cross if x.split != y.split else within).append((x, y))
-    near = [
-        pair
-        for sa, sb in itertools.combinations(scanned, 2)
-        for pair in find_near_duplicates(scanned[sa], scanned[sb], max_distance)
-    ]
-    errors = [
-        f"{x.where} and {y.where}: identical pixels in {x.split} and {y.split} "
-        "(exact duplicate: train/test leakage); remove one of them"
-        for x, y in cross
-    ]
-    warnings = [
-        f"{x.where} and {y.where}: near duplicates across {x.split} and {y.split} "
-        f"(pHash Hamming distance {d} <= {max_distance} of {HASH_BITS} bits)"
-        for x, y, d in near
-    ]
-    warnings += [f"{x.where} and {y.where}: identical pixels within {x.split}" for x, y in within]
-    leakage = {
-        "exact_hash": "sha256 of the decoded RGB pixels and their shape",
-        "near_hash": f"imagehash.phash, {HASH_BITS} bits, Hamming distance <= {max_distance}",
-        "counts": {"exact": len(cross), "near": len(near), "within_split": len(within)},
-        "exact": [[x.file_name, y.file_name] for x, y in cross[:MAX_PAIRS]],
-        "near": [[x.file_name, y.file_name, d] for x, y, d in near[:MAX_PAIRS]],
-        "within_split": [[x.file_name, y.file_name] for x, y in within[:MAX_PAIRS]],
-    }
-    return _listed(errors, max_listed), _listed(warnings, max_listed), leakage
-
-
 def _spread(values: list[int]) -> dict[str, float]:
     if not values:
         return {}
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
 
-def image_stats(scanned: list[Scanned], top: int = 10) -> dict:
-    """Width/height spread, the most common sizes (`top` of them) and Pillow modes."""
-    sizes = Counter(f"{s.width}x{s.height}" for s in scanned)
+def image_stats(scan: Scan, split: str, top: int = 10) -> dict:
+    """One split's width/height spread, most common sizes (`top` of them) and Pillow modes."""
+    rows = scan.rows(split)
+    widths, heights = scan.width[rows].tolist(), scan.height[rows].tolist()
+    sizes = Counter(f"{w}x{h}" for w, h in zip(widths, heights, strict=True))
+    modes = Counter(scan.modes[m] for m in scan.mode[rows].tolist())
     return {
-        "width": _spread([s.width for s in scanned]),
-        "height": _spread([s.height for s in scanned]),
+        "width": _spread(widths),
+        "height": _spread(heights),
         "distinct_sizes": len(sizes),
         "sizes": dict(sizes.most_common(top)),
-        "modes": dict(Counter(s.mode for s in scanned).most_common()),
+        "modes": dict(modes.most_common()),
     }
 
 

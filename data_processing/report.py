@@ -94,18 +94,24 @@ def draw_boxes(raw_dir: Path, splits: dict[str, schema.Dataset], n: int) -> PILI
     return canvas
 
 
-def draw_pairs(raw_dir: Path, pairs: list[list], n: int) -> PILImage.Image | None:
-    """Up to n near-duplicate pairs [file_a, file_b, distance], side by side, one per row."""
+def draw_pairs(raw_dir: Path, pairs: list[dict], n: int) -> PILImage.Image | None:
+    """The first n near-duplicate examples of validate.json (closest first), side by side.
+
+    Each example is one pair of images; `pairs` > 1 says how many image pairs share its two
+    pHashes. Only n pairs are decoded, however many the dataset holds.
+    """
     pairs = pairs[:n]
     if not pairs:
         return None
     step = TILE + PAD
     canvas = PILImage.new("RGB", (2 * step + LABEL_WIDTH * 2, len(pairs) * step), "white")
     draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
-    for r, (file_a, file_b, distance) in enumerate(pairs):
-        for c, file in enumerate((file_a, file_b)):
+    for r, pair in enumerate(pairs):
+        for c, file in enumerate(pair["files"]):
             canvas.paste(_thumbnail(Path(raw_dir) / file, TILE)[0], (c * step, r * step))
-        text = f"{file_a}\n{file_b}\ndistance {distance}"
+        text = "\n".join([*pair["files"], f"distance {pair['distance']}"])
+        if pair.get("pairs", 1) > 1:
+            text += f" ({pair['pairs']} such pairs)"
         draw.text((2 * step + PAD, r * step + 4), text, "black", font)
     return canvas
 
@@ -156,8 +162,21 @@ def to_markdown(report: dict) -> str:
         lines += ["", "| class | images |", "|---|---|"]
         lines += [f"| {n} | {k} |" for n, k in stats["class_counts"].items()] + [""]
     leak = report.get("leakage", {})
+    lines += [f"{_leak_counts(leak)}", ""]
     lines += [f"Exact duplicates: {leak.get('exact_hash')}. Near: {leak.get('near_hash')}.", ""]
     return "\n".join(lines)
+
+
+def _leak_counts(leakage: dict) -> str:
+    """One sentence of validate.json `leakage.counts`: every duplicate counted, listed or not."""
+    counts = leakage.get("counts", {})
+    return (
+        f"Duplicates: {counts.get('exact_groups', 0)} group(s) of identical images across "
+        f"splits ({counts.get('exact_images', 0)} images), "
+        f"{counts.get('within_split_groups', 0)} within a split "
+        f"({counts.get('within_split_images', 0)} images), "
+        f"{counts.get('near_pairs', 0)} near-duplicate image pair(s) across splits."
+    )
 
 
 def _html_list(items: list[str]) -> str:
@@ -189,6 +208,7 @@ def to_html(report: dict) -> str:
         parts += [_html_table(_split_rows(stats), ("statistic", "value"))]
         parts += [_html_table(list(stats["class_counts"].items()), ("class", "images"))]
     leak = report.get("leakage", {})
+    parts += [f"<p>{html.escape(_leak_counts(leak))}</p>"]
     parts += [f"<p>Exact duplicates: {html.escape(str(leak.get('exact_hash')))}. "]
     parts += [f"Near: {html.escape(str(leak.get('near_hash')))}.</p></body></html>", ""]
     return "\n".join(parts)

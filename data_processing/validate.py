@@ -1,9 +1,9 @@
 """Validate one normalized dataset against its raw files; report in JSON, Markdown and HTML.
 
-Reads datasets/raw/<name>/ (every image decoded once, every mask) and the normalized
-<split>.json files. Writes into OUT_DIR: validate.json (for machines), validate.md and
-validate.html (for people) and the PNGs they show (samples.png; boxes.png and
-near_duplicates.png when there are any).
+Reads datasets/raw/<name>/ (every image decoded once, in parallel over all cores, with a
+progress bar on stderr; every mask) and the normalized <split>.json files. Writes into OUT_DIR:
+validate.json (for machines), validate.md and validate.html (for people) and the PNGs they
+show (samples.png; boxes.png and near_duplicates.png when there are any).
 
 Errors fail the stage and write nothing; the report goes to stderr instead:
 schema problems (ids, dangling references, boxes, counts), masks (missing, wrong size, unknown
@@ -11,7 +11,10 @@ values), unreadable or truncated images, images no record lists, test labels unk
 and identical images in two splits (train/test leakage: the test score would be inflated).
 Warnings go to the report: near duplicates across splits, duplicates within a split, class
 imbalance, tiny or test-less classes, and fixes the importer made (info["warnings"]).
-Thresholds are in params.yaml `validate`.
+Duplicates are reported per group of identical images, near duplicates per pair of pHashes;
+at most `max_listed` of each kind are listed, all are counted (validate.json `leakage`).
+Thresholds are in params.yaml `validate`. Nothing compares all pairs of images, and memory
+holds a few numbers per image, never pixels: 50,000 images validate like 5,000, only longer.
 
 Run: python -m data_processing.validate datasets/raw/digits datasets/normalized/digits \
          datasets/reports/digits
@@ -20,7 +23,9 @@ Run: python -m data_processing.validate datasets/raw/digits datasets/normalized/
 import sys
 from pathlib import Path
 
-from data_processing import checks, report, schema
+from pydantic import Field
+
+from data_processing import checks, duplicates, report, schema
 from data_processing.errors import DataError, exit_on_error
 from data_processing.params import Params, load_params
 
@@ -28,8 +33,10 @@ from data_processing.params import Params, load_params
 class ValidateParams(Params):
     max_imbalance: float = 10.0  # warn when the largest class has this many times the smallest
     min_per_class: int = 5  # warn when a class has fewer training images than this
-    near_duplicate_distance: int = 4  # pHash Hamming distance (of 64 bits) for near dups; -1: off
-    max_listed: int = 20  # problems of one kind listed one by one; the rest are counted
+    # pHash Hamming distance (of 64 bits) for near duplicates; -1: off. At most 16: beyond,
+    # unrelated photos match and the index (duplicates.near_pairs) would test most pairs.
+    near_duplicate_distance: int = Field(4, ge=-1, le=16)
+    max_listed: int = Field(20, ge=0)  # problems of one kind listed one by one; rest counted
     samples_per_class: int = 8  # images per class in samples.png
     box_samples: int = 6  # images drawn with their boxes in boxes.png
 
@@ -44,24 +51,31 @@ def load_splits(norm_dir: Path) -> dict[str, schema.Dataset]:
     return splits
 
 
-def validate(raw_dir: Path, splits: dict[str, schema.Dataset], params: ValidateParams) -> dict:
-    """Run every check; return the report dict: errors, warnings, per-split stats, leakage."""
+def validate(
+    raw_dir: Path,
+    splits: dict[str, schema.Dataset],
+    params: ValidateParams,
+    processes: int | None = None,
+) -> dict:
+    """Run every check; return the report dict: errors, warnings, per-split stats, leakage.
+
+    processes: decoding workers (None: all cores, or none for a few hundred images).
+    """
     found = {"dataset": Path(raw_dir).name, "errors": [], "warnings": [], "splits": {}}
-    scanned = {}
+    scan_errors, scan = checks.scan_images(raw_dir, splits, processes)
     for split, dataset in splits.items():
         found["errors"] += checks.check_schema(split, dataset)
         found["errors"] += checks.check_masks(raw_dir, dataset)
-        errors, scanned[split] = checks.scan_images(raw_dir, split, dataset)
-        found["errors"] += errors + checks.check_unlisted(raw_dir, dataset)
+        found["errors"] += scan_errors[split] + checks.check_unlisted(raw_dir, dataset)
         found["warnings"] += [f"{split}: {w}" for w in dataset.info.get("warnings", ())]
         found["splits"][split] = {
             "images": len(dataset.images),
             "boxes": len(dataset.annotations),
-            **checks.image_stats(scanned[split]),
+            **checks.image_stats(scan, split),
             "class_counts": dict(checks.class_counts(dataset)),
         }
-    errors, warnings, found["leakage"] = checks.check_leakage(
-        scanned, params.near_duplicate_distance, params.max_listed
+    errors, warnings, found["leakage"] = duplicates.check_leakage(
+        scan, params.near_duplicate_distance, params.max_listed
     )
     label_errors, label_warnings = checks.check_labels(
         splits["train"], splits["test"], params.max_imbalance, params.min_per_class
