@@ -68,6 +68,7 @@ lint: install
 bench: install  # bench/README.md; bench.serve loads its servers with wrk
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.shard
 	$(BIN)/python -m bench.train_input
 	$(BIN)/python -m bench.serve
 

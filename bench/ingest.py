@@ -1,4 +1,4 @@
-"""Ingest benchmark: the seed code's naive pickle loop against the normalize and decode stages.
+"""Ingest benchmark: the seed code's naive pickle loop against the normalize and shard stages.
 
 Generates N small PNGs (default 20,000; 8x8 to 28x28, grayscale or RGB, 10 classes) in the
 seed folder format (`<root>/train/`, `<root>/test/`, each with a `groundtruth.csv` of
@@ -10,13 +10,15 @@ seed folder format (`<root>/train/`, `<root>/test/`, each with a `groundtruth.cs
     normalize (full decode)
                the same stage with each header read swapped for a full pixel decode: what
                normalizing would cost without header-only reads
-    decode     the decode stage as `data_processing.decode.main` runs it: load the JSON,
-               `common_format`, `decode_split`, `np.savez` per split (a full pixel decode)
+    shard      the shard stage as `data_processing.shard.main` runs it: params.yaml `shard`
+               (records at `train.image_size`, a process pool over every core), a headers
+               pass, a full decode + resize of every image, fixed-length records per split
+               (it replaced the old decode stage; bench/shard.py measures it on photos)
 
 Steps run round-robin, in that order, `--reps` times; the best time of each counts.
 Caches are warm: the images were just written, so reads come from the page cache (dropping it
 needs root and would disturb a shared machine). Generation is not timed. Pickles are written,
-never loaded.
+never loaded. The stages' progress bars are off (TQDM_DISABLE).
 
 Writes bench/results/ingest.json (git-ignored) and prints a table.
 
@@ -24,30 +26,34 @@ Run (from the repository root): .venv/bin/python -m bench.ingest [--n 20000] [--
                                  [--keep DIR]   (or: make bench)
 """
 
-import argparse
-import csv
-import datetime
-import json
-import multiprocessing
 import os
-import pickle
-import platform
-import shutil
-import statistics
-import sys
-import tempfile
-import time
-from collections.abc import Callable
-from pathlib import Path
 
-import numpy as np
-import PIL
-from PIL import Image as PILImage
+os.environ.setdefault("TQDM_DISABLE", "1")  # the shard stage's progress bars; read when tqdm loads
 
-from data_processing import schema
-from data_processing.decode import common_format, decode_split
-from data_processing.normalize import normalize, write
-from data_processing.sources import _common
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import datetime  # noqa: E402
+import json  # noqa: E402
+import multiprocessing  # noqa: E402
+import pickle  # noqa: E402
+import platform  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import PIL  # noqa: E402
+from PIL import Image as PILImage  # noqa: E402
+
+from data_processing.io import staged_dir  # noqa: E402
+from data_processing.normalize import normalize, write  # noqa: E402
+from data_processing.params import BaseParams, load_params  # noqa: E402
+from data_processing.shard import ShardParams, shard  # noqa: E402
+from data_processing.sources import _common  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
 DATASET = "synthetic"  # the raw folder's name is the dataset name
@@ -131,13 +137,12 @@ def normalize_full_decode(raw_dir: Path, out_dir: Path) -> None:
         _common.read_header = original
 
 
-def decode_stage(raw_dir: Path, norm_dir: Path, out_dir: Path) -> None:
-    """The decode stage as `data_processing.decode.main` runs it (full decode to .npz)."""
-    splits = {p.stem: schema.load(p) for p in sorted(norm_dir.glob("*.json"))}
-    channels, size = common_format(raw_dir, splits)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for split, dataset in splits.items():
-        np.savez(out_dir / f"{split}.npz", **decode_split(raw_dir, dataset, channels, size))
+def shard_stage(
+    raw_dir: Path, norm_dir: Path, out_dir: Path, params: ShardParams, seed: int
+) -> None:
+    """The shard stage as `data_processing.shard.main` runs it (staged folder, then renamed)."""
+    with staged_dir(out_dir) as tmp:
+        shard(raw_dir, norm_dir, tmp, params, seed)
 
 
 def measure(steps: dict[str, Callable[[], None]], reps: int) -> dict[str, list[float]]:
@@ -204,11 +209,13 @@ def run(work: Path, n: int, reps: int) -> dict:
     start = time.perf_counter()
     generate(raw, n)
     generated_s = time.perf_counter() - start
+    # params as the stage reads them, once: shard (records at train.image_size) and base.seed
+    params, seed = load_params("shard", ShardParams), load_params("base", BaseParams).seed
     steps = {
         "naive": lambda: naive_ingest(raw, out / "naive"),
         "normalize": lambda: normalize_stage(raw, out / "normalized"),
         "normalize (full decode)": lambda: normalize_full_decode(raw, out / "normalized_full"),
-        "decode": lambda: decode_stage(raw, out / "normalized", out / "decoded"),
+        "shard": lambda: shard_stage(raw, out / "normalized", out / "shards", params, seed),
     }
     rows = summarize(measure(steps, reps), n)
     return {
