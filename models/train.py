@@ -39,6 +39,7 @@ def train(
         label_mode=shards.label_mode,
     )
     model = models.get(cell.model).build(spec, arch_params)
+    cache = params.cache_mb << 20
     loss = (
         "sparse_categorical_crossentropy" if spec.label_mode == "single" else "binary_crossentropy"
     )
@@ -54,8 +55,10 @@ def train(
         )
         result = fit(
             model,
-            shards.dataset("train", hparams.batch_size, ~val, seed, params.shuffle_buffer),
-            shards.dataset("train", hparams.batch_size, val),
+            shards.dataset(
+                "train", hparams.batch_size, ~val, seed, params.shuffle_buffer, cache_bytes=cache
+            ),
+            shards.dataset("train", hparams.batch_size, val, cache_bytes=cache),
             params,
             hparams,
             live,

@@ -83,6 +83,7 @@ class Shards:
         shuffle_seed: int | None = None,
         shuffle_buffer: int = 4096,
         with_index: bool = False,
+        cache_bytes: int = 0,
     ):
         """A tf.data.Dataset of (uint8 images [B, h, w, C], targets) batches, streamed.
 
@@ -94,6 +95,8 @@ class Shards:
                 shuffle buffer are reshuffled every epoch from this seed.
             shuffle_buffer: images held by the shuffle (memory: buffer x record bytes).
             with_index: batches are (indices, images, targets), for evaluation.
+            cache_bytes: when the chosen records take at most this many bytes, they are
+                held in memory after the first epoch (a bounded cache, not a growing one).
         """
         import tensorflow as tf
 
@@ -131,18 +134,25 @@ class Shards:
             )
             ds = ds.batch(256).map(chosen).unbatch()
             n = int(np.count_nonzero(keep))
-        if shuffle_seed is not None:
-            ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
         single = self.label_mode == "single"
 
-        def parse(index, record):
+        def parse(index, record):  # a batch of records (or one record: then B = 1 below)
             raw = tf.io.decode_raw(record, tf.uint8)
-            images = tf.reshape(raw[:, k:], [-1, h, w, self.channels])
-            labels = raw[:, :k]
-            targets = tf.argmax(labels, axis=1) if single else tf.cast(labels, tf.float32)
+            images = tf.reshape(raw[..., k:], tf.concat([tf.shape(raw)[:-1], [h, w, c]], 0))
+            images.set_shape(raw.shape[:-1].concatenate([h, w, c]))  # static, for Keras
+            labels = raw[..., :k]
+            targets = tf.argmax(labels, axis=-1) if single else tf.cast(labels, tf.float32)
             return (index, images, targets) if with_index else (images, targets)
 
-        ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        c = self.channels
+        cached = n * size <= cache_bytes
+        if cached:  # small: read and parse the files once, then epochs run from memory
+            ds = ds.map(parse).cache()
+        if shuffle_seed is not None:
+            ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+        if not cached:  # parsing a batch at a time costs a fraction of per record
+            ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
         return ds.prefetch(tf.data.AUTOTUNE)
 

@@ -36,6 +36,7 @@ class TrainParams(Params):
     image_size: list[int] = Field(default=[28, 28], min_length=2, max_length=2)  # (h, w)
     val_fraction: float = 0.15
     shuffle_buffer: int = Field(default=4096, ge=1)  # images; memory = this x record bytes
+    cache_mb: int = Field(default=256, ge=0)  # a split at most this size is read once, then held
     early_stopping: EarlyStopping = EarlyStopping()
 
 
