@@ -171,3 +171,5 @@ def test_stream_reads_every_record_once_and_val_by_index(sharded: Path) -> None:
     assert [int(i) for i in again] == seen  # the same seed, the same order
     val_seen = [int(i) for b in shards.dataset("train", 8, val, with_index=True) for i in b[0]]
     assert val_seen == np.flatnonzero(val).tolist()  # in record order
+    small = shards.dataset("train", 8, val, with_index=True, cache_bytes=1 << 30)  # one array
+    assert [int(i) for b in small for i in b[0]] == val_seen

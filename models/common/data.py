@@ -62,18 +62,24 @@ class Shards:
             return np.asarray(labels).argmax(axis=1).astype(np.int64)
         return np.asarray(labels, np.float32)
 
-    def images(self, split: str, indices) -> np.ndarray:
-        """uint8 [n, h, w, C] for record indices (random access through np.memmap)."""
-        h, w = self.image_size
-        size, k = self.meta["record_bytes"], self.meta["label_bytes"]
-        out = np.zeros((len(indices), h, w, self.channels), np.uint8)
-        starts = np.cumsum([0] + [s["count"] for s in self.meta["splits"][split]["shards"]])
-        for row, index in enumerate(indices):
-            shard = int(np.searchsorted(starts, index, side="right")) - 1
-            file = self.root / self.meta["splits"][split]["shards"][shard]["file"]
-            records = np.memmap(file, np.uint8, "r").reshape(-1, size)
-            out[row] = records[index - starts[shard], k:].reshape(h, w, self.channels)
+    def records(self, split: str, indices) -> np.ndarray:
+        """uint8 [n, record_bytes] for record indices (random access through np.memmap)."""
+        indices = np.asarray(indices, np.int64)
+        shards = self.meta["splits"][split]["shards"]
+        starts = np.cumsum([0] + [s["count"] for s in shards])
+        out = np.zeros((len(indices), self.meta["record_bytes"]), np.uint8)
+        which = np.searchsorted(starts, indices, side="right") - 1
+        for shard in np.unique(which):
+            file = self.root / shards[shard]["file"]
+            records = np.memmap(file, np.uint8, "r").reshape(-1, self.meta["record_bytes"])
+            rows = np.flatnonzero(which == shard)
+            out[rows] = records[indices[rows] - starts[shard]]
         return out
+
+    def images(self, split: str, indices) -> np.ndarray:
+        """uint8 [n, h, w, C] for record indices."""
+        pixels = self.records(split, indices)[:, self.meta["label_bytes"] :]
+        return pixels.reshape(-1, *self.image_size, self.channels)
 
     def dataset(
         self,
@@ -96,10 +102,15 @@ class Shards:
             shuffle_buffer: images held by the shuffle (memory: buffer x record bytes).
             with_index: batches are (indices, images, targets), for evaluation.
             cache_bytes: when the chosen records take at most this many bytes, they are
-                held in memory after the first epoch (a bounded cache, not a growing one).
+                read once into one array and served from memory (bounded by this size).
         """
         import tensorflow as tf
 
+        chosen = np.arange(self.count(split)) if keep is None else np.flatnonzero(keep)
+        if len(chosen) * self.meta["record_bytes"] <= cache_bytes:
+            return self._in_memory(
+                split, chosen, batch_size, shuffle_seed, shuffle_buffer, with_index
+            )
         info = self.meta["splits"][split]
         files = [str(self.root / s["file"]) for s in info["shards"]]
         counts = [int(s["count"]) for s in info["shards"]]
@@ -145,16 +156,26 @@ class Shards:
             return (index, images, targets) if with_index else (images, targets)
 
         c = self.channels
-        cached = n * size <= cache_bytes
-        if cached:  # small: read and parse the files once, then epochs run from memory
-            ds = ds.map(parse).cache()
         if shuffle_seed is not None:
             ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size)
-        if not cached:  # parsing a batch at a time costs a fraction of per record
-            ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
         return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _in_memory(self, split, chosen, batch_size, shuffle_seed, shuffle_buffer, with_index):
+        """`dataset` for a small selection: one array, shuffled and batched as from memory."""
+        import tensorflow as tf
+
+        records = self.records(split, chosen)
+        k = self.meta["label_bytes"]
+        images = records[:, k:].reshape(-1, *self.image_size, self.channels)
+        targets = self.targets(records[:, :k])
+        ds = tf.data.Dataset.from_tensor_slices(
+            (chosen, images, targets) if with_index else (images, targets)
+        )
+        if shuffle_seed is not None:
+            ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def split_train_val(shards: Shards, val_fraction: float, seed: int) -> np.ndarray:
