@@ -70,6 +70,7 @@ def test_bundle_contents_and_lineage(repo: Path) -> None:
     lineage = json.loads((bundle / "lineage.json").read_text())
     assert len(lineage["commit"]) == 40 and lineage["seed"] == 42
     assert lineage["data"]["datasets/raw/tiny"]  # md5 from dvc.lock
+    assert lineage["data"]["datasets/shards/tiny"]  # the training cache it was trained on
     assert lineage["dataset_version"] == lineage["data"]["datasets/raw/tiny"]
     assert lineage["images"] == {"train": 30, "val": 6, "test": 12}
     card = (bundle / "MODEL_CARD.md").read_text()

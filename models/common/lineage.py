@@ -44,7 +44,7 @@ def _tracked_md5(path: str, stages: dict) -> str | None:
 
 def data_hashes(dataset: str, lock_file: Path = Path("dvc.lock")) -> dict:
     """Return the md5 of the raw data of `dataset` (and of the feedback merged into it, when
-    tracked) and of its normalized and decoded data, as DVC records them."""
+    tracked) and of its normalized data and shards, as DVC records them."""
     if not lock_file.exists():
         return {}
     stages = (yaml.safe_load(lock_file.read_text()) or {}).get("stages", {})
@@ -53,7 +53,7 @@ def data_hashes(dataset: str, lock_file: Path = Path("dvc.lock")) -> dict:
     for raw in (f"datasets/raw/{dataset}", *(["datasets/raw/feedback"] if merged else [])):
         if md5 := _tracked_md5(raw, stages):
             hashes[raw] = md5
-    for stage in (f"normalize@{dataset}", f"decode@{dataset}"):
+    for stage in (f"normalize@{dataset}", f"shard@{dataset}"):
         for entry in stages.get(stage, {}).get("outs", []):
             hashes[entry["path"]] = entry.get("md5")
     return hashes
