@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from data_processing import schema
 from data_processing.errors import DataError, exit_on_error
-from data_processing.images import channels_for, load, read_header
+from data_processing.images import channels_for, load, read_mode
 from data_processing.io import staged_dir, write_json, write_text
 from data_processing.params import BaseParams, Params, load_params, read_params
 
@@ -66,7 +66,7 @@ def _init(raw_dir: str, size: tuple[int, int]) -> None:
 
 
 def _mode(file_name: str) -> str:
-    return read_header(_job["raw_dir"] / file_name)[2]
+    return read_mode(_job["raw_dir"] / file_name)
 
 
 def _write(task: tuple[str, str, int, bytes, int]) -> None:

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from data_processing.errors import DataError
-from data_processing.images import _png_header, decode, read_header, to_array
+from data_processing.images import _png_header, decode, read_header, read_mode, to_array
 
 MODES = ["1", "L", "I;16", "RGB", "RGBA", "P", "LA"]
 
@@ -67,3 +67,20 @@ def test_exif_rotated_jpeg_header_is_upright(orientation: int, size: tuple, tmp_
     Image.new("RGB", (5, 9)).save(path, format="JPEG", exif=exif)
     assert read_header(path)[:2] == size
     assert decode(path, 3).shape == (size[1], size[0], 3)  # decode agrees: upright pixels
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "CMYK"])
+@pytest.mark.parametrize("progressive", [False, True])
+def test_read_mode_from_the_jpeg_frame_header_agrees_with_pillow(
+    tmp_path: Path, mode: str, progressive: bool
+) -> None:
+    path = tmp_path / "x.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # an APP1 segment before the frame header
+    pixels = np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8)
+    Image.fromarray(pixels).convert(mode).save(path, "JPEG", progressive=progressive, exif=exif)
+    with Image.open(path) as im:
+        assert read_mode(path) == im.mode == mode
+    path.write_bytes(b"\xff\xd8" + b"\xff\xe1\x00\x04xx" * 3)  # no frame header: Pillow decides
+    with pytest.raises(DataError, match="x.jpg"):
+        read_mode(path)
