@@ -150,16 +150,16 @@ class EpochTimer:
         self.times, self.callback = times, _Timer()
 
 
-def build_model(size: int, channels: int, classes: int, steps: int):
-    """The project's cnn at the stored size, compiled as models/common/training.py does."""
+def build_model(size: int, channels: int, classes: int, steps: int, name: str = "cnn"):
+    """A project model (cnn by default) at the stored size, compiled as training does."""
     import models
     from data_processing.params import load_params
     from models.common.spec import HParams, ModelSpec
     from models.common.training import optimizer
 
-    arch = models.get("cnn")
+    arch = models.get(name)
     spec = ModelSpec(channels=channels, num_classes=classes, image_size=(size, size))
-    model = arch.build(spec, load_params("models.cnn", arch.Params))
+    model = arch.build(spec, load_params(f"models.{name}", arch.Params))
     model.compile(
         optimizer=optimizer(load_params("hparams.quick", HParams), steps),
         loss="sparse_categorical_crossentropy",
@@ -169,13 +169,16 @@ def build_model(size: int, channels: int, classes: int, steps: int):
     return model
 
 
-def train_epochs(inputs: dict, data: dict, size: int, batch: int, epochs: int) -> dict:
+def train_epochs(
+    inputs: dict, data: dict, size: int, batch: int, epochs: int, model: str = "cnn"
+) -> dict:
     """One epoch per fit, inputs round-robin, warm-up round first; wall seconds per epoch."""
     shards = data["shards"]
     steps = -(-len(data["x"]) // batch)
     timers = {name: EpochTimer() for name in inputs}
     nets = {
-        name: build_model(size, shards.channels, len(shards.categories), steps) for name in inputs
+        name: build_model(size, shards.channels, len(shards.categories), steps, model)
+        for name in inputs
     }
     for _ in range(epochs + 1):  # round 0: warm-up (tracing), not counted
         for name, ds in inputs.items():
@@ -272,7 +275,7 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def run(work: Path, n: int, size: int, epochs: int, batch: int) -> dict:
+def run(work: Path, n: int, size: int, epochs: int, batch: int, model: str = "cnn") -> dict:
     """Prepare the data under `work`, time every input, return the results."""
     from models.common.quiet import import_tensorflow
 
@@ -286,7 +289,7 @@ def run(work: Path, n: int, size: int, epochs: int, batch: int) -> dict:
     data = prepare(work, n, size)
     inputs = datasets(data, size, batch)
     start = time.perf_counter()
-    epoch_times = train_epochs(inputs, data, size, batch, epochs)
+    epoch_times = train_epochs(inputs, data, size, batch, epochs, model)
     train_s = time.perf_counter() - start
     reads = read_only(inputs, epochs)
     images = len(data["x"])
@@ -323,6 +326,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--size", type=int, default=64, help="stored and model side")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs of each input")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--model", default="cnn", help="a project model: the step's cost")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     args = parser.parse_args(argv)
     if args.n < 100 or args.epochs < 1 or args.size < 16 or args.batch < 1:
@@ -334,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     work = Path(tempfile.mkdtemp(prefix="bench_train_input_"))
     try:
-        result = run(work, args.n, args.size, args.epochs, args.batch)
+        result = run(work, args.n, args.size, args.epochs, args.batch, args.model)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -342,7 +346,8 @@ def main(argv: list[str] | None = None) -> None:
     h, w, c = result["stored_size"]
     print(
         f"train_input: {args.n:,} photos, {result['train_images_per_epoch']:,} train images an "
-        f"epoch at {h}x{w}x{c}, cnn, batch {args.batch}, best of {args.epochs} epochs each "
+        f"epoch at {h}x{w}x{c}, {args.model}, batch {args.batch}, best of {args.epochs} epochs "
+        "each "
         f"(round-robin, after a warm-up); 1-min load {result['load_average_1min'][0]} -> "
         f"{result['load_average_1min'][1]}\n"
     )
