@@ -65,14 +65,14 @@ def train(
             out_dir,
             loss,
         )
-    epochs = len(result["history"]["loss"])
+    epochs, n_train = len(result["history"]["loss"]), int((~val).sum())
     return {
         "seconds": round(result["seconds"], 3),
         "epochs": epochs,
         "best_epoch": result["best_epoch"],
-        "train_images": int((~val).sum()),
+        "train_images": n_train,
         "val_images": int(val.sum()),
-        "images_per_second": round(int((~val).sum()) * epochs / result["seconds"], 1),
+        "images_per_second": round(n_train * epochs / result["seconds"], 1),
         "spec": {
             "channels": spec.channels,
             "num_classes": spec.num_classes,

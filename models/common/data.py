@@ -1,9 +1,10 @@
 """Training and evaluation input: the dataset's shards (data_processing/shard.py) -> tf.data.
 
 Shards stream, as TF's official input reader does: shuffled shard files, interleaved
-readers, a bounded shuffle buffer, batching and prefetch. Nothing holds a split in memory:
-the validation split is a set of record indices filtered out of the same stream, and the few
-images looked up one by one (failure cases, the ONNX check) come through np.memmap.
+readers, a bounded shuffle buffer, batching and prefetch. No split is held in memory unless
+it fits the caller's `cache_bytes`: the validation split is a set of record indices filtered
+out of the same stream, and the few images looked up by index (failure cases, the ONNX
+check) come through np.memmap.
 """
 
 import json
@@ -52,6 +53,10 @@ class Shards:
     def labels(self, split: str) -> np.ndarray:
         """uint8 [N, K] multi-hot labels, memory-mapped."""
         return np.load(self.root / f"{split}-labels.npy", mmap_mode="r")
+
+    def samples(self) -> dict:
+        """samples.json: the sample test files (base64) with their record indices."""
+        return json.loads((self.root / "samples.json").read_text())
 
     def file_names(self, split: str) -> list[str]:
         return (self.root / f"{split}-files.txt").read_text(encoding="utf-8").splitlines()
@@ -116,7 +121,7 @@ class Shards:
         counts = [int(s["count"]) for s in info["shards"]]
         starts = np.cumsum([0] + counts[:-1]).tolist()
         size, k = self.meta["record_bytes"], self.meta["label_bytes"]
-        h, w = self.image_size
+        (h, w), c = self.image_size, self.channels
         ds = tf.data.Dataset.from_tensor_slices(
             (files, tf.constant(starts, tf.int64), tf.constant(counts, tf.int64))
         )
@@ -136,30 +141,26 @@ class Shards:
                 {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": True} if parallel else {}
             ),
         )
-        n = sum(counts)
         if keep is not None:  # in blocks: a per-record filter halves the reader's speed
             mask = tf.constant(np.asarray(keep, bool))
-            chosen = lambda i, r: (  # noqa: E731
+            kept = lambda i, r: (  # noqa: E731
                 tf.boolean_mask(i, tf.gather(mask, i)),
                 tf.boolean_mask(r, tf.gather(mask, i)),
             )
-            ds = ds.batch(256).map(chosen).unbatch()
-            n = int(np.count_nonzero(keep))
+            ds = ds.batch(256).map(kept).unbatch()
         single = self.label_mode == "single"
 
-        def parse(index, record):  # a batch of records (or one record: then B = 1 below)
+        def parse(index, record):  # a batch of records
             raw = tf.io.decode_raw(record, tf.uint8)
-            images = tf.reshape(raw[..., k:], tf.concat([tf.shape(raw)[:-1], [h, w, c]], 0))
-            images.set_shape(raw.shape[:-1].concatenate([h, w, c]))  # static, for Keras
-            labels = raw[..., :k]
-            targets = tf.argmax(labels, axis=-1) if single else tf.cast(labels, tf.float32)
+            images = tf.reshape(raw[:, k:], [-1, h, w, c])
+            labels = raw[:, :k]
+            targets = tf.argmax(labels, axis=1) if single else tf.cast(labels, tf.float32)
             return (index, images, targets) if with_index else (images, targets)
 
-        c = self.channels
         if shuffle_seed is not None:
             ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-len(chosen) // batch_size)))
         return ds.prefetch(tf.data.AUTOTUNE)
 
     def _in_memory(self, split, chosen, batch_size, shuffle_seed, shuffle_buffer, with_index):
