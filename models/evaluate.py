@@ -48,9 +48,7 @@ class Failures:
         self.n, self.heap = n, []
 
     def update(self, index, images, y, probs, pred, names) -> None:
-        wrong = np.flatnonzero((pred != y).any(axis=1))
-        error = np.abs(probs - y)[wrong].max(axis=1) if len(wrong) else []
-        for row, e in zip(wrong, error, strict=True):
+        for row, e in zip(*metrics.mistakes(y, probs, pred), strict=True):
             key = (float(e), -int(index[row]))  # ties: the earlier image first
             if len(self.heap) < self.n or key > self.heap[0][0]:
                 item = (
@@ -73,8 +71,9 @@ def _line(file: str, probs: np.ndarray, full: bool) -> str:
     return json.dumps(record) + "\n"
 
 
-def evaluate(model, shards: Shards, params: EvaluateParams, out) -> dict:
-    """Stream the test split through `model`; write predictions.jsonl lines to `out`.
+def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out) -> dict:
+    """Stream the test split through `model`; write predictions.jsonl lines to `out`;
+    record the probabilities of the shards' `samples` (samples.json).
 
     Returns:
         scores, confusion counts, failure grid, reference, the samples' probabilities and
@@ -84,7 +83,7 @@ def evaluate(model, shards: Shards, params: EvaluateParams, out) -> dict:
     names, files = shards.categories, shards.file_names("test")
     scores = metrics.Scores(names, shards.label_mode, params.threshold)
     failures, ref = Failures(params.n_failures), Reference(names)
-    wanted = {s["index"] for s in json.loads((shards.root / "samples.json").read_text())["images"]}
+    wanted = {image["index"] for image in samples["images"]}
     sampled, first = {}, None
     full = len(files) * len(names) <= FULL_PROBS_LIMIT
     labels = shards.labels("test")
@@ -122,12 +121,10 @@ def evaluate(model, shards: Shards, params: EvaluateParams, out) -> dict:
     }
 
 
-def samples_with_probs(shards: Shards, sampled: dict, categories: list[str]) -> dict:
+def samples_with_probs(samples: dict, sampled: dict, categories: list[str]) -> dict:
     """The shards' samples.json with each image's evaluated probabilities added."""
-    data = json.loads((shards.root / "samples.json").read_text())
-    for image in data["images"]:
-        image["probs"] = sampled[image["index"]]
-    return {"categories": categories, **data}
+    images = [{**image, "probs": sampled[image["index"]]} for image in samples["images"]]
+    return {"categories": categories, **samples, "images": images}
 
 
 @exit_on_error
@@ -140,13 +137,14 @@ def main() -> None:
     model = keras.saving.load_model(cell.train_dir / "model.keras")
     summary = json.loads((cell.train_dir / "train.json").read_text())
     shards = Shards.open(cell.shards)
+    samples = shards.samples()
     with staged_dir(cell.eval_dir) as out_dir:
         with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as out:
-            result = evaluate(model, shards, params, out)
+            result = evaluate(model, shards, samples, params, out)
         write_json(out_dir / "reference.json", result["reference"])
         write_json(
             out_dir / "samples.json",
-            samples_with_probs(shards, result["sampled"], shards.categories),
+            samples_with_probs(samples, result["sampled"], shards.categories),
         )
     scores = result["scores"]
     write_json(

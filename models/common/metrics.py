@@ -179,11 +179,16 @@ def confusion(y: np.ndarray, pred: np.ndarray, names: list[str]) -> list[dict]:
     return records
 
 
+def mistakes(y: np.ndarray, probs: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the wrong images, their confidence: the largest |p - y| on any class)."""
+    wrong = np.flatnonzero((pred != y).any(axis=1))
+    return wrong, np.abs(probs[wrong] - y[wrong]).max(axis=1, initial=0.0)
+
+
 def confident_mistakes(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, n: int) -> np.ndarray:
     """Indices of up to n wrong images, most confident first (largest |p - y| on a wrong
     class)."""
-    wrong = np.flatnonzero((pred != y).any(axis=1))
-    error = np.abs(probs - y)[wrong].max(axis=1)
+    wrong, error = mistakes(y, probs, pred)
     return wrong[np.argsort(-error, kind="stable")][:n]
 
 
