@@ -57,16 +57,21 @@ PNG_MODES = {
 _PNG_HEAD = struct.Struct(">8s4x4sIIBB3xI")
 
 
+def _head(path: Path, n: int) -> bytes:
+    """The first n bytes of a file, through a raw fd: a third of the cost of open()."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, n)
+    finally:
+        os.close(fd)
+
+
 def _png_header(path: Path) -> tuple[int, int, str] | None:
     """Read (width, height, mode) from a PNG's first 33 bytes; None if not a clean PNG header.
 
     Five times cheaper than PIL.Image.open on small files; anything unusual falls back to PIL.
     """
-    fd = os.open(path, os.O_RDONLY)  # raw fd: a third of the cost of open()
-    try:
-        head = os.read(fd, 33)
-    finally:
-        os.close(fd)
+    head = _head(path, 33)
     if len(head) < 33:
         return None
     signature, chunk, width, height, depth, colour, crc = _PNG_HEAD.unpack(head)
@@ -101,11 +106,7 @@ _JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}  # Pillow's mode for each component 
 def _jpeg_mode(path: Path) -> str | None:
     """A JPEG's Pillow mode from its frame header (a fifth of the cost of Image.open); None
     when the file is not a plain JPEG or the frame header is past the first 64 KiB."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        head = os.read(fd, 1 << 16)
-    finally:
-        os.close(fd)
+    head = _head(path, 1 << 16)
     if head[:2] != b"\xff\xd8":
         return None
     at = 2

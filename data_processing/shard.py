@@ -124,11 +124,6 @@ def _results(pool, fn, items: list, desc: str) -> Iterator:
             yield from (value for _, value in chunk)
 
 
-def _created(path: Path) -> Path:
-    path.touch()
-    return path
-
-
 def _label_rows(dataset: schema.Dataset) -> np.ndarray:
     labels = np.zeros((len(dataset.images), len(dataset.categories)), np.uint8)
     for row, image in enumerate(dataset.images):
@@ -147,7 +142,8 @@ def write_split(pool, split: str, dataset: schema.Dataset, out: Path, layout: di
     for s in range(n_shards):  # one shard's tasks at a time: Pool.imap queues all it is given
         file = f"{split}-{s:05d}-of-{n_shards:05d}.rec"
         count = bounds[s + 1] - bounds[s]
-        os.truncate(_created(out / file), count * size)  # records land at row x size
+        with open(out / file, "wb") as f:
+            f.truncate(count * size)  # the workers write each record at row x size
         path, rows = str(out / file), range(bounds[s], bounds[s + 1])
         tasks = [
             (names[row], path, (row - bounds[s]) * size, labels[row].tobytes(), channels)
