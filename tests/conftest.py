@@ -114,6 +114,14 @@ def sh(*cmd: str, cwd: Path, check: bool = True, stdout_only: bool = False) -> s
     return proc.stdout if stdout_only else proc.stdout + proc.stderr
 
 
+def commit_and_repro(repo: Path, dataset: str, message: str) -> None:
+    """`dvc add` datasets/raw/<dataset>, commit everything, then run the real `dvc repro`."""
+    sh("dvc", "add", "-q", f"datasets/raw/{dataset}", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", message, cwd=repo)
+    sh("dvc", "repro", cwd=repo)
+
+
 def copy_project(repo: Path, models: tuple[str, ...] = ("mlp", "cnn")) -> Path:
     """Copy the project (tracked and new files, and the offline plot template) into a new git
     repo at `repo`, with params for tiny data: `models` only and one hyperparameter set,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import BIN, copy_project, edit_params, sh
+from conftest import BIN, commit_and_repro, copy_project, edit_params, sh
 from photos import write_photo_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.scale]
@@ -28,10 +28,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     summary = write_photo_dataset(repo / "datasets/raw/photos", N, max_side=640, large=2, seed=3)
     assert summary
-    sh("dvc", "add", "-q", "datasets/raw/photos", cwd=repo)
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "commit", "-qm", "project with photos", cwd=repo)
-    sh("dvc", "repro", cwd=repo)
+    commit_and_repro(repo, "photos", "project with photos")
     return repo
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, copy_project, edit_params, sh, write_seed_dataset
+from conftest import BIN, commit_and_repro, copy_project, edit_params, sh, write_seed_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -20,10 +20,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = copy_project(tmp_path_factory.mktemp("e2e") / "repo")
     edit_params(repo / "params.yaml", datasets=["tiny"])
     write_seed_dataset(repo / "datasets" / "raw" / "tiny", {"train": 12, "test": 4})
-    sh("dvc", "add", "-q", "datasets/raw/tiny", cwd=repo)
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "commit", "-qm", "project with a tiny dataset", cwd=repo)
-    sh("dvc", "repro", cwd=repo)
+    commit_and_repro(repo, "tiny", "project with a tiny dataset")
     return repo
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import (
+    commit_and_repro,
     copy_project,
     edit_params,
     free_port,
@@ -47,10 +48,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         select={"margin": -1.0},  # any passing retrain replaces production
     )
     write_seed_dataset(repo / "datasets/raw/tiny", {"train": 12, "test": 4})
-    sh("dvc", "add", "-q", "datasets/raw/tiny", cwd=repo)
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "commit", "-qm", "project with a tiny dataset", cwd=repo)
-    sh("dvc", "repro", cwd=repo)
+    commit_and_repro(repo, "tiny", "project with a tiny dataset")
     return repo
 
 
