@@ -36,7 +36,6 @@ import datetime  # noqa: E402
 import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import pickle  # noqa: E402
-import platform  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -46,9 +45,9 @@ from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import PIL  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
 
+from bench import common  # noqa: E402
 from data_processing.io import staged_dir  # noqa: E402
 from data_processing.normalize import normalize, write  # noqa: E402
 from data_processing.params import BaseParams, load_params  # noqa: E402
@@ -191,18 +190,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict:
-    """Describe where the figures come from."""
-    return {
-        "cpus": os.cpu_count(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-    }
-
-
 def run(work: Path, n: int, reps: int) -> dict:
     """Generate the data under `work`, time every step and return the results."""
     raw, out = work / "raw" / DATASET, work / "out"
@@ -226,28 +213,21 @@ def run(work: Path, n: int, reps: int) -> dict:
         "statistic": "best of reps, round-robin order",
         "caches": "warm",
         "generate_s": round(generated_s, 2),
-        "machine": machine(),
+        "machine": common.machine(),
         "steps": rows,
     }
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.ingest",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.parser("ingest", __doc__)
     parser.add_argument("--n", type=int, default=20_000, help="images to generate")
     parser.add_argument("--reps", type=int, default=3, help="timed runs of each step")
-    parser.add_argument(
-        "--keep", type=Path, metavar="DIR", help="generate into this new folder and keep it"
-    )
+    common.add_keep(parser)
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     args = parser.parse_args(argv)
     if args.n < 2 or args.reps < 1:
         parser.error("--n must be at least 2 and --reps at least 1")
-    if args.keep and args.keep.exists() and any(args.keep.iterdir()):
-        parser.error(f"--keep {args.keep}: folder exists and is not empty")
+    common.check_keep(parser, args.keep)
     return args
 
 

@@ -43,7 +43,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -52,11 +51,10 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import PIL
 import psutil
 import yaml
 
+from bench import common
 from tests.photos import write_photo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -279,26 +277,8 @@ def table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict:
-    """Describe where the figures come from."""
-    return {
-        "cpus": os.cpu_count(),
-        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_average_1m": round(os.getloadavg()[0], 2),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-    }
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.scale",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.parser("scale", __doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 50_000])
     parser.add_argument("--image-size", type=int, default=96, help="train.image_size (square)")
     parser.add_argument("--min-side", type=int, default=160, help="smallest photo side, px")
@@ -333,7 +313,10 @@ def main(argv: list[str] | None = None) -> int:
         "commands": {s: command(s) for s in args.stages},
         "peak": "max over 50 ms samples of the summed RSS of the stage's process tree "
         "(peak_tree_mib); peak_process_mib = GNU time %M, the largest single process",
-        "machine": machine(),
+        "machine": common.machine(
+            memory_gib=round(psutil.virtual_memory().total / 2**30, 1),
+            load_average_1m=round(os.getloadavg()[0], 2),
+        ),
         "runs": [],
     }
     for n in args.sizes:

@@ -41,7 +41,6 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # the stage's progress bars; read wh
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
 import resource  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
@@ -54,9 +53,9 @@ from multiprocessing import Pool  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
-import PIL  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
 
+from bench import common  # noqa: E402
 from data_processing import schema  # noqa: E402
 from data_processing.images import channels_for, decode, read_header  # noqa: E402
 from data_processing.normalize import normalize, write  # noqa: E402
@@ -291,19 +290,6 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict:
-    """Describe where the figures come from."""
-    return {
-        "cpus": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pillow": PIL.__version__,
-    }
-
-
 def run(work: Path, n: int, size: int, reps: int) -> dict:
     """Generate and normalize the photos under `work`, time every case, return the results."""
     raw, norm = work / "raw" / DATASET, work / "normalized" / DATASET
@@ -333,7 +319,7 @@ def run(work: Path, n: int, size: int, reps: int) -> dict:
         "generate_s": round(generated_s, 2),
         "jpeg_bytes": jpeg,
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "machine": machine(),
+        "machine": common.machine(cpus_usable=len(os.sched_getaffinity(0))),
         "photos": {k: summary[k] for k in ("splits", "modes", "bytes")},
     }
     result.update(summarize(times, cpu, sizes, n, jpeg))
@@ -341,23 +327,16 @@ def run(work: Path, n: int, size: int, reps: int) -> dict:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.shard",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.parser("shard", __doc__)
     parser.add_argument("--n", type=int, default=2000, help="photos to generate")
     parser.add_argument("--size", type=int, default=96, help="stored side (size x size)")
     parser.add_argument("--reps", type=int, default=3, help="timed runs of each case")
-    parser.add_argument(
-        "--keep", type=Path, metavar="DIR", help="generate into this new folder and keep it"
-    )
+    common.add_keep(parser)
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     args = parser.parse_args(argv)
     if args.n < 2 * CLASSES or args.reps < 1 or args.size < 1:
         parser.error(f"--n must be at least {2 * CLASSES}, --reps and --size at least 1")
-    if args.keep and args.keep.exists() and any(args.keep.iterdir()):
-        parser.error(f"--keep {args.keep}: folder exists and is not empty")
+    common.check_keep(parser, args.keep)
     return args
 
 

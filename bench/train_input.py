@@ -51,7 +51,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from bench.shard import DATASET, SEED, SIDES, generate, machine  # noqa: E402
+from bench import common  # noqa: E402
+from bench.shard import DATASET, SEED, SIDES, generate  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_input.json"
 INPUTS = ("shards", "in-memory", "directory")
@@ -310,18 +311,14 @@ def run(work: Path, n: int, size: int, epochs: int, batch: int, model: str = "cn
         "array_load_s": round(data["array_load_s"], 3),
         "training_s": round(train_s, 1),
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "machine": machine() | {"tensorflow": tf.__version__, "keras": keras.__version__},
+        "machine": common.machine(tensorflow=tf.__version__, keras=keras.__version__),
     }
     result.update(summarize(epoch_times, reads, images))
     return result
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.train_input",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = common.parser("train_input", __doc__)
     parser.add_argument("--n", type=int, default=3000, help="photos to generate (both splits)")
     parser.add_argument("--size", type=int, default=64, help="stored and model side")
     parser.add_argument("--epochs", type=int, default=2, help="timed epochs of each input")
