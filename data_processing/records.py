@@ -9,11 +9,12 @@ coordinates are floats rounded to 1e-6 pixel (`COORD_DECIMALS`), so a box read f
 normalized floats and the same box read from COCO integers serialize byte for byte alike.
 """
 
+from array import array
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
-from operator import attrgetter
 
-from data_processing.schema import Annotation, Category, Dataset, Image, make_info
+from data_processing.schema import Annotation, Category, Dataset, ImageTable, make_info
 
 MASK_ENCODING = "8-bit PNG, one pixel value per class: 0 = background, k = category id k"
 COORD_DECIMALS = 6  # box coordinates are rounded to 1e-6 pixel: far below any annotation error
@@ -45,7 +46,77 @@ def coord(value: float) -> float:
     return float(round(value, COORD_DECIMALS)) + 0.0
 
 
-def label_mode(splits: dict[str, list[Record]]) -> str:
+class RecordTable:
+    """One split's records as columns: what an importer yields, held in about a tenth of the
+    memory of Record objects (the file name is the one string kept per image; label sets and
+    source files are shared). Boxes, counts and masks are kept only for the records that
+    have them."""
+
+    def __init__(self) -> None:
+        self.file_names: list[str] = []
+        self.sizes = array("I")  # width, height, ...
+        self.labels: list[tuple[str, ...] | None] = []  # shared tuples (self._shared)
+        self.boxes: dict[int, tuple[Box, ...]] = {}
+        self.counts: dict[int, dict[str, int]] = {}
+        self.masks: dict[int, str] = {}
+        self.sources: list[str | None] = []  # the "<file>" of "<file>:<row>", or the source
+        self.lines = array("q")  # the "<row>", or -1
+        self._shared: dict = {}
+
+    @classmethod
+    def of(cls, records: "Iterable[Record] | RecordTable") -> "RecordTable":
+        """`records` collected into a table (a table is returned as it is)."""
+        if isinstance(records, RecordTable):
+            return records
+        table = cls()
+        for record in records:
+            table.append(record)
+        return table
+
+    def __len__(self) -> int:
+        return len(self.file_names)
+
+    def append(self, r: Record) -> None:
+        n = len(self.file_names)
+        self.file_names.append(r.file_name)
+        self.sizes.extend((r.width, r.height))
+        labels = r.labels if r.labels is None else self._shared.setdefault(r.labels, r.labels)
+        self.labels.append(labels)
+        if r.boxes:
+            self.boxes[n] = r.boxes
+        if r.counts is not None:
+            self.counts[n] = r.counts
+        if r.mask_file is not None:
+            self.masks[n] = r.mask_file
+        source, line = r.source, -1
+        if source is not None:
+            head, sep, tail = source.rpartition(":")
+            canonical = sep and tail.isascii() and tail.isdigit() and tail == str(int(tail))
+            if canonical:  # "<file>:<row>"
+                source, line = self._shared.setdefault(head, head), int(tail)
+        self.sources.append(source)
+        self.lines.append(line)
+
+    def class_sets(self) -> Iterable[tuple[str, ...] | set[str] | None]:
+        """Each distinct class set of the labelled records: labels, or (labels None) the
+        classes of its boxes, None for an unlabelled record."""
+        yield from {t: None for t in self.labels if t is not None}
+        for n, t in enumerate(self.labels):
+            if t is None:
+                yield {b.name for b in self.boxes.get(n, ())} or None
+
+    def class_names(self) -> set[str]:
+        """Every class name in labels, boxes and counts."""
+        names = {n for t in {t: None for t in self.labels if t} for n in t}
+        names.update(b.name for boxes in self.boxes.values() for b in boxes)
+        names.update(name for counts in self.counts.values() for name in counts)
+        return names
+
+
+Split = Iterable[Record] | RecordTable
+
+
+def label_mode(splits: dict[str, Split]) -> str:
     """Return "multi" when any image in any split has other than exactly one class, else "single".
 
     An image's classes are its labels, or (labels None) the classes of its boxes. Unlabelled
@@ -53,8 +124,7 @@ def label_mode(splits: dict[str, list[Record]]) -> str:
     data gives the same mode in every source format.
     """
     for records in splits.values():
-        for r in records:
-            names = r.labels if r.labels is not None else {b.name for b in r.boxes} or None
+        for names in RecordTable.of(records).class_sets():
             if names is not None and len(set(names)) != 1:
                 return "multi"
     return "single"
@@ -65,21 +135,18 @@ def natural_key(name: str) -> tuple:
     return (0, int(name), "") if name.isdigit() else (1, 0, name)
 
 
-def category_list(splits: dict[str, list[Record]], extra: tuple[str, ...] = ()) -> list[str]:
+def category_list(splits: dict[str, Split], extra: tuple[str, ...] = ()) -> list[str]:
     """Every class name seen in labels, boxes or counts, naturally sorted."""
     names = set(extra)
     for records in splits.values():
-        for r in records:
-            names.update(r.labels or ())
-            names.update(b.name for b in r.boxes)
-            names.update(r.counts or {})
+        names |= RecordTable.of(records).class_names()
     return sorted(names, key=natural_key)
 
 
 def assemble(
     name: str,
     split: str,
-    records: list[Record],
+    records: Split,
     categories: list[str],
     label_mode: str,
     source_format: str,
@@ -94,52 +161,64 @@ def assemble(
     Args:
         name: dataset name for `info`.
         split: "train" or "test".
-        records: what the importer read.
+        records: what the importer read (Records, or a RecordTable of them).
         categories: every class name, in category id order (see `category_list`).
         label_mode: "single" or "multi" (see `label_mode`).
         source_format: the importer's name, recorded in `info`.
 
     Returns:
-        The split as a Dataset.
+        The split as a Dataset, its images an ImageTable.
     """
+    table = RecordTable.of(records)
     cat_id = {n: i for i, n in enumerate(categories, start=1)}
-    images, annotations = [], []
-    for image_id, r in enumerate(sorted(records, key=attrgetter("file_name")), start=1):
-        labels = r.labels
-        if labels is None and r.boxes:
-            labels = tuple(b.name for b in r.boxes)
-        counts = r.counts  # given counts are kept, so schema.validate can check them
-        if counts is None and r.boxes:
-            counts = dict(Counter(b.name for b in r.boxes))
-        images.append(
-            Image(
-                id=image_id,
-                file_name=r.file_name,
-                width=r.width,
-                height=r.height,
-                labels=None if labels is None else tuple(sorted({cat_id[n] for n in labels})),
-                object_counts=None if counts is None else dict(sorted(counts.items())),
-                mask_file=r.mask_file,
-                source=r.source,
-            )
-        )
-        for b in r.boxes:
+    ids: dict[tuple[str, ...], tuple[int, ...]] = {}  # one id tuple per distinct label set
+
+    def label_ids(names: tuple[str, ...]) -> tuple[int, ...]:
+        if names not in ids:
+            ids[names] = tuple(sorted({cat_id[n] for n in names}))
+        return ids[names]
+
+    order = sorted(range(len(table)), key=table.file_names.__getitem__)
+    labels, counts, masks, annotations = [], {}, {}, []
+    for new, old in enumerate(order):
+        names, boxes = table.labels[old], table.boxes.get(old, ())
+        if names is None and boxes:
+            names = tuple(b.name for b in boxes)
+        labels.append(None if names is None else label_ids(names))
+        given = table.counts.get(old)  # given counts are kept, so schema.validate can check them
+        if given is None and boxes:
+            given = dict(Counter(b.name for b in boxes))
+        if given is not None:
+            counts[new] = dict(sorted(given.items()))
+        if old in table.masks:
+            masks[new] = table.masks[old]
+        for b in boxes:
             bbox = (coord(b.x), coord(b.y), coord(b.w), coord(b.h))
             annotations.append(
                 Annotation(
                     id=len(annotations) + 1,
-                    image_id=image_id,
+                    image_id=new + 1,
                     category_id=cat_id[b.name],
                     bbox=bbox,
                     area=coord(bbox[2] * bbox[3]),
                 )
             )
+    sizes = array("I", (v for old in order for v in table.sizes[2 * old : 2 * old + 2]))
+    images = ImageTable(
+        file_names=[table.file_names[old] for old in order],
+        sizes=sizes,
+        labels=labels,
+        counts=counts,
+        masks=masks,
+        sources=[table.sources[old] for old in order],
+        lines=array("q", (table.lines[old] for old in order)),
+    )
     info = make_info(name, split, label_mode, source_format)
-    if any(r.mask_file for r in records):
+    if masks:
         info["mask_encoding"] = MASK_ENCODING
     return Dataset(
         info=info,
         categories=tuple(Category(id=i, name=n) for n, i in cat_id.items()),
-        images=tuple(images),
+        images=images,
         annotations=tuple(annotations),
     )

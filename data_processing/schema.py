@@ -9,7 +9,9 @@ import functools
 import json
 import math
 import os
+from array import array
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,12 +49,69 @@ class Annotation:
     iscrowd: int = 0
 
 
+class ImageTable(Sequence):
+    """A split's images as columns, ids 1..N in order; each Image is made when read.
+
+    What normalize builds (records.assemble): a Python object per image and field would take
+    about 0.9 KB an image, and normalize's memory would grow with the dataset several times
+    faster (bench/scale.py). Compares equal to any sequence of the same Images.
+    """
+
+    __slots__ = ("_names", "_sizes", "_labels", "_counts", "_masks", "_sources", "_lines")
+
+    def __init__(
+        self,
+        file_names: list[str],
+        sizes: array,  # "I": width, height, width, height, ...
+        labels: list[tuple[int, ...] | None],  # shared tuples: one per distinct label set
+        counts: dict[int, dict[str, int]],  # position -> object_counts (sparse)
+        masks: dict[int, str],  # position -> mask_file (sparse)
+        sources: list[str | None],  # the source, or its "<file>" part when lines[i] >= 0
+        lines: array,  # "q": the "<row>" of "<file>:<row>", or -1
+    ) -> None:
+        self._names, self._sizes, self._labels = file_names, sizes, labels
+        self._counts, self._masks, self._sources, self._lines = counts, masks, sources, lines
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self[k] for k in range(*i.indices(len(self))))
+        if i < 0:
+            i += len(self)
+        source, line = self._sources[i], self._lines[i]
+        return Image(
+            id=i + 1,
+            file_name=self._names[i],
+            width=self._sizes[2 * i],
+            height=self._sizes[2 * i + 1],
+            labels=self._labels[i],
+            object_counts=self._counts.get(i),
+            mask_file=self._masks.get(i),
+            source=source if line < 0 else f"{source}:{line}",
+        )
+
+    def __iter__(self) -> Iterator[Image]:
+        return map(self.__getitem__, range(len(self)))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Sequence) or isinstance(other, str):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    __hash__ = None  # mutable columns
+
+    def __repr__(self) -> str:
+        return f"ImageTable({len(self)} images)"
+
+
 @dataclass(frozen=True)
 class Dataset:
     """One split of one dataset."""
 
     categories: tuple[Category, ...]
-    images: tuple[Image, ...]
+    images: Sequence[Image]  # a tuple, or an ImageTable
     annotations: tuple[Annotation, ...] = ()
     info: dict = field(default_factory=dict)  # includes label_mode: "single" | "multi"
     licenses: tuple[dict, ...] = ()
@@ -158,33 +217,50 @@ def validate(dataset: Dataset) -> list[str]:
     """Return schema problems: duplicate ids and dangling image or category references."""
     problems = []
     cat_ids = [c.id for c in dataset.categories]
-    img_ids = [i.id for i in dataset.images]
-    for kind, ids in (
-        ("category", cat_ids),
-        ("image", img_ids),
-        ("annotation", [a.id for a in dataset.annotations]),
-    ):
-        if len(ids) != len(set(ids)):
-            problems.append(f"duplicate {kind} ids")
+    if len(cat_ids) != len(set(cat_ids)):
+        problems.append("duplicate category ids")
+    img_ids = _image_ids(dataset.images)
+    if img_ids is None:
+        problems.append("duplicate image ids")
+        img_ids = {i.id for i in dataset.images}
+    ann_ids = [a.id for a in dataset.annotations]
+    if len(ann_ids) != len(set(ann_ids)):
+        problems.append("duplicate annotation ids")
     if sorted(cat_ids) != list(range(1, len(cat_ids) + 1)):
         problems.append("category ids must run 1..N")
-    known_cats, known_imgs = set(cat_ids), set(img_ids)
+    known_cats = set(cat_ids)
+    single = dataset.label_mode == "single"
     for image in dataset.images:
         bad = [c for c in image.labels or () if c not in known_cats]
         if bad:
             problems.append(f"image {image.file_name}: unknown category ids {bad}")
-        if dataset.label_mode == "single" and image.labels is not None and len(image.labels) != 1:
+        if single and image.labels is not None and len(image.labels) != 1:
             problems.append(
                 f"image {image.file_name}: single-label image with {len(image.labels)} labels"
             )
-    images = {i.id: i for i in dataset.images}
+    if not dataset.annotations:
+        return problems
+    if isinstance(img_ids, range):  # ids 1..N in order: position = id - 1
+        image_of = lambda i: dataset.images[i - 1] if i in img_ids else None  # noqa: E731
+    else:
+        image_of = {i.id: i for i in dataset.images}.get
     for ann in dataset.annotations:
-        if ann.image_id not in known_imgs:
+        if ann.image_id not in img_ids:
             problems.append(f"annotation {ann.id}: dangling image_id {ann.image_id}")
         if ann.category_id not in known_cats:
             problems.append(f"annotation {ann.id}: dangling category_id {ann.category_id}")
-        problems += _box_problems(ann, images.get(ann.image_id))
-    return problems + _count_problems(dataset)
+        problems += _box_problems(ann, image_of(ann.image_id))
+    return problems + _count_problems(dataset, image_of)
+
+
+def _image_ids(images: Sequence[Image]) -> range | set[int] | None:
+    """The image ids: range(1, N + 1) when they run 1..N in order (the normalized form: no set
+    to hold), else a set; None when one repeats."""
+    if isinstance(images, ImageTable) or all(image.id == n for n, image in enumerate(images, 1)):
+        return range(1, len(images) + 1)
+    ids = [i.id for i in images]
+    unique = set(ids)
+    return unique if len(unique) == len(ids) else None
 
 
 def _box_problems(ann: Annotation, image: Image | None) -> list[str]:
@@ -200,20 +276,21 @@ def _box_problems(ann: Annotation, image: Image | None) -> list[str]:
     return []
 
 
-def _count_problems(dataset: Dataset) -> list[str]:
+def _count_problems(dataset: Dataset, image_of) -> list[str]:
     """object_counts must equal the box tally wherever an image has boxes."""
     names = {c.id: c.name for c in dataset.categories}
     tally: dict[int, Counter] = {}
     for ann in dataset.annotations:
         tally.setdefault(ann.image_id, Counter())[names.get(ann.category_id)] += 1
     problems = []
-    for image in dataset.images:
-        boxes = tally.get(image.id)
-        if boxes and image.object_counts is not None and dict(boxes) != image.object_counts:
-            problems.append(
-                f"image {image.source or image.file_name}: object_counts "
-                f"{image.object_counts} disagree with its boxes {dict(boxes)}"
-            )
+    for image_id, boxes in sorted(tally.items()):
+        image = image_of(image_id)
+        if image is not None and image.object_counts is not None:
+            if dict(boxes) != image.object_counts:
+                problems.append(
+                    f"image {image.source or image.file_name}: object_counts "
+                    f"{image.object_counts} disagree with its boxes {dict(boxes)}"
+                )
     return problems
 
 

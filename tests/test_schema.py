@@ -46,3 +46,25 @@ def test_validate_finds_dangling_ids(seed_dataset: Path) -> None:
 def test_class_counts(seed_dataset: Path) -> None:
     counts = schema.class_counts(seed.parse(seed_dataset)["test"])
     assert counts == {"bar": 4, "column": 4, "diagonal": 4}
+
+
+def test_image_table_reads_as_the_images_it_holds(seed_dataset: Path, tmp_path: Path) -> None:
+    """Normalize keeps a split as columns (schema.ImageTable); read back, every Image, slice,
+    negative index and comparison is what a tuple of the same Images gives."""
+    table = seed.parse(seed_dataset)["train"].images
+    assert isinstance(table, schema.ImageTable)
+    images = tuple(table)
+    assert [i.id for i in images] == list(range(1, len(images) + 1))
+    assert table == images and images == tuple(table[k] for k in range(len(table)))
+    assert table[-1] == images[-1] and table[2:5] == images[2:5]
+    rows = [i.source.split(":") for i in images]  # "<file>:<row>", held as file id and row
+    assert {f for f, _ in rows} == {"train/groundtruth.csv"}
+    assert sorted(int(r) for _, r in rows) == list(range(2, len(images) + 2))
+    loaded = schema.load(_saved(seed.parse(seed_dataset)["train"], tmp_path))
+    assert loaded.images == images and table == loaded.images
+    assert table != images[:-1]
+
+
+def _saved(dataset: schema.Dataset, folder: Path) -> Path:
+    schema.save(dataset, folder / "split.json")
+    return folder / "split.json"

@@ -15,7 +15,15 @@ from pathlib import Path, PurePosixPath
 
 from data_processing.errors import DataError
 from data_processing.images import is_image_name, read_header
-from data_processing.records import Box, Record, assemble, category_list, label_mode
+from data_processing.records import (
+    Box,
+    Record,
+    RecordTable,
+    Split,
+    assemble,
+    category_list,
+    label_mode,
+)
 from data_processing.schema import Dataset
 
 SPLITS = ("train", "test")
@@ -309,7 +317,7 @@ def _short(value: object) -> str:
 def build(
     name: str,
     source_format: str,
-    splits: dict[str, list[Record]],
+    splits: dict[str, Split],
     extra: tuple[str, ...] = (),
     warnings: dict[str, list[str]] | None = None,
 ) -> dict[str, Dataset]:
@@ -318,13 +326,14 @@ def build(
     Args:
         name: dataset name.
         source_format: the importer's name.
-        splits: split name -> records.
+        splits: split name -> records: a list, or an iterator that reads them one at a time.
         extra: class names declared by the source even if unused (folders, classes.txt).
         warnings: split name -> fixes made while reading; stored as info["warnings"].
 
     Returns:
         split name -> Dataset.
     """
+    splits = {split: RecordTable.of(records) for split, records in splits.items()}
     categories = category_list(splits, extra)
     mode = label_mode(splits)
     out = {}

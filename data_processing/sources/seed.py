@@ -17,20 +17,23 @@ and row.
 import csv
 import io
 import os
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_processing.errors import DataError
-from data_processing.records import Record
+from data_processing.images import is_image_name
+from data_processing.records import Record, RecordTable
 from data_processing.schema import Dataset
 from data_processing.sources._common import (
     SPLITS,
     build,
-    check_unlisted,
     find_image,
     image_size,
     inside,
+    list_images,
     read_text,
-    scan_images,
     split_dir,
 )
 
@@ -40,6 +43,17 @@ LABEL_SEPARATOR = ";"
 DELIMITERS = (";", "\t", "|")  # what a mis-saved CSV tends to use instead of ','
 
 Row = tuple[str, tuple[str, ...], int]  # (filename, class names, line number)
+
+
+@dataclass
+class Rows:
+    """A CSV's rows as columns: a split of a million rows is a million names, not a million
+    tuples (normalize's memory, bench/scale.py)."""
+
+    names: list[str] = field(default_factory=list)
+    labels: list[tuple[str, ...]] = field(default_factory=list)  # shared: one per label set
+    lines: array = field(default_factory=lambda: array("L"))
+    plain: bytearray = field(default_factory=bytearray)  # 1: a regular file (not a link)
 
 
 def matches(raw_dir: Path) -> str | None:
@@ -63,47 +77,73 @@ def parse(raw_dir: Path, name: str | None = None) -> dict[str, Dataset]:
     records, columns = {}, []
     for split in SPLITS:
         folder = split_dir(raw_dir, split, f"images and {CSV_NAME}")
-        rows, classes, plain = _read_csv(folder)
+        rows, classes = _read_csv(folder)
         inside(raw_dir, folder)  # then its plain files need no check of their own
         columns += classes
-        records[split] = _records(raw_dir, split, rows, plain)
+        records[split] = RecordTable.of(_records(raw_dir, split, rows))
+        del rows
     return build(name or raw_dir.name, "seed", records, extra=tuple(columns))
 
 
-def _read_csv(folder: Path) -> tuple[list[Row], list[str], set[str]]:
-    """Return the rows, checked against the folder's images, the one-hot class columns, and
-    the names of the folder's images that are regular files (not links)."""
+def _read_csv(folder: Path) -> tuple[Rows, list[str]]:
+    """Return the rows, checked against the folder's images, and the one-hot class columns."""
     path = folder / CSV_NAME
     text = read_text(path, f"a CSV file with columns {','.join(COLUMNS)}")
     reader = csv.reader(io.StringIO(text, newline=""))
+    del text  # the reader holds it
+    rows, seen, shared = Rows(), {}, {}
     try:
         header = [h.strip() for h in next(reader, [])]
         classes = _classes(path, header)
-        rows, seen = [], {}
         for line, record in enumerate(reader, start=2):
             if not any(cell.strip() for cell in record):
                 continue
-            row = _row(path, line, record, classes)
-            if row[0] in seen:
+            filename, labels, _ = _row(path, line, record, classes)
+            if filename in seen:
                 raise DataError(
                     path,
                     "each filename once",
                     row=line,
                     field="filename",
-                    found=f"{row[0]!r} again (first on row {seen[row[0]]})",
+                    found=f"{filename!r} again (first on row {rows.lines[seen[filename]]})",
                 )
-            seen[row[0]] = line
-            rows.append(row)
+            seen[filename] = len(rows.names)
+            rows.names.append(filename)
+            rows.labels.append(shared.setdefault(labels, labels))
+            rows.lines.append(line)
     except csv.Error as err:
         raise DataError(path, "valid CSV", row=reader.line_num, found=str(err)) from None
-    if not rows:
+    if not rows.names:
         raise DataError(path, "at least one image row", found="an empty split")
-    on_disk, plain = scan_images(folder)
-    for filename, _, line in rows:
-        if filename not in on_disk:  # the common case needs no call
-            find_image(folder, filename, on_disk, path, line, "filename")
-    check_unlisted(folder, on_disk, set(seen), path)
-    return rows, classes, plain
+    _match_files(folder, path, rows, seen)
+    return rows, classes
+
+
+def _match_files(folder: Path, path: Path, rows: Rows, seen: dict[str, int]) -> None:
+    """Mark each row's file as found (and plain or a link) in one directory scan, holding no
+    listing of its own; DataError for a row without its image, or an image without a row."""
+    found = bytearray(len(rows.names))  # 0: missing, 1: a regular file, 2: a link
+    unlisted = 0
+    with os.scandir(folder) as entries:
+        for e in entries:
+            if is_image_name(e.name) and e.is_file():
+                row = seen.get(e.name)
+                if row is None:
+                    unlisted += 1
+                else:
+                    found[row] = 2 if e.is_symlink() else 1
+    missing = found.find(0)
+    if missing >= 0:  # the rare case lists the folder again, for a "did you mean"
+        on_disk = list_images(folder)
+        find_image(folder, rows.names[missing], on_disk, path, rows.lines[missing], "filename")
+    if unlisted:
+        extra = sorted(set(list_images(folder)) - seen.keys())
+        raise DataError(
+            folder / extra[0],
+            f"a row for it in {path}",
+            found=f"{unlisted} image(s) not listed: {extra[:5]}",
+        )
+    rows.plain = found.translate(bytes([0, 1, 0]) + bytes(253))
 
 
 def _classes(path: Path, header: list[str]) -> list[str]:
@@ -163,10 +203,11 @@ def _one_hot(path: Path, line: int, cells: list[str], classes: list[str]) -> tup
     return tuple(n for n, c in zip(classes, cells, strict=True) if c.strip() == "1")
 
 
-def _records(raw_dir: Path, split: str, rows: list[Row], plain: set[str]) -> list[Record]:
-    records, root = [], os.fspath(raw_dir)  # a str: joins with pathlib cost more than reads
-    for filename, labels, line in rows:
-        rel = f"{split}/{filename}"
-        size = image_size(root, rel, row=f"{CSV_NAME}:{line}", plain=filename in plain)
-        records.append(Record(rel, *size, labels=labels, source=f"{split}/{CSV_NAME}:{line}"))
-    return records
+def _records(raw_dir: Path, split: str, rows: Rows) -> Iterator[Record]:
+    """Each row's record, its image header read; the row's name is let go as it is read."""
+    root = os.fspath(raw_dir)  # a str: joins with pathlib cost more than reads
+    for n, filename in enumerate(rows.names):
+        rows.names[n] = None
+        rel, line = f"{split}/{filename}", rows.lines[n]
+        size = image_size(root, rel, row=f"{CSV_NAME}:{line}", plain=rows.plain[n] == 1)
+        yield Record(rel, *size, labels=rows.labels[n], source=f"{split}/{CSV_NAME}:{line}")
