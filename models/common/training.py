@@ -79,8 +79,9 @@ def fit(
     Returns:
         {"history": {keras metric: [per epoch]}, "seconds": float, "best_epoch": int}
     """
+    steps = int(train_ds.cardinality())  # Shards.dataset states it
     model.compile(
-        optimizer=optimizer(hparams, int(train_ds.cardinality())),
+        optimizer=optimizer(hparams, steps),
         loss=loss,
         metrics=["accuracy"],
         jit_compile=False,
@@ -101,8 +102,16 @@ def fit(
         LiveLogger(live),
     ]
     start = time.perf_counter()
+    # One iterator over the repeated epochs (the same batches, in the same order): the
+    # streaming reader then fills the next epoch's shuffle buffer during this epoch's last
+    # steps, instead of stalling every epoch's first step on it (bench/train_input.py).
     history = model.fit(
-        train_ds, validation_data=val_ds, epochs=hparams.epochs, callbacks=callbacks, verbose=2
+        train_ds.repeat(),
+        steps_per_epoch=steps,
+        validation_data=val_ds,
+        epochs=hparams.epochs,
+        callbacks=callbacks,
+        verbose=2,
     )
     seconds = time.perf_counter() - start
     scores = history.history[monitor]
