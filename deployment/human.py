@@ -56,10 +56,9 @@ def add_routes(app: FastAPI, state) -> None:
         if bundle is None:
             raise ApiError(503, "the model is not loaded yet")
         data = await _image_bytes(request)
-        limit = state.config.max_pixels
 
         def run():
-            return state.predict(bundle, [decode_image(data, bundle, limit)])
+            return state.predict(bundle, [decode_image(data, bundle, state.limits)])
 
         probs = await run_in_threadpool(run)
         state.metrics.observe_predictions(probs, bundle)

@@ -1,11 +1,18 @@
 """Shared by every endpoint: the JSON error type, image decoding with limits, batched predict.
 
 Images arrive as encoded bytes (PNG/JPEG/...) or as uint8 arrays. Encoded bytes go through
-the bundle's own `Predictor.prepare` (its copy of data_processing.images.to_array), so any
-size and mode is converted exactly as training did; the model resizes inside its graph.
+the bundle's own `Predictor.prepare` (its copy of data_processing.images.shrink: JPEG draft
+decoding, EXIF, mode, resize), so a served file reaches the model as the pixels training saw.
+
+Memory is bounded by `DecodeLimits`: a request's images may hold at most `max_pixels` in all
+(read from their headers before any pixel is decoded; 413 over it), and at most `slots`
+images decode at once, one at a time per request, so decoding holds at most `slots` images
+of at most `max_pixels` each, whatever clients send.
 """
 
 import io
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image as PILImage
@@ -28,36 +35,80 @@ def pinned(request):
     return request.scope.get("state", {}).get("bundle")
 
 
-def decode_image(data: bytes, bundle, max_pixels: int) -> np.ndarray:
-    """Decode one encoded image to uint8 [H, W, C] for `bundle`.
+class DecodeLimits:
+    """A per-request budget of pixels and a bound on images decoding at once."""
+
+    def __init__(self, max_pixels: int, slots: int) -> None:
+        self.max_pixels = max_pixels
+        self._slots = threading.BoundedSemaphore(slots)
+
+    @contextmanager
+    def slot(self):
+        with self._slots:
+            yield
+
+
+def decode_images(items: list[bytes], bundle, limits: DecodeLimits) -> list[np.ndarray]:
+    """Decode a request's encoded images to uint8 [h, w, C] for `bundle`.
 
     Raises:
         ApiError: 400 for bytes that are not a complete image or cannot be converted (any
-            decoder error is the client's bytes, never a 500), 413 above max_pixels
-            (checked from the header, before the pixels are decompressed).
+            decoder error is the client's bytes, never a 500); 413 when the images hold more
+            than limits.max_pixels in all (from their headers, before decoding); 503 when
+            the server runs out of memory (the server's state, not the client's fault).
     """
+    opened = [_header(data) for data in items]
+    total = sum(im.size[0] * im.size[1] for im in opened)
+    if total > limits.max_pixels:
+        sizes = ", ".join(f"{im.size[0]}x{im.size[1]}" for im in opened[:3])
+        more = f" and {len(opened) - 3} more" if len(opened) > 3 else ""
+        raise ApiError(
+            413,
+            f"the request's images hold {total:,} pixels ({sizes}{more}), over this "
+            f"server's budget of {limits.max_pixels:,} pixels a request (--max-pixels)",
+        )
+    arrays = []
+    for n, im in enumerate(opened):
+        opened[n] = None  # each decoded image is let go before the next is decoded
+        with limits.slot():
+            arrays.append(_decode(im, bundle))
+    return arrays
+
+
+def decode_image(data: bytes, bundle, limits: DecodeLimits) -> np.ndarray:
+    """`decode_images` for one image."""
+    return decode_images([data], bundle, limits)[0]
+
+
+def _header(data: bytes) -> PILImage.Image:
+    """The image with only its header read (400 when it is not an image)."""
     if not data:
         raise ApiError(400, "empty image")
     try:
-        im = PILImage.open(io.BytesIO(data))  # reads the header only
-        width, height = im.size
-        if width * height > max_pixels:
-            raise ApiError(413, f"image {width}x{height} is over {max_pixels} pixels")
-        im.load()  # a truncated file raises OSError here
-    except ApiError:
-        raise
+        return PILImage.open(io.BytesIO(data))
     except PILImage.DecompressionBombError as err:  # over 2x PIL.Image.MAX_IMAGE_PIXELS
         raise ApiError(413, f"image over the pixel limit: {err}") from None
     except UnidentifiedImageError:
         raise ApiError(400, "not a decodable image (PNG, JPEG, BMP, GIF, ...)") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ApiError(400, f"truncated or corrupt image: {err}") from None
+    except MemoryError:
+        raise ApiError(503, "the server is out of memory; retry later") from None
     except Exception as err:  # PIL plugins raise what they like on crafted bytes
         raise ApiError(400, f"corrupt image: {type(err).__name__}: {err}") from None
+
+
+def _decode(im: PILImage.Image, bundle) -> np.ndarray:
+    """The bundle's prepare: it decodes (JPEG draft first), so no full-size load comes
+    before it."""
     try:
         return bundle.prepare(im)
-    except Exception as err:  # a mode or layout the bundle's to_array cannot convert
-        raise ApiError(400, f"cannot convert the {im.mode} image: {err}") from None
+    except MemoryError:
+        raise ApiError(503, "the server is out of memory; retry later") from None
+    except PILImage.DecompressionBombError as err:
+        raise ApiError(413, f"image over the pixel limit: {err}") from None
+    except (OSError, SyntaxError) as err:  # a truncated file raises OSError on load
+        raise ApiError(400, f"truncated or corrupt image: {err}") from None
+    except Exception as err:  # crafted bytes, or a mode the bundle cannot convert
+        raise ApiError(400, f"cannot decode the {im.mode} image: {err}") from None
 
 
 def predict_arrays(bundle, images: list[np.ndarray]) -> np.ndarray:

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from deployment.batching import Batcher
 from deployment.bundle import load_bundle
 from deployment.feedback import FeedbackStore
-from deployment.inference import ApiError, pinned, predict_arrays
+from deployment.inference import ApiError, DecodeLimits, pinned, predict_arrays
 from deployment.reload import (
     CandidateError,
     PointerWatcher,
@@ -47,7 +47,8 @@ class Config:
     watch_interval: float | None = None  # seconds between pointer polls; None: no reload
     feedback_dir: Path = Path("datasets/raw/feedback")  # a seed-format dataset (feedback.py)
     max_body_bytes: int = 16 << 20  # 16 MiB: a few large photos, base64 included
-    max_pixels: int = 40_000_000  # per request; also PIL.Image.MAX_IMAGE_PIXELS
+    max_pixels: int = 40_000_000  # a request's images in all; also PIL.Image.MAX_IMAGE_PIXELS
+    decode_slots: int = os.cpu_count() or 1  # images decoding at once (inference.DecodeLimits)
     intra_op: int | None = None
     inter_op: int | None = None
     backend: str = "auto"  # load_bundle's: onnx when the bundle has model.onnx, else tf
@@ -67,6 +68,7 @@ class State:
         self.config, self.bundle, self.store = config, None, None
         self.draining, self.in_flight, self.failed = False, 0, False
         self.metrics = Metrics(config.drift_window)
+        self.limits = DecodeLimits(config.max_pixels, config.decode_slots)
         self.watcher: PointerWatcher | None = None
         self.batcher: Batcher | None = None
         if config.batch_max_size > 1:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from deployment.inference import ApiError, decode_image, predict_arrays, top_k
+from deployment.inference import ApiError, DecodeLimits, decode_images, predict_arrays, top_k
 
 OUTPUT = "probabilities"
 EXTENSIONS = ["classification", "binary_tensor_data"]
@@ -123,7 +123,7 @@ def _tensor_data(tensor: dict, tail: bytes, offset: int) -> tuple[object, int]:
     return tail[offset : offset + size], offset + size
 
 
-def read_images(request: dict, tail: bytes, bundle, max_pixels: int) -> list[np.ndarray]:
+def read_images(request: dict, tail: bytes, bundle, limits: DecodeLimits) -> list[np.ndarray]:
     """Validate the request's single input; return uint8 [H, W, C] images."""
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs or not all(isinstance(t, dict) for t in inputs):
@@ -147,8 +147,8 @@ def read_images(request: dict, tail: bytes, bundle, max_pixels: int) -> list[np.
         items = _split_bytes_tensor(data, count) if isinstance(data, bytes) else _flatten(data)
         if len(items) != count:
             raise ApiError(400, f"shape {shape} needs {count} elements, data has {len(items)}")
-        return [decode_image(_b64(v), bundle, max_pixels) for v in items]
-    return _pixels(data, shape, bundle, max_pixels)
+        return decode_images([_b64(v) for v in items], bundle, limits)
+    return _pixels(data, shape, bundle, limits.max_pixels)
 
 
 def _b64(value) -> bytes:
@@ -225,14 +225,14 @@ def _requested_output(request: dict, k_max: int) -> tuple[int, bool]:
 
 
 def infer(
-    request: dict, tail: bytes, bundle, max_pixels: int, predict: Predict = predict_arrays
+    request: dict, tail: bytes, bundle, limits: DecodeLimits, predict: Predict = predict_arrays
 ) -> tuple[dict, bytes, np.ndarray]:
     """Run one v2 infer request; return (JSON response, binary tail, probabilities [N, K]).
 
     `predict(bundle, images)` runs the model: predict_arrays, or the server's batcher.
     """
     k, binary = _requested_output(request, len(bundle.labels))
-    probs = predict(bundle, read_images(request, tail, bundle, max_pixels))
+    probs = predict(bundle, read_images(request, tail, bundle, limits))
     if k:
         rows = top_k(probs, bundle.labels, k)
         data = [f"{s:.6f}:{i}:{label}" for row in rows for s, i, label in row]

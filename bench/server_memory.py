@@ -1,0 +1,177 @@
+"""Server memory under crafted requests: all-black 6000x6000 PNGs (35 KB on the wire, 36
+million pixels each) in v2 infer requests, sequentially and from 8 clients at once.
+
+Starts `python -m deployment.serve --bundle BUNDLE` on 127.0.0.1 with its defaults
+(--max-pixels 40,000,000 a request, --decode-slots = the cores) unless flags say otherwise,
+samples the server's RSS every 20 ms with psutil, and sends:
+
+    at the limit   1 image a request (36 Mpx): 200
+    over           2, 20 and 120 images a request (72, 720, 4,320 Mpx): 413, before decoding
+
+each 4 times in a row, then the same cases from 8 threads at once (4 requests each). It
+reports the status counts and the peak RSS over the idle RSS after warm-up, against the
+bound the limits give: decode slots x max pixels x 4 bytes (RGBA, the widest decode) plus the
+request bodies in flight. The tests (tests/test_server_memory.py) assert the same bound.
+
+Run: .venv/bin/python -m bench.server_memory [--bundle deployment/production]
+     [--max-pixels N] [--decode-slots N] [--backend onnx|tf]
+"""
+
+import argparse
+import base64
+import io
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+from PIL import Image
+
+SIDE = 6000
+CASES = {"at the limit": 1, "over (2)": 2, "over (20)": 20, "over (120)": 120}
+
+
+def black_png(side: int = SIDE, mode: str = "L") -> bytes:
+    """An all-black PNG: a few KB that decode to side x side pixels (1 byte each in L)."""
+    out = io.BytesIO()
+    Image.new(mode, (side, side)).save(out, "PNG")
+    return out.getvalue()
+
+
+def v2_body(png: bytes, count: int) -> bytes:
+    """A v2 infer request of `count` copies of the PNG as base64 BYTES."""
+    data = [base64.b64encode(png).decode()] * count
+    tensor = {"name": "image", "datatype": "BYTES", "shape": [count], "data": data}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    """POST JSON; (status, JSON answer)."""
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+class PeakRss:
+    """Samples a process's RSS every `interval` seconds in a thread; `.peak` in bytes."""
+
+    def __init__(self, pid: int, interval: float = 0.02) -> None:
+        self.process, self.interval, self.peak = psutil.Process(pid), interval, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def bound(max_pixels: int, slots: int, bodies: int) -> int:
+    """Bytes over idle the limits allow: slots decodes of max_pixels at up to 4 bytes a
+    pixel, plus `bodies` bytes of requests in flight (each held about 3 times: raw, parsed,
+    decoded base64)."""
+    return slots * max_pixels * 4 + 3 * bodies
+
+
+def run_cases(url: str, pid: int, clients: int, repeat: int = 4) -> dict:
+    """Every case `repeat` times from each of `clients` threads; statuses and peak RSS."""
+    png = black_png()
+    bodies = {case: v2_body(png, count) for case, count in CASES.items()}
+    idle = psutil.Process(pid).memory_info().rss
+    statuses: dict[str, dict[int, int]] = {case: {} for case in CASES}
+    errors: dict[str, str] = {}
+
+    def client(_: int) -> None:
+        for _ in range(repeat):
+            for case, body in bodies.items():
+                status, answer = post(url, body)
+                counts = statuses[case]
+                counts[status] = counts.get(status, 0) + 1
+                if status != 200:
+                    errors[case] = answer.get("error", "")
+
+    start = time.perf_counter()
+    with PeakRss(pid) as peak, ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    in_flight = clients * max(len(b) for b in bodies.values())
+    return {
+        "clients": clients,
+        "seconds": round(time.perf_counter() - start, 2),
+        "idle_rss_mib": round(idle / 2**20, 1),
+        "peak_rss_mib": round(peak.peak / 2**20, 1),
+        "growth_mib": round((peak.peak - idle) / 2**20, 1),
+        "after_rss_mib": round(psutil.Process(pid).memory_info().rss / 2**20, 1),
+        "in_flight_bytes": in_flight,
+        "statuses": statuses,
+        "errors": errors,
+    }
+
+
+def start_server(bundle: Path, port: int, flags: list[str], log: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "deployment.serve", "--bundle", str(bundle)]
+    cmd += ["--port", str(port), "--feedback-dir", str(log.parent / "feedback"), *flags]
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bundle", type=Path, default=Path("deployment/production"))
+    parser.add_argument("--port", type=int, default=8391)
+    parser.add_argument("--max-pixels", type=int, default=40_000_000)
+    parser.add_argument("--decode-slots", type=int, default=psutil.cpu_count() or 1)
+    parser.add_argument("--backend", default="onnx")
+    args = parser.parse_args()
+    flags = ["--max-pixels", str(args.max_pixels), "--decode-slots", str(args.decode_slots)]
+    flags += ["--backend", args.backend]
+    url = f"http://127.0.0.1:{args.port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = start_server(args.bundle, args.port, flags, Path(tmp) / "server.log")
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    urllib.request.urlopen(url + "/v2/health/ready", timeout=2)
+                    break
+                except (urllib.error.URLError, ConnectionError):
+                    assert proc.poll() is None and time.monotonic() < deadline, "no server"
+                    time.sleep(0.2)
+            name = json.loads((args.bundle / "lineage.json").read_text())["cell"]
+            infer = f"{url}/v2/models/{name}/infer"
+            post(infer, v2_body(black_png(64), 1))  # warm-up
+            results = [run_cases(infer, proc.pid, c) for c in (1, 8)]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    print("| clients | seconds | idle MiB | peak MiB | growth MiB | bound MiB | statuses |")
+    print("|---:|---:|---:|---:|---:|---:|---|")
+    for r in results:
+        limit = bound(args.max_pixels, args.decode_slots, r["in_flight_bytes"]) / 2**20
+        counts = "; ".join(f"{case}: {s}" for case, s in r["statuses"].items())
+        print(
+            f"| {r['clients']} | {r['seconds']} | {r['idle_rss_mib']} | {r['peak_rss_mib']} "
+            f"| {r['growth_mib']} | {limit:.0f} | {counts} |"
+        )
+    print(json.dumps(results[-1]["errors"], indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Server memory stays bounded whatever clients send: a real server on 127.0.0.1, crafted
+requests of all-black 6000x6000 PNGs (35 KB each, 36 million pixels), sequentially and from
+8 clients at once (bench/server_memory.py has the cases and the bound), and a server that
+runs out of memory answering 503, not 400, and serving on.
+"""
+
+import resource
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import build_bundle, free_port, stop_process, wait_ready
+
+from bench.server_memory import CASES, black_png, bound, post, run_cases, v2_body
+
+MAX_PIXELS, SLOTS = 40_000_000, 2  # the server's default budget; 2 decodes at once
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_bundle(tmp_path_factory.mktemp("memory") / "project")
+
+
+@contextmanager
+def serving(bundle: Path, root: Path):
+    """A real server on 127.0.0.1 with the default budget and 2 decode slots, warmed up;
+    yields (process, infer URL)."""
+    port, log = free_port(), root / "server.log"
+    cmd = [sys.executable, "-m", "deployment.serve", "--bundle", bundle, "--port", str(port)]
+    cmd += ["--max-pixels", str(MAX_PIXELS), "--decode-slots", str(SLOTS)]
+    cmd += ["--feedback-dir", root / "feedback", "--backend", "onnx"]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(list(map(str, cmd)), cwd=root, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(proc, url, log)
+        infer = f"{url}/v2/models/tiny-mlp-quick/infer"
+        assert post(infer, v2_body(black_png(64), 1))[0] == 200  # warm-up
+        yield proc, infer
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="module")
+def server(bundle: Path, tmp_path_factory: pytest.TempPathFactory):
+    with serving(bundle, tmp_path_factory.mktemp("server")) as running:
+        yield running
+
+
+@pytest.mark.parametrize("clients", [1, 8])
+def test_crafted_requests_get_413_and_memory_stays_bounded(server, clients: int) -> None:
+    proc, infer = server
+    result = run_cases(infer, proc.pid, clients, repeat=2)
+    expected = {case: (200 if n * 36_000_000 <= MAX_PIXELS else 413) for case, n in CASES.items()}
+    for case, status in expected.items():
+        assert result["statuses"][case] == {status: 2 * clients}, (case, result)
+    assert "budget of 40,000,000 pixels a request" in result["errors"]["over (120)"]
+    limit = bound(MAX_PIXELS, SLOTS, result["in_flight_bytes"])
+    assert result["growth_mib"] * 2**20 <= limit, result
+    assert proc.poll() is None
+
+
+def test_out_of_memory_is_503_and_the_server_serves_on(bundle: Path, tmp_path: Path) -> None:
+    """Cap a fresh server's address space at 24 MiB over what it has mapped: decoding a
+    6000x6000 RGB image (108 MB, more than a malloc arena can grow to without a new mapping)
+    then fails with MemoryError, which is the server's state (503), not the client's
+    request; small requests still succeed."""
+    with serving(bundle, tmp_path) as (proc, infer):
+        process = psutil.Process(proc.pid)
+        old = process.rlimit(resource.RLIMIT_AS)
+        process.rlimit(resource.RLIMIT_AS, (process.memory_info().vms + (24 << 20), old[1]))
+        try:
+            status, answer = post(infer, v2_body(black_png(mode="RGB"), 1))
+            small = post(infer, v2_body(black_png(64), 1))[0]
+        finally:
+            process.rlimit(resource.RLIMIT_AS, old)
+        served = post(infer, v2_body(black_png(mode="RGB"), 1))[0]  # the cap lifted: served again
+    assert (status, answer.get("error")) == (503, "the server is out of memory; retry later")
+    assert (small, served) == (200, 200)
+
+
+def test_images_are_limited_per_request_not_per_image(server) -> None:
+    """Two images each under the budget, together over it: 413 before any decode."""
+    _, infer = server
+    png = black_png(4500)  # 20.25 Mpx: one fits the 40 Mpx budget, two do not
+    assert post(infer, v2_body(png, 1))[0] == 200
+    status, answer = post(infer, v2_body(png, 2))
+    assert status == 413 and "40,500,000 pixels (4500x4500, 4500x4500)" in answer["error"]
