@@ -4,15 +4,18 @@ requests of all-black 6000x6000 PNGs (35 KB each, 36 million pixels), sequential
 runs out of memory answering 503, not 400, and serving on.
 """
 
+import io
 import resource
 import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 from conftest import build_bundle, free_port, stop_process, wait_ready
+from PIL import Image
 
 from bench.server_memory import CASES, black_png, bound, post, run_cases, v2_body
 
@@ -89,3 +92,25 @@ def test_images_are_limited_per_request_not_per_image(server) -> None:
     assert post(infer, v2_body(png, 1))[0] == 200
     status, answer = post(infer, v2_body(png, 2))
     assert status == 413 and "40,500,000 pixels (4500x4500, 4500x4500)" in answer["error"]
+
+
+def test_a_large_jpeg_is_served_as_the_bundle_prepares_it(server, bundle: Path) -> None:
+    """The server hands the bundle's prepare the undecoded file, so a JPEG is draft-decoded
+    exactly as the shard writer and `load_bundle(...).prepare` decode it (a full-size load
+    first gives other pixels)."""
+    from deployment.bundle import load_bundle
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (900, 1200, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, "JPEG", quality=90)
+    jpeg = out.getvalue()
+    local = load_bundle(bundle, backend="onnx")
+    expected = local.predict(local.prepare(jpeg)[None])[0]
+    _, infer = server
+    status, answer = post(infer, v2_body(jpeg, 1))
+    assert status == 200
+    np.testing.assert_allclose(answer["outputs"][0]["data"], expected, atol=1e-6)
+    full = Image.open(io.BytesIO(jpeg))
+    full.load()  # what the server did before: the full-size decode, then prepare
+    assert not np.array_equal(local.prepare(full), local.prepare(jpeg))
