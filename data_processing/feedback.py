@@ -52,9 +52,10 @@ def merge(train: schema.Dataset, raw_dir: Path, params: FeedbackParams) -> schem
                 )
             file_name = f"../{FOLDER}/{image.file_name}"
             added.append(replace(image, file_name=file_name, labels=tuple(ids[n] for n in labels)))
-    images = sorted((*train.images, *added), key=lambda i: i.file_name)
+    ours = tuple(train.images)  # Image objects made once (an ImageTable makes new ones)
+    images = sorted((*ours, *added), key=lambda i: i.file_name)
     new_id = {id(image): n for n, image in enumerate(images, 1)}
-    old_to_new = {image.id: new_id[id(image)] for image in train.images}
+    old_to_new = {image.id: new_id[id(image)] for image in ours}
     annotations = tuple(replace(a, image_id=old_to_new[a.image_id]) for a in train.annotations)
     info = {**train.info, "feedback_images": len(added)}
     return replace(

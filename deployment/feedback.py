@@ -1,40 +1,46 @@
-"""Feedback on served predictions, kept as a dataset in the seed folder format.
+"""Feedback on served predictions, kept in a SQLite database (WAL mode, the standard library).
 
 /predict remembers its recent predictions in memory, the uploaded image bytes included
 (bounded: `capacity` predictions and `max_bytes` of images; the oldest go first). POST
-/feedback {request_id, true_label} then writes, under the feedback root (serve.py
+/feedback {request_id, true_label} then stores, under the feedback root (serve.py
 --feedback-dir, default datasets/raw/feedback):
 
-    records/<request_id>.json       {request_id, model_name, model_version, labels (the
-                                     model's classes), predicted_label, score, predicted_at,
-                                     true_label, correct, split, file}
-    <split>/<request_id>.<ext>      the uploaded bytes as sent (.png .jpg .bmp .gif);
-                                    other formats are re-encoded as PNG
+    feedback.sqlite3                one row per labelled request: what was predicted, by
+                                    which model, the true label, its split and its image
+    images/<sha256>.<ext>           each uploaded image once, named by its content (.png
+                                    .jpg .bmp .gif as sent; other formats re-encoded as PNG)
+
+The database is the system of record. A POST costs one indexed upsert and, for a new image,
+one file write: nothing grows with the number of records, and start-up reads no files.
+`export(root)` writes the seed-format dataset that training reads from it,
+
+    <split>/<request_id>.<ext>      the image (a hard link into images/ where possible)
     <split>/groundtruth.csv         filename,label: every record of the split, sorted
 
-so `data_processing.sources.seed.parse(root)` imports it like any raw dataset. The split is
-fixed at a request_id's first feedback: record number n (0-based, in arrival order) goes
-to test when n % test_every == 0, else to train. The first record is therefore test and
-the second train: from two records on, both splits exist and the importer accepts the
-folder (validation still wants every test label in train, and min_per_class images).
+and the watch (deployment/watch.py) runs it before each snapshot; .dvcignore keeps the
+database and images/ out of that snapshot. The split is fixed at a request_id's first
+feedback: record number n (1-based, in arrival order) goes to test when (n - 1) %
+test_every == 0, else to train, so from two records on both splits exist. Posting again
+relabels it (the last answer wins: a person may correct a click) and keeps its split and
+file; the same body twice leaves the same row. After a restart a request_id already stored
+can still be relabelled; one never stored and no longer in memory is 404.
 
-The records are the source of truth: each write is image, then record, then CSVs, each to
-a temporary file renamed into place, so readers never see half a file. On start the CSVs
-are rebuilt from the records and images without a record (a crash between writes) are
-deleted. Posting again for a request_id relabels it (the last answer wins: a person may
-correct a click) and keeps its split and file; the same body twice leaves the same bytes.
-After a restart a request_id already on disk can still be relabelled; one never recorded
-and no longer in memory is 404.
+Records written by older servers (records/<request_id>.json) are moved into the database
+on first start; the folder is renamed records.migrated/.
 
 Validation: a request_id that is not 32 hex characters is 400 (it names files, so nothing
-else may reach a path); a label the model that served the request does not know is 400.
+else may reach a path); a label the model that served the request does not know is 400. A
+full disk is 507 and leaves the database as it was.
 """
 
 import csv
+import errno
+import hashlib
 import io
 import json
 import os
 import re
+import sqlite3
 import tempfile
 import threading
 import time
@@ -49,8 +55,30 @@ from deployment.inference import ApiError
 REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex
 CSV_NAME = "groundtruth.csv"  # as data_processing/sources/seed.py, which we may not import
 SPLITS = ("train", "test")
-RECORDS = "records"  # <root>/records/<request_id>.json: one file per labelled prediction
+DATABASE = "feedback.sqlite3"
+IMAGES = "images"  # <root>/images/<sha256>.<ext>: every image once
+RECORDS = "records"  # older servers: <root>/records/<request_id>.json, migrated on start
 EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "GIF": ".gif"}  # kept as sent
+COLUMNS = (
+    "request_id",
+    "model_name",
+    "model_version",
+    "labels",  # JSON list: the serving model's classes
+    "predicted_label",
+    "score",
+    "predicted_at",
+    "true_label",
+    "correct",
+    "split",
+    "file",  # where export puts it: <split>/<request_id>.<ext>
+    "image",  # images/<sha256>.<ext>
+)
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS feedback (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order: the split rule
+    {", ".join(f"{c} {'TEXT UNIQUE NOT NULL' if c == 'request_id' else ''}" for c in COLUMNS)}
+)
+"""
 
 
 @dataclass
@@ -60,8 +88,22 @@ class _Pending:
     image: bytes
 
 
+def connect(root: Path) -> sqlite3.Connection:
+    """The feedback database under root (created when missing), in WAL mode: readers (the
+    watch) never block the server, and a crash mid-write loses nothing committed."""
+    root.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(
+        root / DATABASE, timeout=30, isolation_level=None, check_same_thread=False
+    )
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across crashes of the process
+    db.execute("PRAGMA cache_size=-32768")  # 32 MiB of pages: the id index stays in memory
+    db.execute(SCHEMA)
+    return db
+
+
 class FeedbackStore:
-    """Remember recent predictions with their images; write feedback as a seed dataset."""
+    """Remember recent predictions with their images; store feedback in the database."""
 
     def __init__(
         self,
@@ -74,9 +116,11 @@ class FeedbackStore:
         self.capacity, self.max_bytes, self.test_every = capacity, max_bytes, test_every
         self._recent: OrderedDict[str, _Pending] = OrderedDict()
         self._bytes = 0
-        self._lock = threading.Lock()
-        self._records: dict[str, dict] = {}
-        self._recover()
+        self._lock = threading.Lock()  # the memory of recent predictions
+        self._db_lock = threading.Lock()  # one connection, used by one thread at a time
+        self._db = connect(self.root)
+        if (self.root / RECORDS).is_dir():
+            self._migrate()
 
     def remember(self, request_id: str, image: bytes, record: dict, labels: list[str]) -> None:
         """Keep what was predicted for request_id and its image; forget the oldest past the
@@ -91,13 +135,14 @@ class FeedbackStore:
                 self._bytes -= len(self._recent.popitem(last=False)[1].image)
 
     def record(self, body: object) -> dict:
-        """Validate {request_id, true_label}, store the image, record and CSV row.
+        """Validate {request_id, true_label}; store the image (once) and the row.
 
         Returns:
-            The record, as written to records/<request_id>.json.
+            The record: the row's columns, labels as a list and correct as a bool.
 
         Raises:
-            ApiError: 400 malformed body, id or unknown label; 404 unknown request_id.
+            ApiError: 400 malformed body, id or unknown label; 404 unknown request_id;
+                507 when the disk is full.
         """
         if not isinstance(body, dict) or set(body) != {"request_id", "true_label"}:
             raise ApiError(400, "send exactly {request_id, true_label}")
@@ -105,62 +150,157 @@ class FeedbackStore:
         if not isinstance(request_id, str) or not REQUEST_ID.match(request_id):
             raise ApiError(400, "request_id must be the 32 hex characters /predict returned")
         with self._lock:
-            pending, stored = self._recent.get(request_id), self._records.get(request_id)
-            if pending is None and stored is None:
-                raise ApiError(404, f"unknown request_id {request_id}")
-            labels = pending.labels if pending else stored["labels"]
-            if label not in labels:
-                raise ApiError(400, f"unknown label {label!r}; the model knows {labels}")
-            if stored is None:
-                stored = self._store_image(request_id, pending)
-            record = {**stored, "true_label": label}
-            record["correct"] = label == record["predicted_label"]
-            _write(self.root / RECORDS / f"{request_id}.json", _json(record))
-            self._records[request_id] = record
-            self._write_csvs()
-        return record
+            pending = self._recent.get(request_id)
+        try:
+            with self._db_lock:
+                return self._store(request_id, label, pending)
+        except (sqlite3.OperationalError, OSError) as err:
+            if _disk_full(err):
+                message = "the feedback store's disk is full; nothing was stored"
+                raise ApiError(507, message) from None
+            raise
 
-    def _store_image(self, request_id: str, pending: _Pending) -> dict:
-        split = "test" if len(self._records) % self.test_every == 0 else "train"
-        data, ext = _as_stored(pending.image)
-        file = f"{split}/{request_id}{ext}"
-        _write(self.root / file, data)
-        record = {"request_id": request_id, **pending.record, "labels": pending.labels}
-        return {**record, "split": split, "file": file}
+    def _store(self, request_id: str, label: str, pending: "_Pending | None") -> dict:
+        stored = self.get(request_id)
+        if pending is None and stored is None:
+            raise ApiError(404, f"unknown request_id {request_id}")
+        labels = pending.labels if stored is None else stored["labels"]
+        if label not in labels:
+            raise ApiError(400, f"unknown label {label!r}; the model knows {labels}")
+        if stored is not None:
+            if stored["true_label"] != label:
+                self._db.execute(
+                    "UPDATE feedback SET true_label = ?, correct = ? WHERE request_id = ?",
+                    (label, int(label == stored["predicted_label"]), request_id),
+                )
+            return {**stored, "true_label": label, "correct": label == stored["predicted_label"]}
+        image = self._write_image(pending.image)
+        record = {"request_id": request_id, **pending.record, "labels": labels}
+        record |= {"true_label": label, "correct": label == record["predicted_label"]}
+        self._db.execute("BEGIN IMMEDIATE")  # the split's count and the insert, together
+        try:
+            (last,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM feedback").fetchone()
+            split = "test" if last % self.test_every == 0 else "train"
+            record |= {"split": split, "file": f"{split}/{request_id}{Path(image).suffix}"}
+            self._insert(record | {"image": image})
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return record | {"image": image}
 
-    def _write_csvs(self) -> None:
-        for split in SPLITS:
-            rows = sorted(
-                (Path(r["file"]).name, r["true_label"])
-                for r in self._records.values()
-                if r["split"] == split
-            )
-            if not rows:
-                continue
+    def _insert(self, record: dict) -> None:
+        row = {**record, "labels": json.dumps(record["labels"])}
+        row["correct"] = int(record["correct"])
+        marks = ", ".join("?" * len(COLUMNS))
+        self._db.execute(
+            f"INSERT INTO feedback ({', '.join(COLUMNS)}) VALUES ({marks})",
+            [row.get(c) for c in COLUMNS],
+        )
+
+    def get(self, request_id: str) -> dict | None:
+        """The stored record of request_id, or None."""
+        cursor = self._db.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM feedback WHERE request_id = ?", (request_id,)
+        )
+        row = cursor.fetchone()
+        return None if row is None else _record(row)
+
+    def _write_image(self, data: bytes) -> str:
+        """Store the upload once under its sha256; return its path relative to root."""
+        data, ext = _as_stored(data)
+        name = f"{IMAGES}/{hashlib.sha256(data).hexdigest()}{ext}"
+        if not (self.root / name).is_file():
+            _write(self.root / name, data)
+        return name
+
+    def _migrate(self) -> None:
+        """Move records/<request_id>.json (older servers) into the database, in their
+        arrival order, keeping split and file; then rename the folder records.migrated."""
+        folder = self.root / RECORDS
+        records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+        records.sort(key=lambda r: (r.get("predicted_at", 0), r["request_id"]))
+        with self._db_lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            for record in records:
+                if (
+                    self.get(record["request_id"]) is None
+                    and (self.root / record["file"]).is_file()
+                ):
+                    image = self._write_image((self.root / record["file"]).read_bytes())
+                    self._insert(record | {"image": image})
+            self._db.execute("COMMIT")
+        folder.rename(folder.with_name(f"{RECORDS}.migrated"))
+
+
+def _record(row: tuple) -> dict:
+    record = dict(zip(COLUMNS, row, strict=True))
+    record["labels"] = json.loads(record["labels"])
+    record["correct"] = bool(record["correct"])
+    return record
+
+
+def _disk_full(err: Exception) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "disk is full" in str(err) or "database or disk is full" in str(err)
+
+
+def count(root: Path) -> int:
+    """How many labelled records the database under root holds (0 when there is none)."""
+    if not (Path(root) / DATABASE).is_file():
+        return 0
+    db = connect(Path(root))
+    try:
+        return db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+    finally:
+        db.close()
+
+
+def export(root: Path) -> int:
+    """Write the seed-format dataset from the database: <split>/<request_id>.<ext> and
+    <split>/groundtruth.csv for every record; images no record names are removed. Returns
+    the number of records."""
+    root = Path(root)
+    if not (root / DATABASE).is_file():
+        return 0
+    db = connect(root)
+    try:
+        rows = db.execute("SELECT file, image, true_label FROM feedback ORDER BY file").fetchall()
+    finally:
+        db.close()
+    for split in SPLITS:
+        chosen = [row for row in rows if row[0].startswith(f"{split}/")]
+        keep = {Path(file).name for file, _, _ in chosen} | {CSV_NAME}
+        folder = root / split
+        if chosen:
+            folder.mkdir(exist_ok=True)
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path.name not in keep and path.is_file():
+                path.unlink()
+        for file, image, _ in chosen:
+            _place(root / image, root / file)
+        if chosen:
             text = io.StringIO()
             writer = csv.writer(text, lineterminator="\n")
-            writer.writerows([("filename", "label"), *rows])
-            _write(self.root / split / CSV_NAME, text.getvalue().encode())
+            writer.writerow(("filename", "label"))
+            writer.writerows((Path(file).name, label) for file, _, label in chosen)
+            _write(folder / CSV_NAME, text.getvalue().encode())
+    return len(rows)
 
-    def _recover(self) -> None:
-        """Read the records; delete images without one; rewrite the CSVs."""
-        records = {}
-        for stale in (self.root / RECORDS).glob(".tmp-*"):  # a write cut short
-            stale.unlink()
-        for path in sorted((self.root / RECORDS).glob("*.json")):
-            record = json.loads(path.read_text())
-            records[record["request_id"]] = record
-        files = {r["file"] for r in records.values()}
-        for split in SPLITS:
-            for image in (self.root / split).glob("*"):
-                if (
-                    image.is_file()
-                    and image.name != CSV_NAME
-                    and f"{split}/{image.name}" not in files
-                ):
-                    image.unlink()
-        self._records = records
-        self._write_csvs()
+
+def _place(source: Path, target: Path) -> None:
+    """target as a hard link to source (a copy where links fail); left as it is when it
+    already is that file."""
+    if target.is_file() and os.path.samefile(source, target):
+        return
+    tmp = target.with_name(f".tmp-{target.name}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        _write(tmp, source.read_bytes())
+    os.replace(tmp, target)
 
 
 def _as_stored(image: bytes) -> tuple[bytes, str]:
@@ -171,10 +311,6 @@ def _as_stored(image: bytes) -> tuple[bytes, str]:
         out = io.BytesIO()
         im.save(out, format="PNG")
         return out.getvalue(), ".png"
-
-
-def _json(record: dict) -> bytes:
-    return json.dumps(record, indent=1, sort_keys=True).encode()
 
 
 def _write(path: Path, data: bytes) -> None:

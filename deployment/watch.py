@@ -1,16 +1,18 @@
 """Continuous training: retrain and promote when labelled feedback or a dataset changes.
 
 Each check (every --interval seconds, or once with --once):
-  1. counts labelled feedback records (datasets/raw/feedback/records/*.json, written by the
-     server's POST /feedback) and hashes the dataset declarations (datasets/**/*.dvc and
-     params.yaml `datasets`);
+  1. counts labelled feedback records (the rows of datasets/raw/feedback/feedback.sqlite3,
+     written by the server's POST /feedback) and hashes the dataset declarations
+     (datasets/**/*.dvc and params.yaml `datasets`);
   2. when at least params `feedback.min_records` records arrived since the last cycle, or a
-     dataset was added or changed: `dvc add datasets/raw/feedback` (a versioned snapshot of
-     the feedback), then `dvc exp run -n <name> -S feedback.snapshot=<its md5>`: the whole
-     pipeline, in which normalize merges the feedback into the train split of params
-     `feedback.dataset` (the snapshot param is its signal to re-run), the changed
-     cells retrain and evaluate, and select promotes the best candidate only when it passes
-     the gate and beats production by `select.margin`;
+     dataset was added or changed: exports the records as a seed-format dataset
+     (deployment.feedback.export), `dvc add datasets/raw/feedback` (a versioned snapshot of
+     it; .dvcignore leaves out the database and the image store), then
+     `dvc exp run -n <name> -S feedback.snapshot=<its md5>`: the whole pipeline, in which
+     normalize merges the feedback into the train split of params `feedback.dataset` (the
+     snapshot param is its signal to re-run), the changed cells retrain and evaluate, and
+     select promotes the best candidate only when it passes the gate and beats production
+     by `select.margin`;
   3. on a promotion select rewrites deployment/production.json, which a running server
      (`python -m deployment.serve`, which watches it) loads, warms up, checks and swaps in.
 
@@ -37,7 +39,7 @@ import yaml
 from data_processing.feedback import FeedbackParams
 from data_processing.io import write_json
 from data_processing.params import load_params, read_params
-from deployment.feedback import RECORDS
+from deployment import feedback
 
 FEEDBACK = Path("datasets/raw/feedback")
 STATE = Path("deployment/watch.json")
@@ -45,9 +47,9 @@ LOCK = Path("deployment/watch.lock")
 GATE = Path("deployment/gate.json")
 
 
-def labelled_records(feedback: Path = FEEDBACK) -> int:
+def labelled_records(folder: Path = FEEDBACK) -> int:
     """How many feedback records carry a true label."""
-    return sum(1 for _ in (feedback / RECORDS).glob("*.json")) if feedback.is_dir() else 0
+    return feedback.count(folder)
 
 
 def datasets_digest() -> str:
@@ -89,6 +91,7 @@ def cycle(reason: str, records: int) -> dict:
     print(f"watch: {reason}: retraining as experiment {name}", flush=True)
     snapshot = []
     if records:
+        feedback.export(FEEDBACK)
         run("dvc", "add", "-q", FEEDBACK.as_posix())
         # normalize depends on datasets/raw/<dataset> only (the feedback folder may not exist):
         # the snapshot's hash, a param, is what makes it merge the new feedback

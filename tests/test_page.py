@@ -11,6 +11,7 @@ Writes tests/artifacts/page.png (the page after feedback; also on failure) and p
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -121,18 +122,21 @@ def _digit_png(path: Path, label: int) -> Path:
 
 
 def _wait_for_record(folder: Path, true_label: str) -> dict:
-    """The one feedback record (a <request_id>.json anywhere under `folder`), once it says
-    true_label. The server writes it before it replies; the wait only absorbs slow disks."""
+    """The one feedback record (a row of folder/feedback.sqlite3), once it says true_label.
+    The server stores it before it replies; the wait only absorbs slow disks."""
     deadline = time.monotonic() + WAIT
     while True:
-        files = sorted(folder.rglob("*.json")) if folder.is_dir() else []
-        if len(files) == 1:
-            record = json.loads(files[0].read_text())
-            if record["true_label"] == true_label:
-                assert files[0].stem == record["request_id"]
-                return record
-        assert len(files) <= 1, f"one prediction, one record: {files}"
-        assert time.monotonic() < deadline, f"no record with true_label {true_label!r}: {files}"
+        rows = []
+        if (folder / "feedback.sqlite3").is_file():
+            with sqlite3.connect(folder / "feedback.sqlite3") as db:
+                db.row_factory = sqlite3.Row
+                rows = [dict(r) for r in db.execute("SELECT * FROM feedback")]
+        if len(rows) == 1 and rows[0]["true_label"] == true_label:
+            rows[0]["labels"] = json.loads(rows[0]["labels"])
+            rows[0]["correct"] = bool(rows[0]["correct"])
+            return rows[0]
+        assert len(rows) <= 1, f"one prediction, one record: {rows}"
+        assert time.monotonic() < deadline, f"no record with true_label {true_label!r}: {rows}"
         time.sleep(0.1)
 
 

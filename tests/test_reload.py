@@ -323,6 +323,7 @@ def test_broken_candidate_keeps_the_old_model(server: Server, releases, case, re
 
 def test_feedback_becomes_a_seed_dataset(server: Server) -> None:
     from data_processing.sources import seed
+    from deployment.feedback import export
 
     uploads, stored = [png(0, seed=7), png(2, seed=8)], []
     for data, label in zip(uploads, ("bar", "diagonal"), strict=True):
@@ -338,9 +339,11 @@ def test_feedback_becomes_a_seed_dataset(server: Server) -> None:
         assert record["predicted_at"] > 0
         assert call(server, "POST", "/feedback", body) == (status, fb)  # idempotent
         stored.append((rid, record["split"], label))
-        assert (server.feedback / record["file"]).read_bytes() == data  # the upload itself
+        assert (server.feedback / record["image"]).read_bytes() == data  # the upload itself
     assert [s[1] for s in stored] == ["test", "train"]  # record 0 test, then 1-4 train
+    assert export(server.feedback) == 2  # what the watch does before each snapshot
     for rid, split, label in stored:
+        assert (server.feedback / split / f"{rid}.png").is_file()
         csv = (server.feedback / split / "groundtruth.csv").read_text()
         assert csv == f"filename,label\n{rid}.png,{label}\n"
     assert not list(server.feedback.rglob(".tmp-*"))
@@ -388,8 +391,9 @@ def test_sigterm_drains_then_exits_zero(releases) -> None:
 
 
 def test_feedback_store_recovers_after_a_crash(tmp_path: Path) -> None:
-    """A restart rebuilds the CSVs from the records, drops an image without a record, and a
-    request_id on disk can still be relabelled (no server: the store on its own)."""
+    """A restart keeps every committed record, and a request_id in the database can still be
+    relabelled; an image written without its row (a crash between the two) is used again,
+    not stored twice, when that feedback comes again (no server: the store on its own)."""
     from deployment.feedback import FeedbackStore
 
     store = FeedbackStore(tmp_path, capacity=1)
@@ -398,24 +402,23 @@ def test_feedback_store_recovers_after_a_crash(tmp_path: Path) -> None:
     for rid in rids[:2]:
         store.remember(rid, png(), predicted, ["bar", "column"])
         store.record({"request_id": rid, "true_label": "bar"})
-    store.remember(rids[2], png(), predicted, ["bar", "column"])  # capacity 1: forgets rids[1]
-    (tmp_path / f"train/{rids[2]}.png").write_bytes(png())  # a crash after the image write
-    (tmp_path / "train/groundtruth.csv").unlink()  # ... or before the CSV rewrite
-    (tmp_path / "records/.tmp-x").write_text("{")
+    store.remember(rids[2], png(0, seed=3), predicted, ["bar", "column"])  # forgets rids[1]
+    crashed = tmp_path / "images" / f"{hashlib.sha256(png(0, seed=3)).hexdigest()}.png"
+    crashed.write_bytes(png(0, seed=3))  # a crash after the image write, before the row
     store = FeedbackStore(tmp_path)
-    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == [
-        f"{rids[1]}.png",
-        "groundtruth.csv",
-    ]
-    assert not (tmp_path / "records/.tmp-x").exists()
     record = store.record({"request_id": rids[1], "true_label": "column"})
     assert record["split"] == "train" and record["correct"] is False
-    csv = (tmp_path / "train/groundtruth.csv").read_text()
-    assert csv == f"filename,label\n{rids[1]}.png,column\n"
     with pytest.raises(Exception, match="unknown label"):
         store.record({"request_id": rids[1], "true_label": "diagonal"})
     with pytest.raises(Exception, match="unknown request_id"):
-        store.record({"request_id": rids[2], "true_label": "bar"})
+        store.record({"request_id": rids[2], "true_label": "bar"})  # not remembered now
+    store.remember(rids[2], png(0, seed=3), predicted, ["bar", "column"])
+    assert store.record({"request_id": rids[2], "true_label": "bar"})["image"] == (
+        f"images/{crashed.name}"
+    )
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted(
+        {f"{hashlib.sha256(png()).hexdigest()}.png", crashed.name}
+    )
 
 
 def test_self_check_of_probabilities() -> None:

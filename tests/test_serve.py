@@ -2,10 +2,12 @@
 `python -m deployment.serve` in a subprocess, called with urllib and tritonclient.http."""
 
 import base64
+import hashlib
 import http.client
 import io
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,6 +30,8 @@ from conftest import (
     wait_ready,
 )
 from PIL import Image
+
+from deployment import feedback
 
 pytestmark = pytest.mark.slow
 MAX_BODY = 1 << 20  # the test server's limits, small so the 413 cases stay cheap
@@ -350,22 +354,31 @@ def test_predict_page_and_feedback(server: Server) -> None:
     ):
         status, error = call(server, "POST", "/predict", body, headers)
         assert status == expected and error["error"], error
-    _check_feedback(server, rid, label)
+    _check_feedback(server, rid, label, png(1))
 
 
-def _check_feedback(server: Server, rid: str, label: str) -> None:
+def _row(server: Server, rid: str) -> dict | None:
+    """The feedback database's row for rid, read with sqlite3 itself."""
+    with sqlite3.connect(server.feedback / "feedback.sqlite3") as db:
+        db.row_factory = sqlite3.Row
+        row = db.execute("SELECT * FROM feedback WHERE request_id = ?", (rid,)).fetchone()
+        return None if row is None else dict(row)
+
+
+def _check_feedback(server: Server, rid: str, label: str, upload: bytes) -> None:
     post = lambda body: call(server, "POST", "/feedback", body)  # noqa: E731
     wrong = next(c for c in CLASSES if c != label)
     status, answer = post({"request_id": rid, "true_label": label})
     assert status == 200 and answer["record"]["correct"] is True
-    record_file = server.feedback / "records" / f"{rid}.json"
-    first = record_file.read_bytes()
-    assert json.loads(first) == answer["record"]
+    first = _row(server, rid)
+    assert {k: first[k] for k in ("true_label", "split", "file", "image", "correct")} == {
+        k: answer["record"][k] for k in ("true_label", "split", "file", "image")
+    } | {"correct": 1}
     assert post({"request_id": rid, "true_label": label}) == (status, answer)
-    assert record_file.read_bytes() == first  # idempotent
+    assert _row(server, rid) == first  # idempotent
     status, answer = post({"request_id": rid, "true_label": wrong})
     assert status == 200 and answer["record"]["correct"] is False  # the last answer wins
-    assert json.loads(record_file.read_text())["true_label"] == wrong
+    assert _row(server, rid) == first | {"true_label": wrong, "correct": 0}
     for body, expected in (
         ({"request_id": rid, "true_label": "no-such-class"}, 400),
         ({"request_id": uuid.uuid4().hex, "true_label": label}, 404),
@@ -375,16 +388,19 @@ def _check_feedback(server: Server, rid: str, label: str) -> None:
     ):
         status, answer = post(body)
         assert status == expected and answer["error"], (body, answer)
-    files = sorted(p.relative_to(server.feedback).as_posix() for p in server.feedback.rglob("*"))
-    record = json.loads(record_file.read_text())  # the first record goes to test (feedback.py)
-    assert record["split"] == "test" and record["file"] == f"test/{rid}.png"
-    assert files == [
-        "records",
-        f"records/{rid}.json",
-        "test",
-        f"test/{rid}.png",
-        "test/groundtruth.csv",
-    ]
+    # the image is stored once, under its content's sha256; the first record goes to test
+    image = f"images/{hashlib.sha256(upload).hexdigest()}.png"
+    assert first["split"] == "test" and first["file"] == f"test/{rid}.png"
+    assert first["image"] == image and (server.feedback / image).read_bytes() == upload
+    files = lambda: sorted(  # noqa: E731
+        p.relative_to(server.feedback).as_posix()
+        for p in server.feedback.rglob("*")
+        if not p.name.startswith("feedback.sqlite3")
+    )
+    assert files() == ["images", image]  # no dataset until it is exported
+    assert feedback.export(server.feedback) == 1
+    assert files() == ["images", image, "test", f"test/{rid}.png", "test/groundtruth.csv"]
+    assert (server.feedback / f"test/{rid}.png").read_bytes() == upload
     assert (
         server.feedback / "test/groundtruth.csv"
     ).read_text() == f"filename,label\n{rid}.png,{wrong}\n"

@@ -5,6 +5,7 @@ runs out of memory answering 503, not 400, and serving on.
 """
 
 import io
+import json
 import resource
 import subprocess
 import sys
@@ -94,23 +95,37 @@ def test_images_are_limited_per_request_not_per_image(server) -> None:
     assert status == 413 and "40,500,000 pixels (4500x4500, 4500x4500)" in answer["error"]
 
 
-def test_a_large_jpeg_is_served_as_the_bundle_prepares_it(server, bundle: Path) -> None:
+def test_a_large_jpeg_is_served_as_the_bundle_prepares_it(
+    server, bundle: Path, tmp_path: Path
+) -> None:
     """The server hands the bundle's prepare the undecoded file, so a JPEG is draft-decoded
-    exactly as the shard writer and `load_bundle(...).prepare` decode it (a full-size load
-    first gives other pixels)."""
-    from deployment.bundle import load_bundle
-
+    exactly as the shard writer and `load_bundle(...).prepare` decode it; a full-size load
+    first gives other pixels. (load_bundle runs in a child: it imports the bundle's code.)"""
     rng = np.random.default_rng(0)
-    pixels = rng.integers(0, 255, (900, 1200, 3), dtype=np.uint8)
     out = io.BytesIO()
-    Image.fromarray(pixels).save(out, "JPEG", quality=90)
-    jpeg = out.getvalue()
-    local = load_bundle(bundle, backend="onnx")
-    expected = local.predict(local.prepare(jpeg)[None])[0]
+    Image.fromarray(rng.integers(0, 255, (900, 1200, 3), dtype=np.uint8)).save(out, "JPEG")
+    (tmp_path / "photo.jpg").write_bytes(out.getvalue())
+    script = """if True:
+        import io, json, sys
+        import numpy as np
+        from PIL import Image
+        from deployment.bundle import load_bundle
+        b = load_bundle(sys.argv[1], backend="onnx")
+        data = open(sys.argv[2], "rb").read()
+        full = Image.open(io.BytesIO(data))
+        full.load()  # what the server did before: the full-size decode, then prepare
+        same = bool(np.array_equal(b.prepare(full), b.prepare(data)))
+        print(json.dumps([b.predict(b.prepare(data)[None])[0].tolist(), same]))
+    """
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(bundle), str(tmp_path / "photo.jpg")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    expected, full_size_is_same = json.loads(child.stdout.strip().splitlines()[-1])
     _, infer = server
-    status, answer = post(infer, v2_body(jpeg, 1))
+    status, answer = post(infer, v2_body(out.getvalue(), 1))
     assert status == 200
     np.testing.assert_allclose(answer["outputs"][0]["data"], expected, atol=1e-6)
-    full = Image.open(io.BytesIO(jpeg))
-    full.load()  # what the server did before: the full-size decode, then prepare
-    assert not np.array_equal(local.prepare(full), local.prepare(jpeg))
+    assert not full_size_is_same
