@@ -30,7 +30,7 @@ on first start; the folder is renamed records.migrated/.
 
 Validation: a request_id that is not 32 hex characters is 400 (it names files, so nothing
 else may reach a path); a label the model that served the request does not know is 400. A
-full disk is 507 and leaves the database as it was.
+full disk is 507 (another write failure 503) and leaves the database as it was.
 """
 
 import csv
@@ -58,6 +58,7 @@ SPLITS = ("train", "test")
 DATABASE = "feedback.sqlite3"
 IMAGES = "images"  # <root>/images/<sha256>.<ext>: every image once
 RECORDS = "records"  # older servers: <root>/records/<request_id>.json, migrated on start
+SQLITE_IOERR, SQLITE_FULL = 10, 13  # sqlite3's primary result codes
 EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "GIF": ".gif"}  # kept as sent
 COLUMNS = (
     "request_id",
@@ -142,7 +143,7 @@ class FeedbackStore:
 
         Raises:
             ApiError: 400 malformed body, id or unknown label; 404 unknown request_id;
-                507 when the disk is full.
+                507 when the disk is full, 503 when the store cannot write otherwise.
         """
         if not isinstance(body, dict) or set(body) != {"request_id", "true_label"}:
             raise ApiError(400, "send exactly {request_id, true_label}")
@@ -155,10 +156,12 @@ class FeedbackStore:
             with self._db_lock:
                 return self._store(request_id, label, pending)
         except (sqlite3.OperationalError, OSError) as err:
-            if _disk_full(err):
-                message = "the feedback store's disk is full; nothing was stored"
-                raise ApiError(507, message) from None
-            raise
+            status = _storage_status(err)
+            if status is None:
+                raise
+            problem = "disk is full" if status == 507 else "disk cannot be written"
+            message = f"the feedback store's {problem} ({err}); nothing was stored"
+            raise ApiError(status, message) from None
 
     def _store(self, request_id: str, label: str, pending: "_Pending | None") -> dict:
         stored = self.get(request_id)
@@ -185,7 +188,8 @@ class FeedbackStore:
             self._insert(record | {"image": image})
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
+                self._db.execute("ROLLBACK")
             raise
         return record | {"image": image}
 
@@ -240,10 +244,15 @@ def _record(row: tuple) -> dict:
     return record
 
 
-def _disk_full(err: Exception) -> bool:
-    if isinstance(err, OSError):
-        return err.errno in (errno.ENOSPC, errno.EDQUOT)
-    return "disk is full" in str(err) or "database or disk is full" in str(err)
+def _storage_status(err: Exception) -> int | None:
+    """507 for a full disk or quota, 503 for another write failure of the store (a file
+    size limit, an I/O error), None for an error that is not the storage's."""
+    if isinstance(err, sqlite3.Error):
+        code = getattr(err, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+        return {SQLITE_FULL: 507, SQLITE_IOERR: 503}.get(code)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return 507
+    return 503 if err.errno in (errno.EFBIG, errno.EIO) else None
 
 
 def count(root: Path) -> int:

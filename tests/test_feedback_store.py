@@ -176,3 +176,61 @@ def test_exported_feedback_merges_into_a_normalized_train_split(tmp_path: Path) 
     names = [i.file_name for i in merged.images]
     assert names == sorted(names) and sum(n.startswith("../feedback/") for n in names) == 3
     assert schema.validate(merged) == []
+
+
+def _fill_until_full(root: str, fsize: int, out) -> None:
+    """Record feedback until the store refuses 3 times, under a file-size limit when
+    fsize > 0. Sends (statuses, rows the database holds, its integrity check)."""
+    import resource
+
+    store = FeedbackStore(Path(root))
+    if fsize:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.RLIM_INFINITY))
+    statuses = []
+    for i in range(400):
+        rid = predicted(store, png(5000 + i) * 40)  # about 10 KB an image
+        try:
+            store.record({"request_id": rid, "true_label": "a"})
+            statuses.append(200)
+        except Exception as err:  # noqa: BLE001 - the status is what is checked
+            statuses.append(getattr(err, "status", repr(err)))
+            if len(statuses) - statuses.count(200) >= 3:
+                break
+    if fsize:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    with sqlite3.connect(Path(root) / "feedback.sqlite3") as db:
+        held = db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+        ok = db.execute("PRAGMA integrity_check").fetchone()[0]
+    out.put((statuses, held, ok))
+
+
+def test_a_full_disk_is_507_and_the_database_stays_consistent(tmp_path: Path) -> None:
+    """On a 2 MiB tmpfs (a real ENOSPC) feedback is refused with 507 once the disk fills;
+    where mounting is not permitted, a file-size limit (EFBIG, SQLite's I/O error) gives 503.
+    Either way every accepted record is in the database and it passes its integrity check."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True
+        ).returncode
+        == 0
+    )
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        out = ctx.Queue()
+        child = ctx.Process(
+            target=_fill_until_full, args=(str(mount / "feedback"), 0 if mounted else 400_000, out)
+        )
+        child.start()
+        statuses, held, ok = out.get(timeout=120)
+        child.join(timeout=30)
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(mount)], check=True)
+    refused = 507 if mounted else 503
+    accepted = statuses.count(200)
+    assert accepted >= 5 and statuses[accepted:] == [refused] * 3, statuses
+    assert (held, ok) == (accepted, "ok")
