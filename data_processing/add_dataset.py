@@ -174,7 +174,9 @@ def summary(name: str, fmt: str, found: dict, dest: Path, staged: list[str]) -> 
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("path", type=Path, help="the dataset folder to add")
     parser.add_argument("--name", required=True, help="dataset name: [a-z0-9_-]+")
     parser.add_argument(

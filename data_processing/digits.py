@@ -8,12 +8,12 @@ Run: python -m data_processing.digits datasets/raw/digits
 """
 
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
 
+from data_processing import cli
 from data_processing.io import staged_dir
 from data_processing.params import BaseParams, Params, load_params
 
@@ -54,7 +54,7 @@ def write_seed_format(
 
 
 def main() -> None:
-    out_dir = Path(sys.argv[1])
+    (out_dir,) = cli.paths(__doc__, ("out_dir", "where the seed-format dataset is written"))
     params = load_params("digits", DigitsParams)
     seed = load_params("base", BaseParams).seed
     from sklearn.datasets import load_digits

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from data_processing import feedback, schema, sources
+from data_processing import cli, feedback, schema, sources
 from data_processing.errors import DataError, exit_on_error
 from data_processing.io import staged_dir
 from data_processing.params import Params, load_params
@@ -96,7 +96,11 @@ def write(splits: dict[str, schema.Dataset], out_dir: Path) -> None:
 
 @exit_on_error
 def main() -> None:
-    raw_dir, out_dir = Path(sys.argv[1]), Path(sys.argv[2])
+    raw_dir, out_dir = cli.paths(
+        __doc__,
+        ("raw_dir", "the raw dataset folder (datasets/raw/<name>)"),
+        ("out_dir", "where <split>.json are written (datasets/normalized/<name>)"),
+    )
     params = load_params("normalize", NormalizeParams)
     fmt = resolve_format(raw_dir, params.formats.get(raw_dir.name, AUTO))
     splits = normalize(raw_dir, fmt, params.options(fmt))

@@ -32,7 +32,7 @@ import numpy as np
 from pydantic import Field
 from tqdm import tqdm
 
-from data_processing import schema
+from data_processing import cli, schema
 from data_processing.errors import DataError, exit_on_error
 from data_processing.images import channels_for, load, read_mode
 from data_processing.io import staged_dir, write_json, write_text
@@ -219,7 +219,12 @@ def shard(raw_dir: Path, norm_dir: Path, out: Path, params: ShardParams, seed: i
 
 @exit_on_error
 def main() -> None:
-    raw_dir, norm_dir, out_dir = (Path(a) for a in sys.argv[1:4])
+    raw_dir, norm_dir, out_dir = cli.paths(
+        __doc__,
+        ("raw_dir", "the raw dataset folder (datasets/raw/<name>)"),
+        ("norm_dir", "its normalized JSON (datasets/normalized/<name>)"),
+        ("out_dir", "where the shards are written (datasets/shards/<name>)"),
+    )
     params = load_params("shard", ShardParams)
     seed = load_params("base", BaseParams).seed
     with staged_dir(out_dir) as tmp:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from data_processing import checks, duplicates, report, schema
+from data_processing import checks, cli, duplicates, report, schema
 from data_processing.errors import DataError, exit_on_error
 from data_processing.params import Params, load_params
 
@@ -98,7 +98,12 @@ def fail_on_errors(raw_dir: Path, found: dict) -> None:
 
 @exit_on_error
 def main() -> None:
-    raw_dir, norm_dir, out_dir = (Path(a) for a in sys.argv[1:4])
+    raw_dir, norm_dir, out_dir = cli.paths(
+        __doc__,
+        ("raw_dir", "the raw dataset folder (datasets/raw/<name>)"),
+        ("norm_dir", "its normalized JSON (datasets/normalized/<name>)"),
+        ("out_dir", "where the report is written (datasets/reports/<name>)"),
+    )
     params = load_params("validate", ValidateParams)
     splits = load_splits(norm_dir)
     found = validate(raw_dir, splits, params)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
+from data_processing import cli
 from data_processing.errors import DataError, exit_on_error
 from data_processing.io import write_json
 
@@ -126,7 +127,11 @@ def deploy_test(bundle: Path, samples: dict) -> dict:
 
 @exit_on_error
 def main() -> None:
-    pointer_path, out_path = Path(sys.argv[1]), Path(sys.argv[2])
+    pointer_path, out_path = cli.paths(
+        __doc__,
+        ("pointer", "the production pointer (deployment/production.json)"),
+        ("out", "where the results are written (deployment/deploy_test.json)"),
+    )
     pointer = json.loads(pointer_path.read_text())
     bundle = Path(pointer["bundle"])
     samples_path = Path(pointer.get("eval_samples") or bundle / "eval" / "samples.json")

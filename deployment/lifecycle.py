@@ -121,8 +121,10 @@ class State:
                     config.bundle, config.intra_op, config.inter_op, backend=config.backend
                 )
                 self._swap(bundle, self_check(bundle, None), started)
-            else:
+            elif config.pointer.exists() or not self.watcher:
                 self._load_pointer()
+            else:  # no model yet: the watcher loads the pointer once it appears
+                print(f"serve: waiting for {config.pointer}", file=sys.stderr, flush=True)
         except Exception as err:
             print(f"serve: cannot load: {err!r}", file=sys.stderr, flush=True)
             self.failed = True

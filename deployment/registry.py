@@ -82,7 +82,9 @@ def assign_prod(version: str, message: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--rev", default="HEAD", help="the commit to tag (default HEAD)")
     parser.add_argument("--pointer", type=Path, default=Path("deployment/production.json"))
     args = parser.parse_args()

@@ -21,7 +21,9 @@ from deployment import registry
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--pointer", type=Path, default=Path("deployment/production.json"))
     args = parser.parse_args()
     before = production.read(args.pointer)

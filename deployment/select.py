@@ -21,9 +21,9 @@ Run: python -m deployment.select models/metrics models/runs deployment/productio
 """
 
 import json
-import sys
 from pathlib import Path
 
+from data_processing import cli
 from data_processing.errors import DataError, exit_on_error
 from data_processing.io import write_json
 from data_processing.params import Params, load_params, read_params
@@ -104,7 +104,12 @@ def eligible(report: dict, runs_dir: Path, rejected: list[str]):
 
 @exit_on_error
 def main() -> None:
-    metrics_dir, runs_dir, pointer = (Path(a) for a in sys.argv[1:4])
+    metrics_dir, runs_dir, pointer = cli.paths(
+        __doc__,
+        ("metrics_dir", "every cell's metrics (models/metrics)"),
+        ("runs_dir", "every cell's outputs (models/runs)"),
+        ("pointer", "the production pointer to write (deployment/production.json)"),
+    )
     params, grid = load_params("select", SelectParams), read_params()
     cells = {
         f"{d}-{m}-{h}": {"dataset": d, "model": m, "hparams": h}

@@ -67,6 +67,15 @@ from deployment.telemetry import Guard
 __all__ = ["Config", "DrainingServer", "Lifecycle", "State", "create_app", "main"]
 POINTER = Path("deployment/production.json")
 SERVER = {"name": "reprovision", "version": "0.1.0", "extensions": oip.EXTENSIONS}
+NO_MODEL = (
+    "serve: no production model yet ({pointer} does not exist). Make one with `dvc repro` "
+    "(it trains, gates and promotes a model), or serve a bundle with --bundle PATH "
+    "(for example models/runs/digits-cnn-base/bundle after `dvc repro`).{then}"
+)
+WAITING = (
+    " Serving meanwhile: /v2/health/live is 200, readiness 503 until the pointer appears, "
+    "then its model is loaded as it would be on a hot reload."
+)
 INLINE_BYTES = 64 << 10  # infer requests up to this size may run on the event loop (_inline)
 
 
@@ -254,9 +263,13 @@ def _positive(text: str) -> int:
 
 
 def _parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument("--port", type=int, default=8080, help="default: %(default)s")
     parser.add_argument("--bundle", type=Path, help="serve this bundle (no pointer, no reload)")
     parser.add_argument("--pointer", type=Path, default=POINTER, help="default: %(default)s")
     parser.add_argument(
@@ -265,9 +278,21 @@ def _parse_args() -> argparse.Namespace:
         default=True,
         help="reload when the pointer changes (serving the pointer only; default: on)",
     )
-    parser.add_argument("--watch-interval", type=float, default=2.0, help="seconds")
-    parser.add_argument("--feedback-dir", type=Path, default=Config.feedback_dir)
-    parser.add_argument("--max-body-bytes", type=int, default=Config.max_body_bytes)
+    parser.add_argument(
+        "--watch-interval", type=float, default=2.0, help="seconds between pointer checks"
+    )
+    parser.add_argument(
+        "--feedback-dir",
+        type=Path,
+        default=Config.feedback_dir,
+        help="the feedback database and images (deployment/feedback.py; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=Config.max_body_bytes,
+        help="larger request bodies get 413 before they are read (default: %(default)s)",
+    )
     parser.add_argument(
         "--max-pixels",
         type=_positive,
@@ -289,8 +314,17 @@ def _parse_args() -> argparse.Namespace:
         help="onnx (onnxruntime, no TensorFlow), tf, or auto: onnx when the bundle has "
         "model.onnx (default: %(default)s)",
     )
-    parser.add_argument("--intra-op", type=int, help="intra-op threads (see load_bundle)")
-    parser.add_argument("--inter-op", type=int, help="inter-op threads (see load_bundle)")
+    parser.add_argument(
+        "--intra-op",
+        type=int,
+        help="threads within one model op (env SERVE_INTRA_OP; default: 1 on onnx, the "
+        "cores on tf)",
+    )
+    parser.add_argument(
+        "--inter-op",
+        type=int,
+        help="threads across model ops (env SERVE_INTER_OP; default: 1 on onnx, 2 on tf)",
+    )
     parser.add_argument(
         "--drift-window",
         type=_positive,
@@ -309,9 +343,33 @@ def _parse_args() -> argparse.Namespace:
         default=Config.batch_timeout_ms,
         help="the longest an image waits for a batch to fill (default: %(default)s)",
     )
-    parser.add_argument("--drain-seconds", type=float, default=Config.drain_seconds)
-    parser.add_argument("--shutdown-timeout", type=float, default=Config.shutdown_timeout)
+    parser.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=Config.drain_seconds,
+        help="on SIGTERM, readiness is 503 at least this long before exit (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=Config.shutdown_timeout,
+        help="on SIGTERM, the longest wait for requests in flight (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--require-model",
+        action="store_true",
+        help="exit (status 2) when there is no production model yet, instead of waiting "
+        "for the pointer to appear",
+    )
     args = parser.parse_args()
+    if args.bundle is None and not args.pointer.exists():
+        waiting = args.watch_pointer and not args.require_model
+        print(
+            NO_MODEL.format(pointer=args.pointer, then=WAITING if waiting else ""), file=sys.stderr
+        )
+        if not waiting:
+            sys.exit(2)
+        return args
     bundle = args.bundle or bundle_from_pointer(args.pointer)
     if not (bundle / "model.keras").is_file():
         parser.error(f"{bundle} is not a bundle (no model.keras)")

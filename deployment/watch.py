@@ -119,7 +119,9 @@ def check(min_records: int) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--once", action="store_true", help="check once, then exit")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between checks")
     parser.add_argument("--min-records", type=int, help="default: params feedback.min_records")

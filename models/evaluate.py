@@ -21,6 +21,7 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+from data_processing import cli
 from data_processing.errors import exit_on_error
 from data_processing.io import staged_dir, write_json
 from data_processing.params import Params, load_params
@@ -129,7 +130,7 @@ def samples_with_probs(samples: dict, sampled: dict, categories: list[str]) -> d
 
 @exit_on_error
 def main() -> None:
-    cell = Cell(*sys.argv[1:4])
+    cell = Cell(*cli.parse(__doc__, *cli.CELL))
     params = load_params("evaluate", EvaluateParams)
     import_tensorflow()
     import keras

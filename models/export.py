@@ -17,6 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from data_processing import cli
 from data_processing.errors import exit_on_error
 from data_processing.io import staged_dir, write_json, write_text
 from data_processing.params import BaseParams, load_params
@@ -150,7 +151,7 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
 
 @exit_on_error
 def main() -> None:
-    cell = Cell(*sys.argv[1:4])
+    cell = Cell(*cli.parse(__doc__, *cli.CELL))
     seed = load_params("base", BaseParams).seed
     with staged_dir(cell.bundle_dir) as out_dir:
         export(cell, out_dir, seed)

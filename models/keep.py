@@ -58,7 +58,9 @@ def _run(*cmd: str) -> str:
 
 @exit_on_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("name", nargs="?", help="experiment name (default: the best)")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)

@@ -166,7 +166,9 @@ def wait(names: list[str], poll: float, timeout: float) -> dict[str, str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0]
+    )
     for axis in ("datasets", "models", "hparams"):
         parser.add_argument(
             f"--{axis}",

@@ -9,10 +9,10 @@ Run: python -m models.train digits cnn base
 """
 
 import json
-import sys
 from pathlib import Path
 
 import models
+from data_processing import cli
 from data_processing.errors import DataError, exit_on_error
 from data_processing.io import staged_dir, write_text
 from data_processing.params import PARAMS_FILE, BaseParams, load_params
@@ -96,7 +96,7 @@ def curves_tsv(history: dict, metric: str) -> str:
 
 @exit_on_error
 def main() -> None:
-    cell = Cell(*sys.argv[1:4])
+    cell = Cell(*cli.parse(__doc__, *cli.CELL))
     if cell.model not in models.available():
         raise DataError(
             PARAMS_FILE,

@@ -431,3 +431,39 @@ def test_self_check_of_probabilities() -> None:
         with pytest.raises(CandidateError) as err:
             check_probabilities(probs, k, multi)
         assert err.value.reason == "self_check"
+
+
+def test_no_model_yet_serves_unready_then_loads_the_pointer(releases, tmp_path: Path) -> None:
+    """Before `dvc repro` there is no pointer: the server says how to make one, stays live
+    and not ready, and loads the model as soon as the pointer appears (as TF Serving waits
+    for a version); --require-model exits 2 with the same advice instead."""
+    root, a, _ = releases
+    project = tmp_path / "project"
+    (project / "deployment").mkdir(parents=True)
+    pointer = project / "deployment/production.json"
+    base = [sys.executable, "-m", "deployment.serve", "--pointer", str(pointer)]
+    refused = subprocess.run([*base, "--require-model"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "no production model yet" in refused.stderr and "`dvc repro`" in refused.stderr
+    port, log = free_port(), tmp_path / "server.log"
+    cmd = [*base, "--port", str(port), "--watch-interval", "0.2"]
+    cmd += ["--feedback-dir", str(tmp_path / "feedback")]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=project, stdout=out, stderr=out)
+    srv = Server(f"http://127.0.0.1:{port}", port, proc, log, tmp_path / "feedback")
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while call(srv, "GET", "/v2/health/live")[0] != 200:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        time.sleep(1)  # a few polls of the missing pointer
+        assert call(srv, "GET", "/v2/health/ready")[0] == 503 and proc.poll() is None
+        assert "dvc repro" in log.read_text()
+        absolute = {"bundle": str(root / a.bundle), "eval_samples": str(root / a.eval_samples)}
+        write_pointer(project, a.pointer(**absolute))  # its paths: another project's
+        wait_ready(proc, srv.url, log, READY_TIMEOUT)
+        assert version(srv) == a.sha256[:12]
+        status, _ = call(srv, "POST", "/predict", png(0), {"Content-Type": "image/png"})
+        assert status == 200
+    finally:
+        stop_server(srv)
