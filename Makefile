@@ -37,7 +37,7 @@ $(STAMP): pyproject.toml requirements.lock models/common/offline_plots.py
 run: install
 	dvc repro
 	@echo
-	dvc metrics show
+	python -m models.leaderboard
 	@echo
 	@echo "Next:"
 	@echo "  dvc plots show          # curves, confusion matrices, failure cases -> dvc_plots/index.html"

@@ -151,7 +151,11 @@ def main() -> None:
     write_json(
         cell.metrics,
         {
-            "test": {k: round(v, 6) for k, v in scores.items() if k != "per_class"},
+            "test": {
+                k: v if isinstance(v, bool) else round(v, 6)
+                for k, v in scores.items()
+                if k != "per_class"
+            },
             "train": {
                 k: summary[k] for k in ("seconds", "epochs", "best_epoch", "images_per_second")
             },
@@ -171,6 +175,8 @@ def main() -> None:
         f"evaluate: {cell.name}: accuracy {scores['accuracy']:.4f}, "
         f"macro F1 {scores['f1_macro']:.4f} -> {cell.metrics}"
     )
+    for warning in metrics.health_warnings(scores):
+        print(f"warning: {cell.name}: {warning}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ TOOLS = [
     "data_processing.add_dataset",
     "models.sweep",
     "models.keep",
+    "models.leaderboard",
     "deployment.serve",
     "deployment.watch",
     "deployment.registry",

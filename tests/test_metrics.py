@@ -42,3 +42,57 @@ def test_multi_label_confusion_pairs_misses_with_none() -> None:
         {"actual": "b", "predicted": "(none)"},
         {"actual": "(none)", "predicted": "c"},
     ]
+
+
+def test_a_collapsed_or_chance_level_cell_is_flagged() -> None:
+    """Evaluate's checks: one class for every prediction is `collapsed`; accuracy within 2
+    standard errors of the majority-class rate is not `above_chance`; a good model is
+    neither, and the warnings say so in words (make run prints them)."""
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 2, 400)  # two balanced classes
+    y = np.eye(2, dtype=np.uint8)[truth]
+    one_class = np.tile([0.9, 0.1], (400, 1))
+    coin = np.eye(2)[rng.integers(0, 2, 400)] * 0.8 + 0.1
+    good = np.eye(2)[truth] * 0.8 + 0.1
+    flags = lambda p: metrics.summary(y, p, ["a", "b"], "single")  # noqa: E731
+    collapsed, chance, fine = flags(one_class), flags(coin), flags(good)
+    assert (collapsed["collapsed"], collapsed["above_chance"]) == (True, False)
+    assert collapsed["top_prediction_share"] == 1.0
+    assert (chance["collapsed"], chance["above_chance"]) == (False, False)
+    assert (fine["collapsed"], fine["above_chance"]) == (False, True)
+    assert metrics.health_warnings(fine) == []
+    words = metrics.health_warnings(collapsed)
+    assert words[0] == "predictions collapsed: one class takes 100% of the test images"
+    assert words[1].startswith("accuracy 0.") and "not above chance" in words[1]
+
+
+def test_the_leaderboard_marks_the_promoted_cell_and_warns(tmp_path, monkeypatch) -> None:
+    import json
+
+    from models import leaderboard
+
+    (tmp_path / "models/metrics").mkdir(parents=True)
+    (tmp_path / "deployment").mkdir()
+    test = {"accuracy": 0.5, "f1_macro": 0.33, "majority_rate": 0.5, "top_prediction_share": 1.0}
+    cells = {
+        "d-cnn-quick": {
+            "accuracy": 0.98,
+            "f1_macro": 0.97,
+            "collapsed": False,
+            "above_chance": True,
+        },
+        "d-resnet-quick": test | {"collapsed": True, "above_chance": False},
+    }
+    for name, scores in cells.items():
+        profile = {"params": 1234, "infer_ms_b1": 0.5}
+        (tmp_path / f"models/metrics/{name}.json").write_text(
+            json.dumps({"test": scores, "profile": profile})
+        )
+    (tmp_path / "deployment/production.json").write_text(json.dumps({"name": "d-cnn-quick"}))
+    monkeypatch.chdir(tmp_path)
+    lines = leaderboard.table(leaderboard.rows()).splitlines()
+    assert lines[1].split() == ["*d-cnn-quick", "0.9800", "0.9700", "1,234", "0.50"]
+    assert lines[2].split()[0] == "d-resnet-quick"
+    assert lines[3].startswith("   warning: predictions collapsed")
+    assert "not above chance" in lines[4] and lines[-1].startswith("* promoted")
+    assert max(map(len, lines)) <= 100

@@ -22,6 +22,9 @@ def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros(len(a)), where=b > 0)
 
 
+COLLAPSED = 0.95  # a model that gives one class to this share of the test images has collapsed
+
+
 class Scores:
     """Streaming metrics: update() batch by batch, result() at the end; memory is counts.
 
@@ -106,7 +109,24 @@ class Scores:
         }
         if self.label_mode == "multi":
             scores |= self._multi_extras(per_class)
+        else:
+            scores |= self._health(accuracy, support, predicted)
         return scores | {"per_class": per_class}
+
+    def _health(self, accuracy: float, support: np.ndarray, predicted: np.ndarray) -> dict:
+        """Signs of a model that learned nothing: predictions collapsed onto one class
+        (`collapsed`: one class takes at least COLLAPSED of them), or accuracy not above
+        chance (`above_chance`: over the majority-class rate by 2 binomial standard errors
+        at that rate, so a few lucky test images do not count)."""
+        n = max(self.images, 1)
+        majority, top = support.max() / n, predicted.max() / n
+        margin = 2 * np.sqrt(majority * (1 - majority) / n)
+        return {
+            "majority_rate": float(majority),
+            "top_prediction_share": float(top),
+            "collapsed": bool(len(self.names) > 1 and top >= COLLAPSED),
+            "above_chance": bool(accuracy > majority + margin),
+        }
 
     def _multi_extras(self, per_class: list[dict]) -> dict:
         aps = []
@@ -198,3 +218,17 @@ def caption(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, names: list[str]
     guess = "+".join(names[k] for k in np.flatnonzero(pred)) or "(none)"
     confidence = probs[pred.astype(bool)].max() if pred.any() else 1 - probs.max()
     return f"true {truth}\npred {guess} ({confidence:.2f})"
+
+
+def health_warnings(test: dict) -> list[str]:
+    """What a cell's test metrics (`Scores.result`) say is wrong with it, in words."""
+    warnings = []
+    if test.get("collapsed"):
+        share = test["top_prediction_share"]
+        warnings.append(f"predictions collapsed: one class takes {share:.0%} of the test images")
+    if test.get("above_chance") is False:
+        warnings.append(
+            f"accuracy {test['accuracy']:.3f} is not above chance (the majority class is "
+            f"{test['majority_rate']:.3f} of the test images)"
+        )
+    return warnings

@@ -1,0 +1,64 @@
+"""The workspace's cells in one compact table: what `make run` ends with.
+
+Reads models/metrics/<cell>.json (evaluate's) and deployment/production.json (the promoted
+cell, marked *). One row per cell, best macro F1 first: accuracy, macro F1, parameters,
+inference ms per image at batch 1, and the warnings evaluate's checks raise (predictions
+collapsed onto one class, accuracy not above chance).
+
+Run: python -m models.leaderboard
+"""
+
+import json
+
+from data_processing import cli
+from models.common.metrics import health_warnings
+from models.common.paths import METRICS, POINTER
+
+
+def rows() -> list[dict]:
+    """One row per models/metrics/*.json, best macro F1 first."""
+    promoted = json.loads(POINTER.read_text()).get("name") if POINTER.is_file() else None
+    found = []
+    for path in sorted(METRICS.glob("*.json")):
+        metrics = json.loads(path.read_text())
+        test, profile = metrics.get("test", {}), metrics.get("profile", {})
+        found.append(
+            {
+                "cell": path.stem,
+                "promoted": path.stem == promoted,
+                "accuracy": test.get("accuracy"),
+                "f1_macro": test.get("f1_macro"),
+                "params": profile.get("params"),
+                "ms_per_image": profile.get("infer_ms_b1"),
+                "warnings": health_warnings(test),
+            }
+        )
+    return sorted(found, key=lambda r: (-(r["f1_macro"] or 0), r["cell"]))
+
+
+def table(found: list[dict]) -> str:
+    """Plain text, about 70 characters wide; warnings on their own lines."""
+    width = max([len(r["cell"]) for r in found] + [4]) + 2
+    lines = [f"{'cell':<{width}}{'accuracy':>9}{'macro F1':>10}{'params':>11}{'ms/image':>10}"]
+    for r in found:
+        mark = "*" if r["promoted"] else " "
+        params = f"{r['params']:,}" if r["params"] is not None else "-"
+        ms = f"{r['ms_per_image']:.2f}" if r["ms_per_image"] is not None else "-"
+        lines.append(
+            f"{mark}{r['cell']:<{width - 1}}{r['accuracy'] or 0:>9.4f}{r['f1_macro'] or 0:>10.4f}"
+            f"{params:>11}{ms:>10}"
+        )
+        lines += [f"   warning: {w}" for w in r["warnings"]]
+    if any(r["promoted"] for r in found):
+        lines.append("* promoted to production (deployment/production.json)")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    cli.parse(__doc__)
+    found = rows()
+    print(table(found) if found else "no evaluated cells yet: run `dvc repro`")
+
+
+if __name__ == "__main__":
+    main()
