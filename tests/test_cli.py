@@ -15,6 +15,7 @@ STAGES = {  # module: its positional arguments, as dvc.yaml passes them
     "models.train": ["dataset", "model", "hparams"],
     "models.evaluate": ["dataset", "model", "hparams"],
     "models.export": ["dataset", "model", "hparams"],
+    "models.compare": ["plots_dir", "out_dir"],
     "deployment.select": ["metrics_dir", "runs_dir", "pointer"],
     "deployment.deploy_test": ["pointer", "out"],
 }

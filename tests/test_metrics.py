@@ -96,3 +96,18 @@ def test_the_leaderboard_marks_the_promoted_cell_and_warns(tmp_path, monkeypatch
     assert lines[3].startswith("   warning: predictions collapsed")
     assert "not above chance" in lines[4] and lines[-1].startswith("* promoted")
     assert max(map(len, lines)) <= 100
+
+
+def test_compare_gathers_every_cells_validation_curve(tmp_path) -> None:
+    from models.compare import curves
+
+    for cell, values in {"d-cnn-quick": (0.5, 0.7), "d-mlp-quick": (0.4, 0.45)}.items():
+        (tmp_path / "accuracy").mkdir(exist_ok=True)
+        lines = ["epoch\ttrain\tval"] + [f"{e}\t0.9\t{v}" for e, v in enumerate(values, 1)]
+        (tmp_path / "accuracy" / f"{cell}.tsv").write_text("\n".join(lines) + "\n")
+    assert curves(tmp_path, "accuracy") == [
+        {"epoch": 1, "cell": "d-cnn-quick", "value": 0.5},
+        {"epoch": 2, "cell": "d-cnn-quick", "value": 0.7},
+        {"epoch": 1, "cell": "d-mlp-quick", "value": 0.4},
+        {"epoch": 2, "cell": "d-mlp-quick", "value": 0.45},
+    ]

@@ -98,6 +98,12 @@ def test_plots_render_offline(repo: Path) -> None:
     for kind in ("loss", "accuracy", "confusion", "per_class", "failures", "curves"):
         for model in ("mlp", "cnn"):
             assert f"models_plots_{kind}_tiny-{model}-quick_" in html, (kind, model)
+    shown = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo, stdout_only=True))["data"]
+    for metric in ("accuracy", "loss"):  # one chart per metric, every cell in it
+        (chart,) = shown[f"models/plots/compare/val_{metric}.json"]
+        rows = chart["content"]["data"]["values"]
+        assert {r["cell"] for r in rows} == {"tiny-mlp-quick", "tiny-cnn-quick"}
+        assert chart["content"]["encoding"]["color"]["field"] == "cell"
 
 
 def test_experiment_shows_in_table_and_plots_diff(repo: Path) -> None:
