@@ -64,3 +64,61 @@ def test_repro_killed_in_a_train_stage_completes_with_the_same_metrics(tmp_path:
     assert "Running stage 'train@" in out
     assert metrics(repo) == metrics(reference)
     assert "up to date" in sh("dvc", "repro", cwd=repo)  # and it is complete
+
+
+def _post_feedback(url: str, worker: int, count: int) -> None:
+    """One client: /predict a new image, then its /feedback, `count` times."""
+    import io
+    import urllib.request
+
+    import numpy as np
+    from PIL import Image
+
+    for i in range(count):
+        out = io.BytesIO()
+        pixels = np.random.default_rng([worker, i]).integers(0, 255, (8, 8), dtype=np.uint8)
+        Image.fromarray(pixels, "L").save(out, "PNG")
+        request = urllib.request.Request(
+            f"{url}/predict", out.getvalue(), {"Content-Type": "image/png"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+        body = json.dumps({"request_id": answer["request_id"], "true_label": answer["label"]})
+        request = urllib.request.Request(
+            f"{url}/feedback", body.encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert response.status == 200
+
+
+def test_8_processes_post_500_feedback_records_each(tmp_path: Path) -> None:
+    """4,000 labelled records through the real server from 8 client processes at once: all
+    4,000 rows, no duplicate, every fifth (in arrival order) in the test split."""
+    import multiprocessing
+    import sqlite3
+    import sys
+
+    from conftest import build_bundle, free_port, stop_process, wait_ready
+
+    bundle = build_bundle(tmp_path / "project")
+    port, log, feedback = free_port(), tmp_path / "server.log", tmp_path / "feedback"
+    cmd = [sys.executable, "-m", "deployment.serve", "--bundle", str(bundle), "--port", str(port)]
+    with open(log, "wb") as out:
+        server = subprocess.Popen([*cmd, "--feedback-dir", str(feedback)], stdout=out, stderr=out)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(server, url, log)
+        ctx = multiprocessing.get_context("spawn")
+        clients = [ctx.Process(target=_post_feedback, args=(url, w, 500)) for w in range(8)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join(timeout=600)
+        assert [c.exitcode for c in clients] == [0] * 8, log.read_text()[-3000:]
+    finally:
+        stop_process(server)
+    with sqlite3.connect(feedback / "feedback.sqlite3") as db:
+        rows = db.execute("SELECT seq, request_id, split FROM feedback ORDER BY seq").fetchall()
+    assert len(rows) == 4000 and len({r[1] for r in rows}) == 4000
+    assert [r[0] for r in rows] == list(range(1, 4001))
+    assert [r[0] for r in rows if r[2] == "test"] == list(range(1, 4001, 5))
