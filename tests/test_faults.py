@@ -122,3 +122,65 @@ def test_8_processes_post_500_feedback_records_each(tmp_path: Path) -> None:
     assert len(rows) == 4000 and len({r[1] for r in rows}) == 4000
     assert [r[0] for r in rows] == list(range(1, 4001))
     assert [r[0] for r in rows if r[2] == "test"] == list(range(1, 4001, 5))
+
+
+def test_watch_killed_mid_cycle_loses_and_doubles_no_feedback(tmp_path: Path) -> None:
+    """SIGKILL the watch while its `dvc exp run` trains on new feedback; the next check runs
+    the cycle again and completes, and the normalized train split holds each feedback record
+    exactly once."""
+    import sys
+
+    from conftest import commit_and_repro, stop_process
+    from test_reload import call, png
+    from test_watch import N_FEEDBACK, start
+
+    repo = copy_project(tmp_path / "repo", models=("mlp",))
+    edit_params(
+        repo / "params.yaml",
+        datasets=["tiny"],
+        feedback={"dataset": "tiny", "min_records": N_FEEDBACK},
+        select={"margin": -1.0},
+    )
+    write_seed_dataset(repo / "datasets/raw/tiny", {"train": 12, "test": 4})
+    commit_and_repro(repo, "tiny", "project with a tiny dataset")
+    server = start(repo)
+    try:
+        for i in range(N_FEEDBACK):
+            image = png(i % 3, seed=500 + i)
+            status, body = call(server, "POST", "/predict", image, {"Content-Type": "image/png"})
+            assert status == 200
+            answer = {"request_id": body["request_id"], "true_label": body["label"]}
+            assert call(server, "POST", "/feedback", answer)[0] == 200
+    finally:
+        stop_process(server.proc, timeout=15)
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    log = tmp_path / "watch.log"
+    with open(log, "w") as out:
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "deployment.watch", "--once"],
+            cwd=repo,
+            env=env,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 300
+    while "Running stage 'train@" not in log.read_text():
+        assert watch.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, log.read_text()[-3000:]
+        time.sleep(0.1)
+    os.killpg(watch.pid, signal.SIGKILL)  # the watch, dvc exp run and the stage
+    watch.wait(timeout=30)
+    assert not (repo / "deployment/watch.json").is_file() or "last" not in json.loads(
+        (repo / "deployment/watch.json").read_text()
+    )
+    out = sh(sys.executable, "-m", "deployment.watch", "--once", cwd=repo)
+    assert f"{N_FEEDBACK} new feedback records" in out, out
+    train = json.loads((repo / "datasets/normalized/tiny/train.json").read_text())
+    merged = [i["file_name"] for i in train["images"] if i["file_name"].startswith("../feedback/")]
+    assert len(merged) == len(set(merged)) == N_FEEDBACK
+    assert json.loads((repo / "deployment/watch.json").read_text())["records"] == N_FEEDBACK
+    state = (repo / "deployment/watch.json").read_bytes()
+    again = sh(sys.executable, "-m", "deployment.watch", "--once", cwd=repo)
+    assert "retraining" not in again  # nothing is used twice
+    assert (repo / "deployment/watch.json").read_bytes() == state
