@@ -59,7 +59,8 @@ test: install install-browser
 test-scale: install  # the photo pipeline end to end (minutes); .ci/run runs it after make test
 	$(BIN)/python -m pytest -q -m scale
 
-test-fault: install  # fault injection (minutes); .ci/run runs it after make test
+test-fault: install  # fault injection and the wrk soak (minutes); .ci/run runs it after make test
+	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	$(BIN)/python -m pytest -q -m fault
 
 test-grid: install  # the full sweep grid: 2 datasets x 3 models x 2 sets, about 6 minutes

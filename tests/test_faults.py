@@ -15,6 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import BIN, copy_project, edit_params, sh, write_seed_dataset
+from test_reload import releases  # noqa: F401, F811 (the fixture: two releases of one cell)
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 CELLS = ("tiny-cnn-quick", "tiny-mlp-quick")
@@ -184,3 +185,52 @@ def test_watch_killed_mid_cycle_loses_and_doubles_no_feedback(tmp_path: Path) ->
     again = sh(sys.executable, "-m", "deployment.watch", "--once", cwd=repo)
     assert "retraining" not in again  # nothing is used twice
     assert (repo / "deployment/watch.json").read_bytes() == state
+
+
+def test_soak_60s_at_c32_with_10_hot_reloads(releases, tmp_path: Path) -> None:  # noqa: F811
+    """wrk at 32 connections for 60 s on v2 infer while the pointer flips between two
+    releases 10 times: no non-2xx answer, no socket error, every reload swapped in, and the
+    server's RSS after warm-up grows less than 10%."""
+    import base64
+    import threading
+
+    from test_reload import CELL, metric, png, start_server, stop_server, write_pointer
+
+    from bench.serve import wrk
+    from bench.server_memory import PeakRss
+
+    root, a, b = releases
+    write_pointer(root, a.pointer())
+    pointer = str(root / "deployment/production.json")
+    srv = start_server(root, "soak", "--pointer", pointer, "--watch-interval", "0.2")
+    try:
+        tensor = {"name": "image", "datatype": "BYTES", "shape": [1]}
+        tensor["data"] = [base64.b64encode(png(1)).decode()]
+        body = tmp_path / "body.json"
+        body.write_text(json.dumps({"inputs": [tensor]}))
+        url = f"{srv.url}/v2/models/{CELL}/infer"
+        wrk(url, 32, 5, body)  # warm-up: threads, arenas, caches
+        before = psutil.Process(srv.proc.pid).memory_info().rss
+
+        def flip() -> None:
+            for i in range(10):
+                time.sleep(5)
+                write_pointer(root, (b if i % 2 == 0 else a).pointer())
+
+        flipper = threading.Thread(target=flip)
+        with PeakRss(srv.proc.pid, interval=0.1) as peak:
+            flipper.start()
+            result = wrk(url, 32, 60, body)
+            flipper.join()
+        errors = sum(result["errors"][k] for k in ("connect", "read", "write", "timeout"))
+        assert (result["non_2xx"], errors) == (0, 0), result
+        assert result["requests"] > 1000, result
+        deadline = time.monotonic() + 30
+        while metric(srv, "serve_model_reloads_total") < 10:
+            assert time.monotonic() < deadline, srv.logged()[-3000:]
+            time.sleep(0.2)
+        growth = peak.peak / before - 1
+        print(f"soak: {result['requests']} requests, RSS {before >> 20} -> {peak.peak >> 20} MiB")
+        assert growth < 0.10, (before, peak.peak)
+    finally:
+        stop_server(srv)
