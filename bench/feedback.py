@@ -14,18 +14,17 @@ import argparse
 import io
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from bench.serve import start, stop, wait_ready
+from bench.server_memory import post
 from deployment.feedback import COLUMNS, connect
 
 SIZES = (1_000, 100_000)
@@ -69,53 +68,32 @@ def png(seed: int) -> bytes:
     return out.getvalue()
 
 
-def post(url: str, body: bytes, content_type: str) -> dict:
-    request = urllib.request.Request(url, body, {"Content-Type": content_type})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
 def client(url: str, labels: list[str], worker: int, posts: int, out: list[float]) -> None:
     for i in range(posts + 5):  # 5 warm-up posts, not timed
-        answer = post(f"{url}/predict", png(worker * 100_000 + i), "image/png")
+        status, answer = post(f"{url}/predict", png(worker * 100_000 + i), "image/png")
+        assert status == 200, answer
         body = json.dumps(
             {"request_id": answer["request_id"], "true_label": labels[i % 10 % len(labels)]}
         )
         start = time.perf_counter()
-        post(f"{url}/feedback", body.encode(), "application/json")
+        status, answer = post(f"{url}/feedback", body.encode())
+        assert status == 200, answer
         if i >= 5:
             out.append(time.perf_counter() - start)
 
 
-def measure(bundle: Path, count: int, posts: int, port: int) -> list[float]:
+def measure(bundle: Path, count: int, posts: int) -> list[float]:
     labels = json.loads((bundle / "labels.json").read_text())
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "feedback"
         fill(root, count, labels)
-        cmd = [
-            sys.executable,
-            "-m",
-            "deployment.serve",
-            "--bundle",
-            str(bundle),
-            "--port",
-            str(port),
-        ]
-        cmd += ["--feedback-dir", str(root), "--backend", "onnx"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
+        args = ["-m", "deployment.serve", "--bundle", str(bundle), "--backend", "onnx"]
+        server = start("server", [*args, "--feedback-dir", str(root)], Path(tmp))
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/v2/health/ready", timeout=2)
-                    break
-                except OSError:
-                    assert proc.poll() is None and time.monotonic() < deadline, "no server"
-                    time.sleep(0.2)
+            wait_ready(server)
             times: list[float] = []
             threads = [
-                threading.Thread(target=client, args=(url, labels, w, posts, times))
+                threading.Thread(target=client, args=(server.url, labels, w, posts, times))
                 for w in range(CLIENTS)
             ]
             for t in threads:
@@ -123,8 +101,7 @@ def measure(bundle: Path, count: int, posts: int, port: int) -> list[float]:
             for t in threads:
                 t.join()
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(server)
     return times
 
 
@@ -132,13 +109,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=Path("deployment/production"))
     parser.add_argument("--posts", type=int, default=100, help="timed posts per client")
-    parser.add_argument("--port", type=int, default=8392)
     args = parser.parse_args()
     p50 = {}
     print("| stored records | posts | p50 ms | p90 ms |")
     print("|---:|---:|---:|---:|")
     for count in SIZES:
-        times = sorted(measure(args.bundle, count, args.posts, args.port))
+        times = sorted(measure(args.bundle, count, args.posts))
         p50[count] = statistics.median(times)
         p90 = times[int(0.9 * len(times))]
         print(f"| {count:,} | {len(times)} | {1000 * p50[count]:.2f} | {1000 * p90:.2f} |")

@@ -21,8 +21,6 @@ import argparse
 import base64
 import io
 import json
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -33,6 +31,8 @@ from pathlib import Path
 
 import psutil
 from PIL import Image
+
+from bench.serve import start, stop, wait_ready
 
 SIDE = 6000
 CASES = {"at the limit": 1, "over (2)": 2, "over (20)": 20, "over (120)": 120}
@@ -52,9 +52,9 @@ def v2_body(png: bytes, count: int) -> bytes:
     return json.dumps({"inputs": [tensor]}).encode()
 
 
-def post(url: str, body: bytes) -> tuple[int, dict]:
-    """POST JSON; (status, JSON answer)."""
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+def post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict]:
+    """POST body; (status, JSON answer)."""
+    request = urllib.request.Request(url, body, {"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             return response.status, json.loads(response.read())
@@ -125,42 +125,26 @@ def run_cases(url: str, pid: int, clients: int, repeat: int = 4) -> dict:
     }
 
 
-def start_server(bundle: Path, port: int, flags: list[str], log: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "deployment.serve", "--bundle", str(bundle)]
-    cmd += ["--port", str(port), "--feedback-dir", str(log.parent / "feedback"), *flags]
-    with open(log, "wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=out)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=Path("deployment/production"))
-    parser.add_argument("--port", type=int, default=8391)
     parser.add_argument("--max-pixels", type=int, default=40_000_000)
     parser.add_argument("--decode-slots", type=int, default=psutil.cpu_count() or 1)
     parser.add_argument("--backend", default="onnx")
     args = parser.parse_args()
     flags = ["--max-pixels", str(args.max_pixels), "--decode-slots", str(args.decode_slots)]
     flags += ["--backend", args.backend]
-    url = f"http://127.0.0.1:{args.port}"
     with tempfile.TemporaryDirectory() as tmp:
-        proc = start_server(args.bundle, args.port, flags, Path(tmp) / "server.log")
+        serve_args = ["-m", "deployment.serve", "--bundle", str(args.bundle), *flags]
+        server = start("server", [*serve_args, "--feedback-dir", f"{tmp}/feedback"], Path(tmp))
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    urllib.request.urlopen(url + "/v2/health/ready", timeout=2)
-                    break
-                except (urllib.error.URLError, ConnectionError):
-                    assert proc.poll() is None and time.monotonic() < deadline, "no server"
-                    time.sleep(0.2)
+            wait_ready(server)
             name = json.loads((args.bundle / "lineage.json").read_text())["cell"]
-            infer = f"{url}/v2/models/{name}/infer"
+            infer = f"{server.url}/v2/models/{name}/infer"
             post(infer, v2_body(black_png(64), 1))  # warm-up
-            results = [run_cases(infer, proc.pid, c) for c in (1, 8)]
+            results = [run_cases(infer, server.proc.pid, c) for c in (1, 8)]
         finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+            stop(server)
     print("| clients | seconds | idle MiB | peak MiB | growth MiB | bound MiB | statuses |")
     print("|---:|---:|---:|---:|---:|---:|---|")
     for r in results:
