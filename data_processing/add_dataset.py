@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from data_processing import normalize, sources
+from data_processing import cli, normalize, sources
 from data_processing.errors import DataError, exit_on_error
 from data_processing.io import staged_dir, write_text
 from data_processing.params import PARAMS_FILE, load_params
@@ -174,9 +174,7 @@ def summary(name: str, fmt: str, found: dict, dest: Path, staged: list[str]) -> 
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
     parser.add_argument("path", type=Path, help="the dataset folder to add")
     parser.add_argument("--name", required=True, help="dataset name: [a-z0-9_-]+")
     parser.add_argument(

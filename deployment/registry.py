@@ -18,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from data_processing import cli
 from deployment import pointer as production
 
 ARTIFACT = "classifier"
@@ -82,9 +83,7 @@ def assign_prod(version: str, message: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
     parser.add_argument("--rev", default="HEAD", help="the commit to tag (default HEAD)")
     parser.add_argument("--pointer", type=Path, default=Path("deployment/production.json"))
     args = parser.parse_args()

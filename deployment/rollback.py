@@ -16,14 +16,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from data_processing import cli
 from deployment import pointer as production
 from deployment import registry
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
     parser.add_argument("--pointer", type=Path, default=Path("deployment/production.json"))
     args = parser.parse_args()
     before = production.read(args.pointer)

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import yaml
 
+from data_processing import cli
 from data_processing.feedback import FeedbackParams
 from data_processing.io import write_json
 from data_processing.params import load_params, read_params
@@ -119,9 +120,7 @@ def check(min_records: int) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
     parser.add_argument("--once", action="store_true", help="check once, then exit")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between checks")
     parser.add_argument("--min-records", type=int, help="default: params feedback.min_records")

@@ -13,6 +13,7 @@ import argparse
 import json
 import subprocess
 
+from data_processing import cli
 from data_processing.errors import DataError, exit_on_error
 from models.common.leaderboard import experiments
 
@@ -58,9 +59,7 @@ def _run(*cmd: str) -> str:
 
 @exit_on_error
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
     parser.add_argument("name", nargs="?", help="experiment name (default: the best)")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from data_processing import cli
 from data_processing.errors import DataError, exit_on_error
 from data_processing.params import Params, load_params, read_params
 from models.common import leaderboard
@@ -166,9 +167,7 @@ def wait(names: list[str], poll: float, timeout: float) -> dict[str, str]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog=f"python -m {__spec__.name}", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
     for axis in ("datasets", "models", "hparams"):
         parser.add_argument(
             f"--{axis}",
