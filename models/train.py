@@ -11,11 +11,14 @@ Run: python -m models.train digits cnn base
 import json
 from pathlib import Path
 
+import numpy as np
+
 import models
 from data_processing import cli
 from data_processing.errors import DataError, exit_on_error
 from data_processing.io import staged_dir, write_text
 from data_processing.params import PARAMS_FILE, BaseParams, load_params
+from models.common import precise_bn
 from models.common.data import Shards, split_train_val
 from models.common.paths import Cell
 from models.common.spec import HParams, ModelSpec, TrainParams
@@ -37,12 +40,17 @@ def train(
         num_classes=len(shards.categories),
         image_size=tuple(params.image_size),
         label_mode=shards.label_mode,
+        standardize=params.standardize,
     )
     model = models.get(cell.model).build(spec, arch_params)
     cache = params.cache_mb << 20
     loss = (
         "sparse_categorical_crossentropy" if spec.label_mode == "single" else "binary_crossentropy"
     )
+    bn_images = None  # only models with BatchNorm need them
+    if params.precise_bn_images and precise_bn.trainable_batch_norms(model):
+        sample = precise_bn.sample(np.flatnonzero(~val), params.precise_bn_images, seed)
+        bn_images = shards.images("train", sample)
     with Live(str(out_dir / "live"), dvcyaml=None, save_dvc_exp=False, report=None) as live:
         live.log_params(
             {
@@ -64,6 +72,7 @@ def train(
             live,
             out_dir,
             loss,
+            bn_images,
         )
     epochs, n_train = len(result["history"]["loss"]), int((~val).sum())
     return {

@@ -9,7 +9,7 @@ import keras
 from pydantic import Field, model_validator
 
 from data_processing import params as p
-from models.common.layers import augment, batch_norm, head, inputs
+from models.common.layers import batch_norm, head, inputs
 from models.common.spec import Augment, ModelSpec
 from models.common.transfer import BACKBONE, load_backbone
 
@@ -51,7 +51,7 @@ def _block(x: keras.KerasTensor, filters: int, stride: int, expansion: int) -> k
 
 
 def backbone(channels: int, params: Params) -> keras.Model:
-    """Float [N, h, w, channels] in 0..1 -> pooled features [N, last filters]; any h, w."""
+    """Float [N, h, w, channels] from `inputs` -> pooled features [N, last filters]; any h, w."""
     image = keras.Input(shape=(None, None, channels), name="features_in")
     stem = keras.layers.Conv2D(_width(16, params.alpha), 3, 2, padding="same", use_bias=False)
     x = stem(image)  # stride 2, as in MobileNetV2: 28x28 -> 14x14
@@ -64,11 +64,11 @@ def backbone(channels: int, params: Params) -> keras.Model:
 
 
 def build(spec: ModelSpec, params: Params) -> keras.Model:
-    raw, x = inputs(spec)
+    raw, x = inputs(spec, params.augment)
     base = backbone(spec.channels, params)
     if params.weights is not None:
         load_backbone(base, params.weights)
     base.trainable = not params.freeze_base  # frozen BatchNorm also runs in inference mode
-    x = base(augment(x, params.augment))
+    x = base(x)
     x = keras.layers.Dropout(params.dropout)(x) if params.dropout else x
     return keras.Model(raw, head(x, spec), name="mobilenet")

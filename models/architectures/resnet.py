@@ -9,7 +9,7 @@ import keras
 from pydantic import Field, model_validator
 
 from data_processing import params as p
-from models.common.layers import augment, batch_norm, head, inputs
+from models.common.layers import batch_norm, head, inputs
 from models.common.spec import Augment, ModelSpec
 
 
@@ -40,8 +40,7 @@ def _block(x: keras.KerasTensor, filters: int, stride: int) -> keras.KerasTensor
 
 
 def build(spec: ModelSpec, params: Params) -> keras.Model:
-    raw, x = inputs(spec)
-    x = augment(x, params.augment)
+    raw, x = inputs(spec, params.augment)
     x = keras.layers.Conv2D(params.filters[0], 3, padding="same", use_bias=False)(x)
     x = keras.layers.ReLU()(batch_norm()(x))
     for filters, stride in zip(params.filters, params.strides, strict=True):

@@ -7,7 +7,7 @@ import keras
 from pydantic import Field
 
 from data_processing import params as p
-from models.common.layers import augment, head, inputs
+from models.common.layers import head, inputs
 from models.common.spec import Augment, ModelSpec
 
 
@@ -20,8 +20,7 @@ class Params(p.Params):  # the `models.vgg` section of params.yaml
 
 
 def build(spec: ModelSpec, params: Params) -> keras.Model:
-    raw, x = inputs(spec)
-    x = augment(x, params.augment)
+    raw, x = inputs(spec, params.augment)
     for filters in params.filters:
         for _ in range(params.convs):
             x = keras.layers.Conv2D(filters, 3, padding="same", activation="relu")(x)

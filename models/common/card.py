@@ -49,7 +49,7 @@ def model_card(
         "## Intended use",
         f"Classifying images like those of `{lineage['dataset']}` into the classes above. "
         "Inputs are raw uint8 images of any size and mode; the graph resizes them to "
-        f"{height}x{width} and rescales to 0..1, and `code/` converts modes as training did "
+        f"{height}x{width} and standardizes each one, and `code/` converts modes as training did "
         f"({'grayscale' if spec['channels'] == 1 else 'RGB'}).",
         "",
         "## Limits",

@@ -14,6 +14,7 @@ class ModelSpec:
     num_classes: int
     image_size: tuple[int, int]  # (height, width) the graph resizes every input to
     label_mode: str = "single"  # "single": softmax; "multi": sigmoid
+    standardize: bool = True  # per-image zero mean, unit variance (train.standardize)
 
 
 class Augment(Params):
@@ -38,6 +39,8 @@ class TrainParams(Params):
     shuffle_buffer: int = Field(default=4096, ge=1)  # images; memory = this x record bytes
     cache_mb: int = Field(default=256, ge=0)  # a split at most this size is read once, then held
     early_stopping: EarlyStopping = EarlyStopping()
+    standardize: bool = True  # each image to zero mean, unit variance in the graph; false: /255
+    precise_bn_images: int = Field(default=1024, ge=0)  # re-estimate BatchNorm stats; 0: off
 
 
 class HParams(Params):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keras
 
+from models.common.precise_bn import PreciseBatchNorm
 from models.common.spec import HParams, TrainParams
 
 
@@ -64,6 +65,7 @@ def fit(
     live,
     out_dir: Path,
     loss: str,
+    bn_images=None,
 ) -> dict:
     """Compile and train; keep the best checkpoint at out_dir/model.keras.
 
@@ -75,6 +77,8 @@ def fit(
         live: an open dvclive.Live.
         out_dir: receives model.keras and tensorboard/.
         loss: a Keras loss name.
+        bn_images: uint8 training images that re-estimate BatchNorm statistics before each
+            validation (models/common/precise_bn.py); None keeps Keras's moving averages.
 
     Returns:
         {"history": {keras metric: [per epoch]}, "seconds": float, "best_epoch": int}
@@ -88,7 +92,10 @@ def fit(
     )  # XLA is 5-6x slower on this CPU
     monitor = keras_name(params.early_stopping.monitor)
     mode = "min" if monitor.endswith("loss") else "max"
-    callbacks = [
+    callbacks = (
+        [] if bn_images is None else [PreciseBatchNorm(bn_images, hparams.batch_size, steps)]
+    )
+    callbacks += [
         keras.callbacks.EarlyStopping(
             monitor=monitor,
             mode=mode,
