@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install install-browser run test test-scale test-fault test-grid lint bench clean
+.PHONY: help install install-browser run test test-scale test-fault test-zoo test-grid lint bench clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
@@ -54,7 +54,7 @@ install-browser:
 
 test: install install-browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not grid and not scale and not fault"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not grid and not scale and not fault and not zoo"
 
 test-scale: install  # the photo pipeline end to end (minutes); .ci/run runs it after make test
 	$(BIN)/python -m pytest -q -m scale
@@ -62,6 +62,9 @@ test-scale: install  # the photo pipeline end to end (minutes); .ci/run runs it 
 test-fault: install  # fault injection and the wrk soak (minutes); .ci/run runs it after make test
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	$(BIN)/python -m pytest -q -m fault
+
+test-zoo: install  # every model trained on small photo sets (minutes); .ci/run runs it
+	$(BIN)/python -m pytest -q -m zoo
 
 test-grid: install  # the full sweep grid: 2 datasets x 3 models x 2 sets, about 6 minutes
 	$(BIN)/python -m pytest -q -m grid

@@ -22,6 +22,9 @@ so a bilinear resize of the whole upright image to 64x64 or 96x96 keeps the patt
     checker       3x3 or 4x4 checkerboard
     triangle      filled triangle, apex up
 
+With `texture=True` the pattern fills the whole picture (a texture, not an object); with
+`gray=True` every image is a grayscale JPEG and `modes` is ignored.
+
 Most images are RGB JPEGs (quality 85-90). With `modes=True` (the default) a few % each are
 real-world oddities: grayscale JPEG (L), RGBA PNG, palette PNG (P, half of them with a
 transparent index), CMYK JPEG, 16-bit grayscale PNG (I;16) and JPEGs with EXIF Orientation 3,
@@ -102,6 +105,7 @@ class Spec(NamedTuple):
     width: int
     quality: int  # JPEG quality
     path: str  # absolute, to write
+    texture: bool = False  # the pattern fills the whole picture
 
 
 def _colour(luma: float, rng: np.random.Generator, chroma: float = 60.0) -> np.ndarray:
@@ -145,8 +149,11 @@ def pattern_mask(label: int, ph: int, pw: int, rng: np.random.Generator) -> np.n
     return np.broadcast_to(mask, (ph, pw))
 
 
-def render(label: int, height: int, width: int, rng: np.random.Generator) -> Image.Image:
-    """An upright photo-like RGB picture of class `label`, height x width.
+def render(
+    label: int, height: int, width: int, rng: np.random.Generator, texture: bool = False
+) -> Image.Image:
+    """An upright photo-like RGB picture of class `label`, height x width; with `texture`
+    the pattern covers the whole picture instead of a patch.
 
     Pixel work runs in Pillow's C code (resize, paste, add): about 1 ms at 256 x 256.
     """
@@ -167,6 +174,8 @@ def render(label: int, height: int, width: int, rng: np.random.Generator) -> Ima
     ph = max(4, round(height * rng.uniform(0.4, 0.75)))
     pw = max(4, round(width * rng.uniform(0.4, 0.75)))
     y0, x0 = int(rng.integers(0, height - ph + 1)), int(rng.integers(0, width - pw + 1))
+    if texture:  # drawn all the same, so the other images' draws do not change
+        ph, pw, y0, x0 = height, width, 0, 0
     box = (x0, y0, x0 + pw, y0 + ph)
     probes = [
         img.getpixel((x0 + pw * i // 4, y0 + ph * j // 4)) for i in (1, 2, 3) for j in (1, 2, 3)
@@ -215,7 +224,7 @@ def encode(spec: Spec, rgb: Image.Image, rng: np.random.Generator) -> Image.Imag
 def _write(spec: Spec, seed: int) -> None:
     """Render and save one image, from its own generator: (seed, index)."""
     rng = np.random.default_rng([seed, spec.index])
-    im = encode(spec, render(spec.label, spec.height, spec.width, rng), rng)
+    im = encode(spec, render(spec.label, spec.height, spec.width, rng, spec.texture), rng)
     orientation = KINDS[spec.kind][3]
     if spec.kind == "palette_transparent":  # the background colour at the top-left corner
         im.save(spec.path, "PNG", transparency=im.getpixel((0, 0)))
@@ -275,6 +284,8 @@ def plan(
     seed: int = 0,
     modes: bool = True,
     large: int = 0,
+    gray: bool = False,
+    texture: bool = False,
 ) -> list[Spec]:
     """Draw every image's class, split, kind and size; write nothing."""
     if not 2 <= classes <= len(CLASS_NAMES):
@@ -288,7 +299,7 @@ def plan(
     rng = np.random.default_rng([seed, n, classes])
     labels = rng.permutation(np.arange(n) % classes)
     test = _split(labels, test_fraction, rng)
-    kinds = _kinds(n, modes, rng)
+    kinds = ["gray"] * n if gray else _kinds(n, modes, rng)
     heights = rng.integers(min_side, max_side + 1, n)
     widths = rng.integers(min_side, max_side + 1, n)
     qualities = rng.integers(85, 91, n)
@@ -308,7 +319,7 @@ def plan(
         split = "test" if test[i] else "train"
         ext = KINDS[kind][1]
         path = os.fspath(root / split / f"c{labels[i]}_{i:0{digits}d}.{ext}")
-        specs.append(Spec(i, split, int(labels[i]), kind, h, w, int(qualities[i]), path))
+        specs.append(Spec(i, split, int(labels[i]), kind, h, w, int(qualities[i]), path, texture))
     return specs
 
 
@@ -324,6 +335,8 @@ def write_photo_dataset(
     modes: bool = True,
     workers: int = 1,
     large: int = 0,
+    gray: bool = False,
+    texture: bool = False,
 ) -> dict:
     """Write n images and a groundtruth.csv per split into root (seed folder format).
 
@@ -342,6 +355,8 @@ def write_photo_dataset(
         seed=seed,
         modes=modes,
         large=large,
+        gray=gray,
+        texture=texture,
     )
     names = CLASS_NAMES[:classes]
     for split in ("train", "test"):
@@ -395,6 +410,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-side", type=int, default=480)
     parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--no-modes", action="store_true", help="RGB JPEGs only")
+    parser.add_argument("--gray", action="store_true", help="grayscale JPEGs only")
+    parser.add_argument("--texture", action="store_true", help="patterns fill the picture")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.out_dir.exists() and any(args.out_dir.iterdir()):
         parser.error(f"{args.out_dir}: folder exists and is not empty")
@@ -410,6 +427,8 @@ def main(argv: list[str] | None = None) -> None:
         modes=not args.no_modes,
         workers=args.workers or os.cpu_count() or 1,
         large=args.large,
+        gray=args.gray,
+        texture=args.texture,
     )
     seconds = time.perf_counter() - start
     print(
