@@ -3,11 +3,28 @@
 Each stage's `main()` names its positional arguments; the description is the first line of
 the module's docstring and the epilog its "Run:" example, so `--help` says what the stage
 does and how dvc.yaml calls it. A wrong number of arguments exits 2 with the usage line.
+
+`main` is the `reprovision <command>` console entry point (pyproject.toml): it runs the
+command's module as `python -m <module>` would.
 """
 
 import argparse
+import runpy
 import sys
 from pathlib import Path
+
+# reprovision <command> -> (module run as __main__, what it does)
+COMMANDS = {
+    "serve": ("deployment.serve", "serve the production model (page, v2, v1, /metrics)"),
+    "sweep": ("models.sweep", "queue and run the grid as DVC experiments, in priority order"),
+    "leaderboard": ("models.leaderboard", "the workspace's cells in one table"),
+    "keep": ("models.keep", "commit one experiment's results to git"),
+    "registry": ("deployment.registry", "register the promoted model in the GTO registry"),
+    "rollback": ("deployment.rollback", "roll production back to the previous version"),
+    "watch": ("deployment.watch", "continuous training from served feedback"),
+    "add-dataset": ("data_processing.add_dataset", "check a dataset, copy it in, dvc add it"),
+}
+_command: str | None = None  # "reprovision <command>" while main() runs one
 
 
 def parse(doc: str, *arguments: tuple[str, str], argv: list[str] | None = None) -> list[str]:
@@ -26,6 +43,8 @@ def parse(doc: str, *arguments: tuple[str, str], argv: list[str] | None = None) 
 
 def prog() -> str:
     """ "python -m package.module" for the running module (how the docs and dvc.yaml call it)."""
+    if _command:
+        return _command
     spec = getattr(sys.modules["__main__"], "__spec__", None)
     return f"python -m {spec.name}" if spec else Path(sys.argv[0]).name
 
@@ -40,3 +59,27 @@ CELL = (
     ("model", "an architecture of params.yaml `models` (models/<name>.py)"),
     ("hparams", "a hyperparameter set of params.yaml `hparams`"),
 )
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS)) + 2
+    lines = ["usage: reprovision <command> [arguments]   (reprovision <command> --help)", ""]
+    lines += [f"  {name:<{width}}{what}" for name, (_, what) in COMMANDS.items()]
+    lines += ["", "Each is also `python -m <module>`; the stages run through `dvc repro`."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`reprovision <command> [arguments]`: run the command's module with those arguments."""
+    global _command
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        sys.exit(0 if argv else 2)
+    if argv[0] not in COMMANDS:
+        print(f"{usage()}\n\nreprovision: unknown command {argv[0]!r}", file=sys.stderr)
+        sys.exit(2)
+    module = COMMANDS[argv[0]][0]
+    _command = f"reprovision {argv[0]}"
+    sys.argv = [_command, *argv[1:]]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)

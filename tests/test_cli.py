@@ -3,6 +3,7 @@ traceback: the stage scripts dvc.yaml runs and the tools people run by hand."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -70,3 +71,24 @@ def test_every_printed_set_param_hint_names_a_params_key() -> None:
         for part in key.split("."):
             assert isinstance(node, dict) and part in node, f"{key}: no {part!r} in params.yaml"
             node = node[part]
+
+
+REPROVISION = Path(sys.executable).with_name("reprovision")  # pyproject.toml [project.scripts]
+
+
+def test_one_console_entry_point_lists_and_runs_every_tool() -> None:
+    from data_processing.cli import COMMANDS
+
+    assert sorted(module for module, _ in COMMANDS.values()) == sorted(TOOLS)
+    listing = subprocess.run([REPROVISION, "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert listing.returncode == 0 and all(name in listing.stdout for name in COMMANDS)
+    for name in COMMANDS:
+        done = subprocess.run(
+            [REPROVISION, name, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
+        )
+        assert done.returncode == 0, (name, done.stderr[-2000:])
+        shown = "python -m deployment.serve" if name == "serve" else f"reprovision {name}"
+        assert done.stdout.startswith(f"usage: {shown}"), (name, done.stdout[:200])
+    wrong = subprocess.run([REPROVISION, "trian"], capture_output=True, text=True, cwd=ROOT)
+    assert wrong.returncode == 2 and "unknown command 'trian'" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
