@@ -9,6 +9,7 @@ coordinates are floats rounded to 1e-6 pixel (`COORD_DECIMALS`), so a box read f
 normalized floats and the same box read from COCO integers serialize byte for byte alike.
 """
 
+import sys
 from array import array
 from collections import Counter
 from collections.abc import Iterable
@@ -68,8 +69,10 @@ class RecordTable:
         """`records` collected into a table (a table is returned as it is)."""
         if isinstance(records, RecordTable):
             return records
-        table = cls()
-        for record in records:
+        from tqdm import tqdm
+
+        table = cls()  # a counter, not a bar: importers stream, so the total is unknown
+        for record in tqdm(records, desc="read", unit="img", mininterval=2, file=sys.stderr):
             table.append(record)
         return table
 

@@ -106,11 +106,17 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     import_tensorflow()
     import keras
 
+    def step(what: str) -> None:  # export takes 10-30 s: say where it is
+        print(f"export: {cell.name}: {what}", file=sys.stderr, flush=True)
+
     summary = json.loads((cell.train_dir / "train.json").read_text())
     model = keras.saving.load_model(cell.train_dir / "model.keras")
     shutil.copy2(cell.train_dir / "model.keras", out_dir / "model.keras")
+    step("SavedModel")
     model.export(str(out_dir / "saved_model"), format="tf_saved_model", verbose=False)
+    step("ONNX, checked against Keras on test images")
     onnx = export_onnx(model, out_dir / "model.onnx", load_check_images(cell.shards))
+    step("code, lineage and model card")
     write_json(out_dir / "labels.json", summary["categories"])
     write_json(out_dir / "params.json", resolved_params(cell, summary["spec"]))
     shutil.copy2(cell.metrics, out_dir / "metrics.json")
