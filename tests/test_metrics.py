@@ -1,5 +1,7 @@
 """Metrics for single- and multi-label predictions, checked against hand-computed values."""
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -88,13 +90,28 @@ def test_the_leaderboard_marks_the_promoted_cell_and_warns(tmp_path, monkeypatch
         (tmp_path / f"models/metrics/{name}.json").write_text(
             json.dumps({"test": scores, "profile": profile})
         )
-    (tmp_path / "deployment/production.json").write_text(json.dumps({"name": "d-cnn-quick"}))
+    bundle = tmp_path / "models/runs/d-cnn-quick/bundle"
+    bundle.mkdir(parents=True)
+    (bundle / "model.keras").write_bytes(b"weights")
+    sha = hashlib.sha256(b"weights").hexdigest()
+    pointer = {"name": "d-cnn-quick", "version": sha[:12], "sha256": sha}
+    pointer |= {"metrics": {"f1_macro": 0.99}}
+    (tmp_path / "deployment/production.json").write_text(json.dumps(pointer))
     monkeypatch.chdir(tmp_path)
-    lines = leaderboard.table(leaderboard.rows()).splitlines()
+    lines = leaderboard.table(leaderboard.rows(), pointer).splitlines()
     assert lines[1].split() == ["*d-cnn-quick", "0.9800", "0.9700", "1,234", "0.50"]
     assert lines[2].split()[0] == "d-resnet-quick"
     assert lines[3].startswith("   warning: predictions collapsed")
     assert "not above chance" in lines[4] and lines[-1].startswith("* promoted")
+    assert max(map(len, lines)) <= 100
+    # retrained since: production keeps the earlier model, and the table says so
+    (bundle / "model.keras").write_bytes(b"retrained")
+    lines = leaderboard.table(leaderboard.rows(), pointer).splitlines()
+    assert lines[1].split()[0] == "d-cnn-quick"
+    assert (
+        lines[-2]
+        == f"production: d-cnn-quick version {sha[:12]} (macro F1 0.9900), an earlier training"
+    )
     assert max(map(len, lines)) <= 100
 
 

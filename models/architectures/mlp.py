@@ -1,4 +1,4 @@
-"""MLP baseline from the seed: Flatten, then per hidden layer Dense-BatchNorm-ReLU-Dropout, softmax.
+"""MLP baseline from the seed: Flatten, per hidden layer Dense-BatchNorm-ReLU-Dropout, softmax.
 
 The seed's plain Dense128-Dense128 stayed at chance on a few hundred photos, even on its training
 images; standardized inputs (models/common/layers.py), BatchNorm and dropout 0.5 brought it to

@@ -78,7 +78,8 @@ def fit(
         out_dir: receives model.keras and tensorboard/.
         loss: a Keras loss name.
         bn_images: uint8 training images that re-estimate BatchNorm statistics before each
-            validation (models/common/precise_bn.py); None keeps Keras's moving averages.
+            validation (models/common/precise_bn.py), in batches of at least 256 (4x cheaper
+            than 32 on digits); None keeps Keras's moving averages.
 
     Returns:
         {"history": {keras metric: [per epoch]}, "seconds": float, "best_epoch": int}
@@ -93,7 +94,9 @@ def fit(
     monitor = keras_name(params.early_stopping.monitor)
     mode = "min" if monitor.endswith("loss") else "max"
     callbacks = (
-        [] if bn_images is None else [PreciseBatchNorm(bn_images, hparams.batch_size, steps)]
+        []
+        if bn_images is None
+        else [PreciseBatchNorm(bn_images, max(hparams.batch_size, 256), steps)]
     )
     callbacks += [
         keras.callbacks.EarlyStopping(
