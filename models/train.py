@@ -18,7 +18,6 @@ from data_processing import cli
 from data_processing.errors import DataError, exit_on_error
 from data_processing.io import staged_dir, write_text
 from data_processing.params import PARAMS_FILE, BaseParams, load_params
-from models.common import precise_bn
 from models.common.data import Shards, split_train_val
 from models.common.paths import Cell
 from models.common.spec import HParams, ModelSpec, TrainParams
@@ -30,6 +29,7 @@ def train(
     """Train `cell` into out_dir; return the train summary written to train.json."""
     from dvclive import Live
 
+    from models.common import precise_bn  # imports keras: not before --help is parsed
     from models.common.training import fit, seed_everything
 
     seed_everything(seed)
