@@ -3,7 +3,7 @@
 Three small generated datasets (tests/photos.py, seed folder format, a fifth held out for
 test, sides 64-320 px):
 
-    gray      400 grayscale JPEGs, 2 classes (horizontal or vertical stripes) drawn on a patch
+    gray      600 grayscale JPEGs, 2 classes (horizontal or vertical stripes) drawn on a patch
               at a random place and scale over a lit, noisy background ("grayscale few-class")
     textures  400 RGB JPEGs, 3 classes (horizontal, vertical or diagonal stripes) filling the
               picture, in random colours ("RGB textures")
@@ -51,7 +51,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "zoo.json"
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 # name -> write_photo_dataset options, images, image size, whether the target applies
 DATASETS = {
-    "gray": ({"classes": 2, "gray": True}, 400, 28, True),
+    "gray": ({"classes": 2, "gray": True}, 600, 28, True),
     "textures": ({"classes": 3, "texture": True, "modes": False}, 400, 64, True),
     "photos": ({"classes": 3}, 200, 64, False),
 }
