@@ -30,22 +30,18 @@ Run (from the repository root): .venv/bin/python -m bench.zoo
                                  [--params bench/zoo_before.yaml]  (the defaults before issue 11)
 """
 
+import contextlib
+import datetime
+import io
+import json
 import os
+import tempfile
+import time
+from pathlib import Path
 
-os.environ.setdefault("TQDM_DISABLE", "1")  # the shard stage's progress bars
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import contextlib  # noqa: E402
-import datetime  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from bench import common  # noqa: E402
+from bench import common
 
 RESULTS = Path(__file__).resolve().parent / "results" / "zoo.json"
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
@@ -189,6 +185,9 @@ def markdown(cells: list[dict]) -> str:
 
 
 def main() -> None:
+    # here, not at import: tests import this module, and their stage subprocesses show bars
+    os.environ.setdefault("TQDM_DISABLE", "1")  # the shard stage's progress bars
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import models
 
     parser = common.parser("zoo", __doc__)
