@@ -223,3 +223,8 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+# Fixtures that live with their helpers in tests/servers.py, registered here for every module
+# (imported last: servers.py imports this module's helpers).
+from servers import releases  # noqa: E402, F401

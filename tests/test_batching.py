@@ -77,13 +77,13 @@ def test_several_images_skip_the_queue_and_errors_reach_the_caller() -> None:
 
 @pytest.mark.slow
 def test_batched_server_answers_as_unbatched(tmp_path_factory: pytest.TempPathFactory) -> None:
-    from test_serve import b64, call, image_input, multipart, png, running_server, shared_bundle
+    from servers import b64, call, image_input, multipart, png, running, shared_bundle
 
     bundle = shared_bundle(tmp_path_factory)
     root: Path = tmp_path_factory.mktemp("batching")
     images = [png(i % 3, size=8 + i % 2) for i in range(16)]  # two sizes: two queues
     flags = ("--batch-max-size", "8", "--batch-timeout-ms", "50")
-    with running_server(bundle, root, *flags) as server:
+    with running(root, "--bundle", bundle, "--drain-seconds", "0", *flags) as server:
         infer = f"/v2/models/{server.name}/infer"
         status, body = call(server, "POST", infer, image_input(*images))  # one request: unbatched
         assert status == 200, body

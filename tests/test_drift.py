@@ -125,11 +125,13 @@ def test_swap_resets_the_window(tmp_path: Path) -> None:
 def test_skewed_traffic_raises_drift_psi_on_a_real_server(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
-    from test_serve import call, running_server, shared_bundle
+    from servers import call, running, shared_bundle
 
     bundle = shared_bundle(tmp_path_factory)
     root = tmp_path_factory.mktemp("drift")
-    with running_server(bundle, root, "--drift-window", "20") as server:
+    with running(
+        root, "--bundle", bundle, "--drain-seconds", "0", "--drift-window", "20"
+    ) as server:
         before = _scrape(server)
         assert before["serve_drift_window_predictions"] == 0
         assert math.isnan(before["serve_drift_psi"])  # a reference, but nothing to compare
@@ -145,7 +147,7 @@ def test_skewed_traffic_raises_drift_psi_on_a_real_server(
 
 
 def _scrape(server) -> dict[str, float]:
-    from test_serve import call
+    from servers import call
 
     text = call(server, "GET", "/metrics")[1].decode()
     return {

@@ -15,7 +15,6 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import BIN, copy_project, edit_params, sh, write_seed_dataset
-from test_reload import releases  # noqa: F401, F811 (the fixture: two releases of one cell)
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 CELLS = ("tiny-cnn-quick", "tiny-mlp-quick")
@@ -132,7 +131,7 @@ def test_watch_killed_mid_cycle_loses_and_doubles_no_feedback(tmp_path: Path) ->
     import sys
 
     from conftest import commit_and_repro, stop_process
-    from test_reload import call, png
+    from servers import call, png
     from test_watch import N_FEEDBACK, start
 
     repo = copy_project(tmp_path / "repo", models=("mlp",))
@@ -194,7 +193,7 @@ def test_soak_60s_at_c32_with_10_hot_reloads(releases, tmp_path: Path) -> None: 
     import base64
     import threading
 
-    from test_reload import CELL, metric, png, start_server, stop_server, write_pointer
+    from servers import CELL, metric, png, start, stop, write_pointer
 
     from bench.serve import wrk
     from bench.server_memory import PeakRss
@@ -202,7 +201,7 @@ def test_soak_60s_at_c32_with_10_hot_reloads(releases, tmp_path: Path) -> None: 
     root, a, b = releases
     write_pointer(root, a.pointer())
     pointer = str(root / "deployment/production.json")
-    srv = start_server(root, "soak", "--pointer", pointer, "--watch-interval", "0.2")
+    srv = start(root, "--pointer", pointer, "--watch-interval", "0.2", name="soak")
     try:
         tensor = {"name": "image", "datatype": "BYTES", "shape": [1]}
         tensor["data"] = [base64.b64encode(png(1)).decode()]
@@ -233,4 +232,4 @@ def test_soak_60s_at_c32_with_10_hot_reloads(releases, tmp_path: Path) -> None: 
         print(f"soak: {result['requests']} requests, RSS {before >> 20} -> {peak.peak >> 20} MiB")
         assert growth < 0.10, (before, peak.peak)
     finally:
-        stop_server(srv)
+        stop(srv)

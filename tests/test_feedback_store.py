@@ -22,7 +22,7 @@ from deployment.feedback import FeedbackStore, export
 LABELS = ["a", "b", "c"]
 
 
-def png(seed_: int) -> bytes:
+def noise_png(seed_: int) -> bytes:
     pixels = np.random.default_rng(seed_).integers(0, 255, (8, 8), dtype=np.uint8)
     out = io.BytesIO()
     Image.fromarray(pixels, "L").save(out, "PNG")
@@ -45,8 +45,8 @@ def rows(root: Path) -> list[dict]:
 
 def test_split_rule_relabel_and_one_file_per_image(tmp_path: Path) -> None:
     store = FeedbackStore(tmp_path)
-    same = png(0)
-    rids = [predicted(store, same if i < 2 else png(i)) for i in range(6)]
+    same = noise_png(0)
+    rids = [predicted(store, same if i < 2 else noise_png(i)) for i in range(6)]
     for rid in rids:
         store.record({"request_id": rid, "true_label": "b"})
     store.record({"request_id": rids[1], "true_label": "a"})  # the last answer wins
@@ -61,7 +61,7 @@ def test_split_rule_relabel_and_one_file_per_image(tmp_path: Path) -> None:
 
 def test_a_restart_keeps_every_record_and_relabels_from_the_database(tmp_path: Path) -> None:
     store = FeedbackStore(tmp_path)
-    rid = predicted(store, png(1))
+    rid = predicted(store, noise_png(1))
     store.record({"request_id": rid, "true_label": "c"})
     del store
     again = FeedbackStore(tmp_path)  # nothing remembered in memory now
@@ -73,7 +73,7 @@ def test_a_restart_keeps_every_record_and_relabels_from_the_database(tmp_path: P
 def test_export_is_a_seed_dataset_the_importer_reads(tmp_path: Path) -> None:
     store = FeedbackStore(tmp_path)
     for i in range(7):
-        rid = predicted(store, png(10 + i))
+        rid = predicted(store, noise_png(10 + i))
         store.record({"request_id": rid, "true_label": LABELS[i % 3]})
     assert export(tmp_path) == 7
     splits = seed.parse(tmp_path, "feedback")
@@ -92,7 +92,7 @@ def test_records_of_older_servers_are_migrated(tmp_path: Path) -> None:
         rid = uuid.uuid4().hex
         file = f"{split}/{rid}.png"
         (tmp_path / split).mkdir(exist_ok=True)
-        (tmp_path / file).write_bytes(png(20 + i))
+        (tmp_path / file).write_bytes(noise_png(20 + i))
         record = {
             "request_id": rid,
             "model_name": "m",
@@ -133,7 +133,7 @@ def test_records_of_older_servers_are_migrated(tmp_path: Path) -> None:
 def _writer(root: str, worker: int, count: int) -> None:
     store = FeedbackStore(Path(root))
     for i in range(count):
-        rid = predicted(store, png(1000 * worker + i))
+        rid = predicted(store, noise_png(1000 * worker + i))
         store.record({"request_id": rid, "true_label": LABELS[i % 3]})
 
 
@@ -165,7 +165,7 @@ def test_exported_feedback_merges_into_a_normalized_train_split(tmp_path: Path) 
     raw = write_seed_dataset(tmp_path / "raw" / "shapes")
     store = FeedbackStore(tmp_path / "raw" / "feedback")
     for i in range(3):
-        rid = predicted(store, png(40 + i), list(CLASSES))
+        rid = predicted(store, noise_png(40 + i), list(CLASSES))
         store.record({"request_id": rid, "true_label": CLASSES[i]})
     export(tmp_path / "raw" / "feedback")
     train = normalize(raw, "seed")["train"]
@@ -188,7 +188,7 @@ def _fill_until_full(root: str, fsize: int, out) -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.RLIM_INFINITY))
     statuses = []
     for i in range(400):
-        rid = predicted(store, png(5000 + i) * 40)  # about 10 KB an image
+        rid = predicted(store, noise_png(5000 + i) * 40)  # about 10 KB an image
         try:
             store.record({"request_id": rid, "true_label": "a"})
             statuses.append(200)

@@ -75,12 +75,12 @@ B64_IMAGES = [base64.b64encode(d).decode() for d in (PNG, PNG[:40], b"not an ima
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
-    from test_serve import running_server, shared_bundle
+    from servers import running, shared_bundle
 
     bundle = shared_bundle(tmp_path_factory)
     root: Path = tmp_path_factory.mktemp("fuzz")
     flags = ("--max-body-bytes", str(64 << 10), "--max-pixels", "100000")  # small: cheap 413s
-    with running_server(bundle, root, *flags) as srv:
+    with running(root, "--bundle", bundle, "--drain-seconds", "0", *flags) as srv:
         yield srv
 
 

@@ -12,11 +12,8 @@ Writes tests/artifacts/page.png (the page after feedback; also on failure) and p
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,19 +22,15 @@ from conftest import (
     CLASSES,
     ROOT,
     build_bundle,
-    free_port,
     pattern,
-    stop_process,
-    wait_ready,
 )
 from PIL import Image
+from servers import Server, running
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver"))
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CELL = ("tiny", "mlp", "quick")  # dataset, model, hyperparameter set
-READY_TIMEOUT = 60  # seconds for the server to load TF and the bundle and warm up
 WAIT = 20  # seconds for anything in the page (a prediction takes milliseconds)
 TRUTH = "diagonal"  # the class of the uploaded image
 
@@ -57,29 +50,13 @@ def _browser_problem() -> str | None:
     return None
 
 
-@dataclass
-class Server:
-    url: str
-    feedback: Path  # the server's --feedback-dir
-    log: Path
-    name: str  # the served model's name (the cell)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("page")
     bundle = build_bundle(root / "project")
-    port, log, feedback = free_port(), root / "server.log", root / "feedback"
-    cmd = [sys.executable, "-m", "deployment.serve", "--host", "127.0.0.1", "--port", str(port)]
-    cmd += ["--bundle", str(bundle), "--feedback-dir", str(feedback)]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=root, stdout=out, stderr=out)
-    srv = Server(f"http://127.0.0.1:{port}", feedback, log, "-".join(CELL))
-    try:
-        wait_ready(proc, srv.url, log, READY_TIMEOUT)
+    flags = ("--host", "127.0.0.1", "--bundle", bundle)
+    with running(root, *flags, name="page", feedback=root / "feedback") as srv:
         yield srv
-    finally:
-        stop_process(proc)
 
 
 @pytest.fixture(scope="module")

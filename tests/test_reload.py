@@ -9,9 +9,7 @@ subprocess; the tests rewrite the pointer as deployment/select.py would.
 import base64
 import hashlib
 import http.client
-import io
 import json
-import os
 import re
 import shutil
 import signal
@@ -19,151 +17,29 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import (
-    ROOT,
-    edit_params,
     free_port,
-    pattern,
-    stop_process,
     wait_ready,
-    write_seed_dataset,
 )
-from PIL import Image
+from servers import (
+    CELL,
+    READY_TIMEOUT,
+    Server,
+    call,
+    metric,
+    png,
+    start,
+    stop,
+    version,
+    write_pointer,
+)
 
 pytestmark = pytest.mark.slow
-CELL = "tiny-mlp-quick"
-READY_TIMEOUT = 60  # seconds: TF import, bundle load and warm-up
 RELOAD_TIMEOUT = 30  # seconds: for the new version (or a failure) to show
-
-
-def _stages(projects: list[Path], *steps: tuple[str, ...]) -> None:
-    """Run each stage in every project at once (the projects are independent)."""
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONDONTWRITEBYTECODE": "1"}
-    for module, *args in steps:
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", module, *args],
-                cwd=p,
-                env=env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-            for p in projects
-        ]
-        for proc in procs:
-            out = proc.communicate(timeout=300)[0]
-            assert proc.returncode == 0, f"{module}: {out[-2000:]}"
-
-
-@dataclass
-class Release:
-    bundle: str  # relative to the repo root, as deployment/select.py writes it
-    eval_samples: str
-    sha256: str
-
-    def pointer(self, **changes) -> dict:
-        return {
-            "name": CELL,
-            "dataset": "tiny",
-            "model": "mlp",
-            "hparams": "quick",
-            "bundle": self.bundle,
-            "sha256": self.sha256,
-            "eval_samples": self.eval_samples,
-            "metrics": {},
-            **changes,
-        }
-
-
-@pytest.fixture(scope="module")
-def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Release, Release]:
-    """(repo root, release a, release b): one cell trained with seeds 0 and 1."""
-    root = tmp_path_factory.mktemp("reload")
-    a, b = root / "a", root / "b"
-    for package in ("data_processing", "models"):  # export copies code relative to the cwd
-        ignore = shutil.ignore_patterns("runs", "plots", "metrics", "__pycache__")
-        shutil.copytree(ROOT / package, a / package, ignore=ignore)
-    (a / "params.yaml").write_text((ROOT / "params.yaml").read_text())
-    write_seed_dataset(a / "datasets/raw/tiny", {"train": 8, "test": 4})
-    edit_params(
-        a / "params.yaml",
-        base={"seed": 0},
-        datasets=["tiny"],
-        train={"image_size": [8, 8]},
-        hparams={"quick": {"epochs": 2, "batch_size": 8, "learning_rate": 0.003}},
-        evaluate={"n_failures": 2, "profile_repeats": 1},
-    )
-    raw, norm = "datasets/raw/tiny", "datasets/normalized/tiny"
-    _stages(
-        [a],
-        ("data_processing.normalize", raw, norm),
-        ("data_processing.shard", raw, norm, "datasets/shards/tiny"),
-    )
-    shutil.copytree(a, b)
-    edit_params(b / "params.yaml", base={"seed": 1})
-    cell = ("tiny", "mlp", "quick")
-    _stages([a, b], ("models.train", *cell), ("models.evaluate", *cell), ("models.export", *cell))
-    found = []
-    for name, project in (("a", a), ("b", b)):
-        shutil.copytree(project / f"models/runs/{CELL}", root / f"releases/{name}")
-        model = root / f"releases/{name}/bundle/model.keras"
-        found.append(
-            Release(
-                f"releases/{name}/bundle",
-                f"releases/{name}/eval/samples.json",
-                _sha256(model),
-            )
-        )
-    assert found[0].sha256 != found[1].sha256
-    return root, *found
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def write_pointer(root: Path, pointer: dict | str) -> None:
-    """Atomically, as data_processing.io.write_json does for deployment/select.py."""
-    path = root / "deployment/production.json"
-    path.parent.mkdir(exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(pointer if isinstance(pointer, str) else json.dumps(pointer, indent=2))
-    os.replace(tmp, path)
-
-
-@dataclass
-class Server:
-    url: str
-    port: int
-    proc: subprocess.Popen
-    log: Path
-    feedback: Path
-
-    def logged(self) -> str:
-        return self.log.read_text()
-
-
-def start_server(root: Path, name: str, *flags: str) -> Server:
-    port, log = free_port(), root / f"{name}.log"
-    cmd = [sys.executable, "-m", "deployment.serve", "--port", str(port), *flags]
-    cmd += ["--feedback-dir", str(root / f"{name}-feedback")]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=root, stdout=out, stderr=out)
-    srv = Server(f"http://127.0.0.1:{port}", port, proc, log, root / f"{name}-feedback")
-    wait_ready(proc, srv.url, log, READY_TIMEOUT)
-    return srv
-
-
-def stop_server(srv: Server) -> None:
-    stop_process(srv.proc, timeout=15)
 
 
 @pytest.fixture(scope="module")
@@ -173,47 +49,14 @@ def server(releases):
     write_pointer(root, a.pointer())
     pointer = str(root / "deployment/production.json")
     flags = ("--pointer", pointer, "--watch-interval", "0.2", "--drain-seconds", "0.2")
-    srv = start_server(root, "watch", *flags)
+    srv = start(root, *flags, name="watch")
     yield srv
-    stop_server(srv)
-
-
-def call(srv: Server, method: str, path: str, body=None, headers=None, timeout: float = 30):
-    """(status, parsed JSON or raw bytes); a connection error is status 0."""
-    if isinstance(body, dict):
-        body, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
-    request = urllib.request.Request(srv.url + path, body, headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status, raw, head = response.status, response.read(), response.headers
-    except urllib.error.HTTPError as err:
-        status, raw, head = err.code, err.read(), err.headers
-    except (ConnectionError, urllib.error.URLError, TimeoutError):
-        return 0, None
-    is_json = head.get("content-type", "").startswith("application/json")
-    return status, json.loads(raw) if is_json else raw
-
-
-def png(label: int = 0, seed: int = 0) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(pattern(label, np.random.default_rng(seed)), "L").save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def version(srv: Server) -> str:
-    return call(srv, "GET", "/v2")[1]["model_version"]
-
-
-def metric(srv: Server, name: str) -> float:
-    """The value of one sample in /metrics (0 when absent)."""
-    text = call(srv, "GET", "/metrics")[1].decode()
-    found = [line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")]
-    return float(found[0]) if found else 0.0
+    stop(srv)
 
 
 def _load(srv: Server, stop: threading.Event, seen: list, worker: int) -> None:
     """Requests until `stop` (at most 2,000 or 60 s): (worker, status, version, probs)."""
-    image = png(1)
+    image = png(1, seed=0)
     data = [base64.b64encode(image).decode()]
     infer = {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [1], "data": data}]}
     deadline = time.monotonic() + 60
@@ -316,7 +159,7 @@ def test_broken_candidate_keeps_the_old_model(server: Server, releases, case, re
         time.sleep(0.1)
     assert metric(server, name) == before + 1
     assert version(server) == serving
-    status, body = call(server, "POST", "/predict", png(2), {"Content-Type": "image/png"})
+    status, body = call(server, "POST", "/predict", png(2, seed=0), {"Content-Type": "image/png"})
     assert status == 200 and body["model_version"] == serving
     assert f"serve: kept {serving}: {reason}" in server.logged()
 
@@ -358,7 +201,7 @@ def test_feedback_becomes_a_seed_dataset(server: Server) -> None:
 
 def test_sigterm_drains_then_exits_zero(releases) -> None:
     root, a, _ = releases
-    srv = start_server(root, "drain", "--bundle", a.bundle, "--drain-seconds", "1")
+    srv = start(root, "--bundle", a.bundle, "--drain-seconds", "1", name="drain")
     try:
         image = png(0)
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
@@ -387,7 +230,7 @@ def test_sigterm_drains_then_exits_zero(releases) -> None:
         assert call(srv, "GET", "/v2/health/live")[0] == 0  # the listener is closed
         assert "SIGTERM: draining" in srv.logged() and "Traceback" not in srv.logged()
     finally:
-        stop_server(srv)
+        stop(srv)
 
 
 def test_feedback_store_recovers_after_a_crash(tmp_path: Path) -> None:
@@ -466,4 +309,4 @@ def test_no_model_yet_serves_unready_then_loads_the_pointer(releases, tmp_path: 
         status, _ = call(srv, "POST", "/predict", png(0), {"Content-Type": "image/png"})
         assert status == 200
     finally:
-        stop_server(srv)
+        stop(srv)

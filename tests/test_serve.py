@@ -1,7 +1,6 @@
 """The real server over real HTTP: a tiny bundle built through the real stages, served by
 `python -m deployment.serve` in a subprocess, called with urllib and tritonclient.http."""
 
-import base64
 import hashlib
 import http.client
 import io
@@ -11,12 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,29 +19,26 @@ from conftest import (
     CLASSES,
     build_bundle,
     free_port,
-    pattern,
     stop_process,
-    wait_ready,
 )
 from PIL import Image
+from servers import (
+    READY_TIMEOUT,
+    Server,
+    b64,
+    call,
+    encode,
+    image_input,
+    multipart,
+    png,
+    running,
+)
 
 from deployment import feedback
 
 pytestmark = pytest.mark.slow
 MAX_BODY = 1 << 20  # the test server's limits, small so the 413 cases stay cheap
 MAX_PIXELS = 1_000_000
-READY_TIMEOUT = 60  # seconds for the server to load TF, the bundle and warm up
-
-
-@dataclass
-class Server:
-    url: str
-    port: int
-    bundle: Path
-    log: Path
-    feedback: Path
-    name: str = "tiny-mlp-quick"
-    before_ready: list = field(default_factory=list)  # (ready, live, infer) statuses seen
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +52,13 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     cmd += ["--backend", "tf"]  # onnx loads in ~0.1 s: too fast to see the server not ready
     with open(log, "wb") as out:
         proc = subprocess.Popen(list(map(str, cmd)), cwd=root, stdout=out, stderr=out)
-    srv = Server(f"http://127.0.0.1:{port}", port, bundle, log, root / "feedback")
+    srv = Server(f"http://127.0.0.1:{port}", port, proc, log, root / "feedback", bundle)
     try:
         deadline = time.monotonic() + READY_TIMEOUT
-        while (status := call(srv, "GET", "/v2/health/ready", check=False)[0]) != 200:
+        while (status := call(srv, "GET", "/v2/health/ready")[0]) != 200:
             if status and not srv.before_ready:  # listening, model not loaded yet
                 live = call(srv, "GET", "/v2/health/live")[0]
-                infer = call(srv, "POST", f"/v2/models/{srv.name}/infer", {}, check=False)[0]
+                infer = call(srv, "POST", f"/v2/models/{srv.name}/infer", {})[0]
                 srv.before_ready.append((status, live, infer))
             assert proc.poll() is None, f"server exited:\n{log.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"not ready:\n{log.read_text()[-3000:]}"
@@ -75,67 +66,6 @@ def server(tmp_path_factory: pytest.TempPathFactory):
         yield srv
     finally:
         stop_process(proc)
-
-
-_BUNDLES: dict[str, Path] = {}  # one tiny bundle per test process, see shared_bundle
-
-
-def shared_bundle(factory: pytest.TempPathFactory) -> Path:
-    """The tiny bundle, built once per test process (xdist worker) and shared by the modules
-    that only serve it (test_drift, test_batching, test_http_fuzz)."""
-    if "tiny" not in _BUNDLES:
-        _BUNDLES["tiny"] = build_bundle(factory.mktemp("shared") / "project")
-    return _BUNDLES["tiny"]
-
-
-@contextmanager
-def running_server(bundle: Path, root: Path, *flags: str) -> Iterator[Server]:
-    """`python -m deployment.serve --bundle bundle *flags` on a free port, once it is ready;
-    SIGTERM on exit."""
-    port = free_port()
-    log, feedback = root / f"server-{port}.log", root / f"feedback-{port}"
-    cmd = [sys.executable, "-m", "deployment.serve", "--port", str(port), "--bundle", bundle]
-    cmd += ["--feedback-dir", feedback, "--drain-seconds", "0", *flags]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(list(map(str, cmd)), cwd=root, stdout=out, stderr=out)
-    srv = Server(f"http://127.0.0.1:{port}", port, bundle, log, feedback)
-    try:
-        wait_ready(proc, srv.url, log, READY_TIMEOUT)
-        yield srv
-    finally:
-        stop_process(proc)
-
-
-def call(srv: Server, method: str, path: str, body=None, headers=None, check=True):
-    """(status, parsed JSON or raw bytes) of one request; connection errors count as 0."""
-    if isinstance(body, (dict, list)):
-        body, headers = json.dumps(body).encode(), {"Content-Type": "application/json"}
-    request = urllib.request.Request(srv.url + path, body, headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            status, raw, ctype = response.status, response.read(), response.headers
-    except urllib.error.HTTPError as err:
-        status, raw, ctype = err.code, err.read(), err.headers
-    except (ConnectionError, urllib.error.URLError):
-        if check:
-            raise
-        return 0, None
-    is_json = ctype.get("content-type", "").startswith("application/json")
-    return status, json.loads(raw) if is_json else raw
-
-
-def png(label: int = 0, size: int = 8, mode: str = "L") -> bytes:
-    image = Image.fromarray(pattern(label, np.random.default_rng(label), size), "L")
-    return encode(image.convert(mode))
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def image_input(*images: bytes) -> dict:
-    data = [b64(i) for i in images]
-    return {"inputs": [{"name": "image", "datatype": "BYTES", "shape": [len(data)], "data": data}]}
 
 
 def test_not_ready_until_loaded_and_warmed_up(server: Server) -> None:
@@ -244,12 +174,6 @@ def _pixels(data, shape=(1, 2, 2, 1), datatype="UINT8") -> dict:
     }
 
 
-def encode(image: Image.Image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
 BOMB = Image.new("L", (1200, 1000))  # 1.2 Mpx > MAX_PIXELS, a few KB as PNG
 TRUNCATED = png(size=64)[: len(png(size=64)) // 2]  # a valid header, half the pixel data
 GOOD = image_input(png())
@@ -324,16 +248,6 @@ def test_body_over_limit_is_413_before_reading(server: Server) -> None:
     status, answer = _raw_post(server, path, {"Transfer-Encoding": "chunked"}, frames)
     assert status == 413 and "over" in answer["error"]
     assert _infer(server, image_input(png()))[0] == 200
-
-
-def multipart(data: bytes, field: str = "file") -> tuple[bytes, dict]:
-    boundary = uuid.uuid4().hex
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="x.png"\r\n'
-        "Content-Type: image/png\r\n\r\n"
-    )
-    body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
-    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
 def test_predict_page_and_feedback(server: Server) -> None:
@@ -508,7 +422,8 @@ def test_onnx_backend_serves_the_tf_predictions(server: Server, tmp_path: Path) 
     path = f"/v2/models/{server.name}/infer"
     tf = call(server, "POST", path, images)[1]
     assert call(server, "GET", f"/v2/models/{server.name}")[1]["platform"] == "tensorflow_keras"
-    with running_server(server.bundle, tmp_path, "--backend", "onnx") as onnx_server:
+    flags = ("--bundle", server.bundle, "--drain-seconds", "0", "--backend", "onnx")
+    with running(tmp_path, *flags) as onnx_server:
         meta = call(onnx_server, "GET", f"/v2/models/{server.name}")[1]
         assert meta["platform"] == "onnxruntime_onnx"
         assert "backend onnx" in onnx_server.log.read_text()

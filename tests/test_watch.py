@@ -26,7 +26,7 @@ from conftest import (
     wait_ready,
     write_seed_dataset,
 )
-from test_reload import Server, call, png
+from servers import Server, call, png
 
 pytestmark = pytest.mark.slow
 CELL = "tiny-mlp-quick"
