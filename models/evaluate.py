@@ -2,8 +2,10 @@
 
 Streams datasets/shards/<dataset>/ (test records) through the model in bounded memory:
 confusion counts, a heap of the worst mistakes, top-k predictions written as they come.
-Reads models/runs/<cell>/train/. Writes models/metrics/<cell>.json, the plots
-models/plots/{confusion,per_class}/<cell>.json and {failures,curves}/<cell>.png, and
+Reads models/runs/<cell>/train/. Writes models/metrics/<cell>.json (with the expected
+calibration error, `ece`), the plots models/plots/{confusion,per_class,calibration}/<cell>.json
+(calibration: the reliability diagram, common/calibration.py) and
+{failures,curves}/<cell>.png, and
 models/runs/<cell>/eval/:
     predictions.jsonl  one line per test image: {"file", "top": [[class index, p], ...]}
                        (top-k), plus "probs" (all K) when the split is small
@@ -26,6 +28,7 @@ from data_processing.errors import exit_on_error
 from data_processing.io import staged_dir, write_json
 from data_processing.params import Params, load_params
 from models.common import metrics, plots, profile
+from models.common.calibration import Calibration
 from models.common.data import Shards
 from models.common.paths import Cell
 from models.common.quiet import import_tensorflow
@@ -84,6 +87,7 @@ def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out) 
     names, files = shards.categories, shards.file_names("test")
     scores = metrics.Scores(names, shards.label_mode, params.threshold)
     failures, ref = Failures(params.n_failures), Reference(names)
+    calibration = Calibration(shards.label_mode)
     wanted = {image["index"] for image in samples["images"]}
     sampled, first = {}, None
     full = len(files) * len(names) <= FULL_PROBS_LIMIT
@@ -95,6 +99,7 @@ def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out) 
         y = np.asarray(labels[index])
         probs = np.asarray(fn(images))
         pred = scores.update(y, probs)
+        calibration.update(y, probs)
         failures.update(index, images, y, probs, pred, names)
         ref.update(probs)
         for row, i in enumerate(index):
@@ -103,7 +108,7 @@ def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out) 
                 sampled[int(i)] = [round(float(p), 7) for p in probs[row]]
         bar.update(len(index))
     bar.close()
-    result = scores.result()
+    result = scores.result() | {"ece": calibration.ece(), "mce": calibration.mce()}
     timing = {
         "params": int(model.count_params()),
         "saved_model_mb": profile.saved_model_mb(model),
@@ -117,6 +122,7 @@ def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out) 
         "confusion": scores.confusion(),
         "failures": failures.result(),
         "reference": ref.result(result["per_class"]),
+        "reliability": calibration.reliability(),
         "sampled": sampled,
         "profile": timing,
     }
@@ -164,6 +170,7 @@ def main() -> None:
     )
     write_json(cell.plot("confusion", "json"), result["confusion"])
     write_json(cell.plot("per_class", "json"), scores["per_class"])
+    write_json(cell.plot("calibration", "json"), result["reliability"])
     images, captions = result["failures"]
     cell.plot("failures", "png").parent.mkdir(parents=True, exist_ok=True)
     cell.plot("failures", "png").write_bytes(

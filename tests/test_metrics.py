@@ -128,3 +128,42 @@ def test_compare_gathers_every_cells_validation_curve(tmp_path) -> None:
         {"epoch": 1, "cell": "d-mlp-quick", "value": 0.4},
         {"epoch": 2, "cell": "d-mlp-quick", "value": 0.45},
     ]
+
+
+def test_calibration_error_of_calibrated_and_overconfident_scores() -> None:
+    from models.common.calibration import Calibration
+
+    rng = np.random.default_rng(0)
+    n, k = 20000, 4
+    confidence = rng.uniform(0.5, 1.0, n)  # calibrated: right with probability = confidence
+    right = rng.uniform(size=n) < confidence
+    truth = rng.integers(0, k, n)
+    top = np.where(right, truth, (truth + 1) % k)
+    probs = np.full((n, k), 0.0)
+    probs[np.arange(n), top] = confidence
+    probs[np.arange(n), (top + 2) % k] = 1 - confidence  # the rest, never above the top
+    y = np.eye(k)[truth]
+    calibrated = Calibration("single")
+    for start in range(0, n, 4096):  # streamed in batches
+        calibrated.update(y[start : start + 4096], probs[start : start + 4096])
+    assert calibrated.ece() < 0.02 and calibrated.count.sum() == n
+    overconfident = Calibration("single")  # 99% sure, right half the time
+    half = np.eye(2)[[0, 1] * 50]
+    overconfident.update(half, np.tile([[0.99, 0.01]], (100, 1)))
+    assert overconfident.ece() == pytest.approx(0.49) and overconfident.mce() == pytest.approx(
+        0.49
+    )
+    (row,) = overconfident.reliability()
+    assert row == {"bin": "0.93-1.00", "confidence": 0.99, "accuracy": 0.5, "count": 100}
+
+
+def test_multilabel_calibration_counts_every_class_probability() -> None:
+    from models.common.calibration import Calibration
+
+    cal = Calibration("multi", bins=2)
+    y = np.array([[1, 0, 1], [0, 0, 1]])
+    probs = np.array([[0.9, 0.2, 0.6], [0.1, 0.4, 0.8]])
+    cal.update(y, probs)
+    # bin 0 (p < 0.5): 0.2, 0.1, 0.4, none present; bin 1: 0.9, 0.6, 0.8, all present
+    assert cal.count.tolist() == [3, 3]
+    assert cal.ece() == pytest.approx((0.7 / 3 * 3 + (1 - 2.3 / 3) * 3) / 6)

@@ -95,7 +95,15 @@ def test_plots_render_offline(repo: Path) -> None:
     sh("dvc", "plots", "show", "-o", "plots_out", cwd=repo)
     html = (repo / "plots_out" / "index.html").read_text()
     assert "cdn.jsdelivr" not in html and "vegaEmbed" in html
-    for kind in ("loss", "accuracy", "confusion", "per_class", "failures", "curves"):
+    for kind in (
+        "loss",
+        "accuracy",
+        "confusion",
+        "per_class",
+        "calibration",
+        "failures",
+        "curves",
+    ):
         for model in ("mlp", "cnn"):
             assert f"models_plots_{kind}_tiny-{model}-quick_" in html, (kind, model)
     shown = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo, stdout_only=True))["data"]
@@ -104,6 +112,14 @@ def test_plots_render_offline(repo: Path) -> None:
         rows = chart["content"]["data"]["values"]
         assert {r["cell"] for r in rows} == {"tiny-mlp-quick", "tiny-cnn-quick"}
         assert chart["content"]["encoding"]["color"]["field"] == "cell"
+    for model in ("mlp", "cnn"):  # a reliability diagram per cell, the diagonal drawn
+        (chart,) = shown[f"models/plots/calibration/tiny-{model}-quick.json"]
+        rows = chart["content"]["data"]["values"]
+        assert sum(r["count"] for r in rows) == 12  # every test image in one bin
+        assert all(0 <= r["confidence"] <= 1 and 0 <= r["accuracy"] <= 1 for r in rows)
+        assert chart["content"]["layer"][0]["mark"]["type"] == "rule"
+        metrics = json.loads((repo / f"models/metrics/tiny-{model}-quick.json").read_text())
+        assert 0.0 <= metrics["test"]["ece"] <= metrics["test"]["mce"] <= 1.0
 
 
 def test_experiment_shows_in_table_and_plots_diff(repo: Path) -> None:
