@@ -14,7 +14,7 @@ import json
 
 from data_processing import cli
 from models.common.metrics import health_warnings
-from models.common.paths import METRICS, POINTER, Cell
+from models.common.paths import METRICS, POINTER, RUNS
 
 
 def production() -> dict:
@@ -26,13 +26,13 @@ def serves(pointer: dict, cell_name: str) -> bool:
     """Whether production serves the workspace's current training of the cell."""
     if pointer.get("name") != cell_name:
         return False
-    model = Cell(*cell_name.split("-", 2)).bundle_dir / "model.keras"
+    model = RUNS / cell_name / "bundle" / "model.keras"
     return model.is_file() and hashlib.sha256(model.read_bytes()).hexdigest() == pointer["sha256"]
 
 
-def rows() -> list[dict]:
-    """One row per models/metrics/*.json, best macro F1 first."""
-    pointer = production()
+def rows(pointer: dict | None = None) -> list[dict]:
+    """One row per models/metrics/*.json, best macro F1 first; `pointer`: production()."""
+    pointer = production() if pointer is None else pointer
     found = []
     for path in sorted(METRICS.glob("*.json")):
         metrics = json.loads(path.read_text())
@@ -78,8 +78,9 @@ def table(found: list[dict], pointer: dict | None = None) -> str:
 
 def main() -> None:
     cli.parse(__doc__)
-    found = rows()
-    print(table(found, production()) if found else "no evaluated cells yet: run `dvc repro`")
+    pointer = production()
+    found = rows(pointer)
+    print(table(found, pointer) if found else "no evaluated cells yet: run `dvc repro`")
 
 
 if __name__ == "__main__":
