@@ -48,9 +48,9 @@ import numpy as np  # noqa: E402
 from PIL import Image as PILImage  # noqa: E402
 
 from bench import common  # noqa: E402
-from data_processing.io import staged_dir  # noqa: E402
+from data_processing.core.io import staged_dir  # noqa: E402
+from data_processing.core.params import BaseParams, load_params  # noqa: E402
 from data_processing.normalize import normalize, write  # noqa: E402
-from data_processing.params import BaseParams, load_params  # noqa: E402
 from data_processing.shard import ShardParams, shard  # noqa: E402
 from data_processing.sources import _common  # noqa: E402
 

@@ -68,8 +68,8 @@ TARGETS = (
 
 def prepare(work: Path, n: int, size: int) -> dict:
     """Photos, normalized JSON, shards at size x size, the val mask and the class-folder view."""
+    from data_processing.core.params import load_params
     from data_processing.normalize import normalize, write
-    from data_processing.params import load_params
     from data_processing.shard import ShardParams, shard
     from models.common.data import Shards, split_train_val
     from models.common.spec import TrainParams
@@ -156,7 +156,7 @@ class EpochTimer:
 def build_model(size: int, channels: int, classes: int, steps: int, name: str = "cnn"):
     """A project model (cnn by default) at the stored size, compiled as training does."""
     import models
-    from data_processing.params import load_params
+    from data_processing.core.params import load_params
     from models.common.spec import HParams, ModelSpec
     from models.common.training import optimizer
 

@@ -91,7 +91,7 @@ def run_cell(
 ) -> dict:
     """Train one cell as the train stage does, then score it on the test split."""
     import models
-    from data_processing.params import BaseParams, load_params
+    from data_processing.core.params import BaseParams, load_params
     from models.common.data import Shards
     from models.common.paths import Cell
     from models.common.spec import HParams, TrainParams

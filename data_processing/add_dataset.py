@@ -22,10 +22,10 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from data_processing import cli, normalize, sources
-from data_processing.errors import DataError, exit_on_error
-from data_processing.io import staged_dir, write_text
-from data_processing.params import PARAMS_FILE, load_params
+from data_processing.core import cli, normalize, sources
+from data_processing.core.errors import DataError, exit_on_error
+from data_processing.core.io import staged_dir, write_text
+from data_processing.core.params import PARAMS_FILE, load_params
 from data_processing.validate import ValidateParams, fail_on_errors, load_splits, validate
 
 NAME_PATTERN = re.compile(r"[a-z0-9_-]+")  # the name becomes a DVC matrix value and stage name

@@ -26,7 +26,7 @@ from PIL import UnidentifiedImageError
 from tqdm import tqdm
 
 from data_processing import schema
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
 from data_processing.images import decode, is_image, read_header
 
 MASK_MODES = ("L", "P")  # 8-bit, one value per pixel: the value is the category id

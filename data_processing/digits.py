@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from data_processing import cli
-from data_processing.io import staged_dir
-from data_processing.params import BaseParams, Params, load_params
+from data_processing.core import cli
+from data_processing.core.io import staged_dir
+from data_processing.core.params import BaseParams, Params, load_params
 
 
 class DigitsParams(Params):

@@ -18,8 +18,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from data_processing import schema, sources
-from data_processing.errors import DataError
-from data_processing.params import Params
+from data_processing.core.errors import DataError
+from data_processing.core.params import Params
 
 FOLDER = "feedback"  # datasets/raw/feedback
 

@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from data_processing import cli, feedback, schema, sources
-from data_processing.errors import DataError, exit_on_error
-from data_processing.io import staged_dir
-from data_processing.params import Params, load_params
+from data_processing.core import cli, feedback, schema, sources
+from data_processing.core.errors import DataError, exit_on_error
+from data_processing.core.io import staged_dir
+from data_processing.core.params import Params, load_params
 
 AUTO = "auto"
 

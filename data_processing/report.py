@@ -13,8 +13,8 @@ from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 
 from data_processing import schema
+from data_processing.core.io import staged_dir, write_json, write_text
 from data_processing.images import decode
-from data_processing.io import staged_dir, write_json, write_text
 
 Pictures = dict[str, tuple[str, PILImage.Image]]  # PNG file name -> (caption, picture)
 TILE = 64  # px: side of one thumbnail in the sample grid (8x8 digits are scaled up, crisp)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
 
 FORMAT_VERSION = "1.0"
 

@@ -32,11 +32,11 @@ import numpy as np
 from pydantic import Field
 from tqdm import tqdm
 
-from data_processing import cli, schema
-from data_processing.errors import DataError, exit_on_error
+from data_processing.core import cli, schema
+from data_processing.core.errors import DataError, exit_on_error
+from data_processing.core.io import staged_dir, write_json, write_text
+from data_processing.core.params import BaseParams, Params, load_params, read_params
 from data_processing.images import channels_for, load, read_mode
-from data_processing.io import staged_dir, write_json, write_text
-from data_processing.params import BaseParams, Params, load_params, read_params
 
 FORMAT = "reprovision-records/1"
 CHUNK = 32  # images per pool task: amortises the IPC, keeps the progress bar moving

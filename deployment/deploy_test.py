@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from data_processing import cli
-from data_processing.errors import DataError, exit_on_error
-from data_processing.io import write_json
+from data_processing.core import cli
+from data_processing.core.errors import CheckError, DataError, exit_on_error
+from data_processing.core.io import write_json
 
 ATOL = 1e-5  # evaluate rounds probabilities to 1e-7; batch size changes the last bits only
 BACKENDS = ("tf", "onnx")
@@ -72,7 +72,7 @@ def run_bundle(bundle: Path, images: list[Path], work: Path, backend: str) -> di
     cmd += ["--images", "images.json", "--out", f"out-{backend}.json", "--backend", backend]
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise DataError(
+        raise CheckError(
             bundle,
             f"a bundle that loads in a clean process ({backend} backend)",
             found=proc.stderr.strip().splitlines()[-1] if proc.stderr else "no output",

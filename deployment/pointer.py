@@ -20,7 +20,7 @@ import shutil
 import time
 from pathlib import Path
 
-from data_processing.io import write_json
+from data_processing.core.io import write_json
 from deployment.bundle import file_sha256
 
 HISTORY = 10  # earlier productions kept in the pointer

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from data_processing import cli
+from data_processing.core import cli
 from deployment import pointer as production
 
 ARTIFACT = "classifier"

@@ -16,7 +16,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from data_processing import cli
+from data_processing.core import cli
 from deployment import pointer as production
 from deployment import registry
 

@@ -23,10 +23,10 @@ Run: python -m deployment.select models/metrics models/runs deployment/productio
 import json
 from pathlib import Path
 
-from data_processing import cli
-from data_processing.errors import DataError, exit_on_error
-from data_processing.io import write_json
-from data_processing.params import Params, load_params, read_params
+from data_processing.core import cli
+from data_processing.core.errors import CheckError, DataError, exit_on_error
+from data_processing.core.io import write_json
+from data_processing.core.params import Params, load_params, read_params
 from deployment import pointer as production
 from deployment.bundle import file_sha256
 
@@ -151,7 +151,7 @@ def main() -> None:
         if current is not None:
             print(f"select: {reason}; {pointer} left unchanged")
             return
-        raise DataError(
+        raise CheckError(
             pointer,
             "a candidate that passes the gate in params.yaml `select`",
             found="none, and no previous pointer to keep",

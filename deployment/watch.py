@@ -36,10 +36,10 @@ from pathlib import Path
 
 import yaml
 
-from data_processing import cli
+from data_processing.core import cli
+from data_processing.core.io import write_json
+from data_processing.core.params import load_params, read_params
 from data_processing.feedback import FeedbackParams
-from data_processing.io import write_json
-from data_processing.params import load_params, read_params
 from deployment import feedback
 
 FEEDBACK = Path("datasets/raw/feedback")

@@ -11,8 +11,8 @@ Run: python -m models.compare models/plots models/plots/compare
 import csv
 from pathlib import Path
 
-from data_processing import cli
-from data_processing.io import staged_dir, write_json
+from data_processing.core import cli
+from data_processing.core.io import staged_dir, write_json
 
 METRICS = ("accuracy", "loss")
 

@@ -23,10 +23,10 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-from data_processing import cli
-from data_processing.errors import exit_on_error
-from data_processing.io import staged_dir, write_json
-from data_processing.params import Params, load_params
+from data_processing.core import cli
+from data_processing.core.errors import exit_on_error
+from data_processing.core.io import staged_dir, write_json
+from data_processing.core.params import Params, load_params
 from models.common import metrics, plots, profile
 from models.common.calibration import Calibration
 from models.common.data import Shards

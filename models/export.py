@@ -17,10 +17,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from data_processing import cli
-from data_processing.errors import exit_on_error
-from data_processing.io import staged_dir, write_json, write_text
-from data_processing.params import BaseParams, load_params
+from data_processing.core import cli
+from data_processing.core.errors import exit_on_error
+from data_processing.core.io import staged_dir, write_json, write_text
+from data_processing.core.params import BaseParams, load_params
 from models.common import lineage
 from models.common.card import model_card
 from models.common.onnx_export import export_onnx, load_check_images

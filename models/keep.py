@@ -13,8 +13,8 @@ import argparse
 import json
 import subprocess
 
-from data_processing import cli
-from data_processing.errors import DataError, exit_on_error
+from data_processing.core import cli
+from data_processing.core.errors import CommandError, DataError, exit_on_error
 from models.common.leaderboard import experiments
 
 KEY_METRICS = ("f1_macro", "accuracy", "precision_macro", "recall_macro")
@@ -53,7 +53,7 @@ def choose(show: list[dict], name: str | None) -> tuple[str, str, dict]:
 def _run(*cmd: str) -> str:
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise DataError(" ".join(cmd), "success", found=proc.stderr.strip()[-500:])
+        raise CommandError(" ".join(cmd), "success", found=proc.stderr.strip()[-500:])
     return proc.stdout
 
 

@@ -12,7 +12,7 @@ Run: python -m models.leaderboard
 import hashlib
 import json
 
-from data_processing import cli
+from data_processing.core import cli
 from models.common.metrics import health_warnings
 from models.common.paths import METRICS, POINTER, RUNS
 

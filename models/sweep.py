@@ -25,9 +25,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from data_processing import cli
-from data_processing.errors import DataError, exit_on_error
-from data_processing.params import Params, load_params, read_params
+from data_processing.core import cli
+from data_processing.core.errors import CommandError, DataError, exit_on_error
+from data_processing.core.params import Params, load_params, read_params
 from models.common import leaderboard
 from models.common.paths import RAW, Cell
 
@@ -162,7 +162,9 @@ def wait(names: list[str], poll: float, timeout: float) -> dict[str, str]:
         if done == len(names):
             return mine
         if elapsed > timeout:
-            raise DataError("dvc queue", f"the sweep to finish within {timeout:.0f}s", found=line)
+            raise CommandError(
+                "dvc queue", f"the sweep to finish within {timeout:.0f}s", found=line
+            )
         time.sleep(poll)
 
 
@@ -200,7 +202,7 @@ def run(combos: list[Combo], args: argparse.Namespace, jobs: int) -> dict[str, s
             continue
         proc = subprocess.run(combo.command(), capture_output=True, text=True)
         if proc.returncode != 0:
-            raise DataError("dvc exp run --queue", f"{combo.name} queued", found=proc.stderr)
+            raise CommandError("dvc exp run --queue", f"{combo.name} queued", found=proc.stderr)
         queued.append(combo.name)
     if not queued:
         return {}

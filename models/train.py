@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 import models
-from data_processing import cli
-from data_processing.errors import DataError, exit_on_error
-from data_processing.io import staged_dir, write_text
-from data_processing.params import PARAMS_FILE, BaseParams, load_params
+from data_processing.core import cli
+from data_processing.core.errors import DataError, exit_on_error
+from data_processing.core.io import staged_dir, write_text
+from data_processing.core.params import PARAMS_FILE, BaseParams, load_params
 from models.common.data import Shards, split_train_val
 from models.common.paths import Cell
 from models.common.spec import HParams, ModelSpec, TrainParams

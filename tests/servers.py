@@ -249,7 +249,7 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Release, R
 
 
 def write_pointer(root: Path, pointer: dict | str) -> None:
-    """Atomically, as data_processing.io.write_json does for deployment/select.py."""
+    """Atomically, as data_processing.core.io.write_json does for deployment/select.py."""
     path = root / "deployment/production.json"
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_suffix(".tmp")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import models
-from data_processing.params import load_params
+from data_processing.core.params import load_params
 from models.common.spec import Augment, ModelSpec
 
 SPEC = ModelSpec(channels=1, num_classes=3, image_size=(16, 16))

@@ -77,7 +77,7 @@ REPROVISION = Path(sys.executable).with_name("reprovision")  # pyproject.toml [p
 
 
 def test_one_console_entry_point_lists_and_runs_every_tool() -> None:
-    from data_processing.cli import COMMANDS
+    from data_processing.core.cli import COMMANDS
 
     assert sorted(module for module, _ in COMMANDS.values()) == sorted(TOOLS)
     listing = subprocess.run([REPROVISION, "--help"], capture_output=True, text=True, cwd=ROOT)

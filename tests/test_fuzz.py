@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data_processing import sources
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
 
 FUZZ = settings(
     max_examples=50,

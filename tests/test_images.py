@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
 from data_processing.images import _png_header, decode, read_header, read_mode, to_array
 
 MODES = ["1", "L", "I;16", "RGB", "RGBA", "P", "LA"]

@@ -7,7 +7,7 @@ import pytest
 from conftest import edit_params, run_stage
 
 import models
-from data_processing.params import load_params
+from data_processing.core.params import load_params
 from models.common.spec import ModelSpec
 
 SPEC = ModelSpec(channels=1, num_classes=3, image_size=(16, 16))

@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, build_bundle, pattern
 from PIL import Image
 
-from data_processing.errors import DataError
+from data_processing.core.errors import CheckError, DataError
 from models.common import onnx_export
 from models.common.serving import OnnxPredictor, Predictor
 
@@ -131,7 +131,7 @@ def test_auto_picks_onnx_then_tf(bundle: Path, tmp_path: Path, images: list[Path
 def test_check_failure_names_file_and_difference(monkeypatch, tmp_path: Path):
     monkeypatch.setattr(onnx_export, "convert", lambda model, path: None)
     monkeypatch.setattr(onnx_export, "max_difference", lambda model, path, images: 3e-5)
-    with pytest.raises(DataError) as caught:
+    with pytest.raises(CheckError) as caught:
         onnx_export.export_onnx(None, tmp_path / "model.onnx", np.zeros((2, 8, 8, 1), np.uint8))
     message = str(caught.value)
     assert str(tmp_path / "model.onnx") in message

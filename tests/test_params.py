@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from data_processing.errors import DataError
-from data_processing.params import Params, load_params, read_params
+from data_processing.core.errors import DataError
+from data_processing.core.params import Params, load_params, read_params
 from models.common.spec import HParams, TrainParams
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from data_processing import schema, sources
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
 from data_processing.normalize import normalize
 
 BOX_FORMATS = ("coco", "voc", "yolo")  # compared with seed_json, which also has everything

@@ -50,7 +50,7 @@ def test_plan_narrows_and_expands_with_grids() -> None:
 
 
 def test_plan_rejects_unknown_names() -> None:
-    from data_processing.errors import DataError
+    from data_processing.core.errors import DataError
 
     with pytest.raises(DataError, match=r"field 'models'.*expected models from"):
         plan(PARAMS, SweepParams(), {"models": ["nope"]}, [()], lambda d: 0.0)

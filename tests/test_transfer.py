@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import models
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
 from models.common.spec import ModelSpec
 
 SPEC_A = ModelSpec(channels=1, num_classes=3, image_size=(16, 16))

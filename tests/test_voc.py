@@ -15,9 +15,9 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from data_processing import schema, sources
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
+from data_processing.core.params import load_params
 from data_processing.normalize import NormalizeParams, normalize
-from data_processing.params import load_params
 
 W, H = 32, 24  # not square: a swapped axis shows
 # image -> boxes as COCO [x, y, w, h]; every edge of the image is touched by some box

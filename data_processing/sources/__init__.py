@@ -10,7 +10,7 @@ import pkgutil
 from pathlib import Path
 from types import ModuleType
 
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
 from data_processing.schema import Dataset
 
 Splits = dict[str, Dataset]  # split name ("train", "test") -> one split

@@ -13,7 +13,7 @@ import unicodedata
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
 from data_processing.images import is_image_name, read_header
 from data_processing.records import (
     Box,

@@ -13,7 +13,7 @@ Reads folder listings and image headers. No writes.
 import os
 from pathlib import Path
 
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
 from data_processing.records import Record
 from data_processing.schema import Dataset
 from data_processing.sources._common import SPLITS, build, image_size, list_images, split_dir

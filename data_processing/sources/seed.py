@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
 from data_processing.images import is_image_name
 from data_processing.records import Record, RecordTable
 from data_processing.schema import Dataset

@@ -18,7 +18,7 @@ Reads meta.json and image/mask headers. No writes.
 
 from pathlib import Path
 
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
 from data_processing.records import Box, Record
 from data_processing.schema import Dataset
 from data_processing.sources._common import (

@@ -2,7 +2,7 @@
 
 import keras
 
-from data_processing import params as p
+from data_processing.core import params as p
 from models.common.layers import head, inputs
 from models.common.spec import ModelSpec
 

@@ -8,7 +8,7 @@ images; standardized inputs (models/common/layers.py), BatchNorm and dropout 0.5
 
 import keras
 
-from data_processing import params as p
+from data_processing.core import params as p
 from models.common.layers import batch_norm, head, inputs
 from models.common.spec import ModelSpec
 

@@ -8,7 +8,7 @@ while the head is always new, sized for this dataset's classes.
 import keras
 from pydantic import Field, model_validator
 
-from data_processing import params as p
+from data_processing.core import params as p
 from models.common.layers import batch_norm, head, inputs
 from models.common.spec import Augment, ModelSpec
 from models.common.transfer import BACKBONE, load_backbone

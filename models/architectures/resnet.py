@@ -8,7 +8,7 @@ so sizes go n -> ceil(n/2) and never reach zero (8x8 -> 4, 2, 1).
 import keras
 from pydantic import Field, model_validator
 
-from data_processing import params as p
+from data_processing.core import params as p
 from models.common.layers import batch_norm, head, inputs
 from models.common.spec import Augment, ModelSpec
 

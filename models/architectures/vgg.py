@@ -6,7 +6,7 @@ Pooling uses padding="same", so each block maps n -> ceil(n/2) and never reaches
 import keras
 from pydantic import Field
 
-from data_processing import params as p
+from data_processing.core import params as p
 from models.common.layers import head, inputs
 from models.common.spec import Augment, ModelSpec
 

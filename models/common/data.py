@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from data_processing.params import read_params
+from data_processing.core.params import read_params
 
 PACKAGES = ("tensorflow", "keras", "numpy", "pillow", "scikit-learn", "dvc", "dvclive")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_processing.errors import DataError
+from data_processing.core.errors import CheckError, DataError
 from models.common.quiet import import_tensorflow
 from models.common.serving import onnx_session
 
@@ -68,7 +68,7 @@ def max_difference(model, path: Path, images: np.ndarray) -> float:
         expected = np.asarray(fn(batch))
         found = session.run(None, {name: np.ascontiguousarray(batch)})[0]
         if found.shape != expected.shape:
-            raise DataError(
+            raise CheckError(
                 path, f"outputs of shape {list(expected.shape)}", found=str(list(found.shape))
             )
         diff = max(diff, float(np.abs(found - expected).max()))
@@ -93,7 +93,7 @@ def export_onnx(model, path: Path, images: np.ndarray, atol: float = ATOL) -> di
     convert(model, path)
     diff = max_difference(model, path, images)
     if not diff <= atol:  # also catches NaN
-        raise DataError(
+        raise CheckError(
             path,
             f"onnxruntime outputs within {atol:g} of TensorFlow's",
             found=f"a max abs difference of {diff:.3g} over {len(images)} test images",

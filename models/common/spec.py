@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from data_processing.params import Params
+from data_processing.core.params import Params
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from data_processing.errors import DataError, exit_on_error
+from data_processing.core.errors import DataError, exit_on_error
 
 BACKBONE = "backbone"  # the name of the feature-extractor sub-model
 HOW_TO = (

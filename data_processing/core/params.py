@@ -10,7 +10,7 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from data_processing.errors import DataError
+from data_processing.core.errors import DataError
 
 PARAMS_FILE = Path("params.yaml")
 

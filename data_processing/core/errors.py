@@ -1,12 +1,17 @@
-"""The one error type for bad input: it names the file, row, field and what was expected."""
+"""Stage errors: each names the file, row, field and what was expected, and ends the stage
+with one clear line and exit status 2 (`exit_on_error`).
+
+StageError is the base; its kinds say whose fault it is: DataError (the input data or
+params.yaml), CheckError (the stage's own result failed a check: the gate, an ONNX mismatch,
+a deploy test) and CommandError (a tool it runs, such as dvc or git, failed)."""
 
 from dataclasses import dataclass
 from pathlib import Path
 
 
 @dataclass
-class DataError(Exception):
-    """Bad input data or configuration.
+class StageError(Exception):
+    """A stage cannot go on.
 
     Attributes:
         file: the offending file (or folder).
@@ -38,8 +43,20 @@ class DataError(Exception):
         return msg
 
 
+class DataError(StageError):
+    """Bad input data or configuration (params.yaml, a command-line value)."""
+
+
+class CheckError(StageError):
+    """The stage's result failed a check: the gate, an ONNX mismatch, a deploy test."""
+
+
+class CommandError(StageError):
+    """A tool the stage runs (dvc, git) failed or did not finish."""
+
+
 def exit_on_error(func):
-    """Decorate a stage `main()`: print a DataError as one clear line and exit with status 2."""
+    """Decorate a stage `main()`: print a StageError as one clear line and exit with status 2."""
     import functools
     import sys
 
@@ -47,7 +64,7 @@ def exit_on_error(func):
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except DataError as err:
+        except StageError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
 
