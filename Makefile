@@ -43,8 +43,8 @@ run: install
 	@echo "  dvc plots show          # curves, confusion matrices, failure cases -> dvc_plots/index.html"
 	@echo "  dvc exp show            # experiments table (dvc exp run -S hparams.quick.epochs=5 makes one)"
 	@echo "  cat deployment/production.json   # the promoted model: name, version, sha256, bundle"
-	@echo "  python -m deployment.serve       # serve it on http://127.0.0.1:8080 (page, v2, v1, /metrics)"
-	@echo "  python -m deployment.registry    # after a commit: register it in the GTO registry as prod"
+	@echo "  python -m deployment.server.serve       # serve it on http://127.0.0.1:8080 (page, v2, v1, /metrics)"
+	@echo "  python -m deployment.release.registry    # after a commit: register it in the GTO registry as prod"
 	@echo "  source .venv/bin/activate        # to use dvc and python interactively"
 
 # Debian's chromium and its driver, for tests/test_page.py (the web page in a real browser).
@@ -54,7 +54,8 @@ install-browser:
 
 test: install install-browser
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not grid and not scale and not fault and not zoo"
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile  # the fast suite: pyproject addopts leave out the slow marks
 
 test-scale: install  # the photo pipeline end to end (minutes); .ci/run runs it after make test
 	$(BIN)/python -m pytest -q -m scale
@@ -70,7 +71,7 @@ test-grid: install  # the full sweep grid: 2 datasets x 3 models x 2 sets, about
 	$(BIN)/python -m pytest -q -m grid
 
 lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache
 
 bench: install  # bench/README.md; bench.serve loads its servers with wrk
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)

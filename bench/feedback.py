@@ -1,8 +1,9 @@
 """POST /feedback latency against the number of stored records: 1,000 and 100,000.
 
-For each size the feedback database (deployment/feedback.py) is filled with that many rows
+For each size the feedback database (deployment/server/feedback_store.py) is filled with that
+many rows
 (as the server writes them, in one transaction; not timed), a real server starts on it
-(`python -m deployment.serve --bundle BUNDLE --feedback-dir DIR --backend onnx`), and 4
+(`python -m deployment.server.serve --bundle BUNDLE --feedback-dir DIR --backend onnx`), and 4
 clients each loop: POST /predict (a new 8x8 PNG), then POST /feedback for it. Only the
 feedback requests are timed (wall time, client side); 4 x --posts of them after a warm-up.
 Target: p50 at 100,000 within 1.5x of p50 at 1,000.
@@ -25,7 +26,7 @@ from PIL import Image
 
 from bench.serve import start, stop, wait_ready
 from bench.server_memory import post
-from deployment.feedback import COLUMNS, connect
+from deployment.server.feedback_store import COLUMNS, connect
 
 SIZES = (1_000, 100_000)
 CLIENTS = 4
@@ -87,7 +88,7 @@ def measure(bundle: Path, count: int, posts: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "feedback"
         fill(root, count, labels)
-        args = ["-m", "deployment.serve", "--bundle", str(bundle), "--backend", "onnx"]
+        args = ["-m", "deployment.server.serve", "--bundle", str(bundle), "--backend", "onnx"]
         server = start("server", [*args, "--feedback-dir", str(root)], Path(tmp))
         try:
             wait_ready(server)

@@ -3,11 +3,12 @@
 Starts, in one run so the ratios compare, three servers on 127.0.0.1 and loads each with `wrk`
 (`-t min(c, 2) -c c -d DURATION`, bench/wrk/request.lua) at concurrency 1, 8 and 32:
 
-    onnx      python -m deployment.serve --backend onnx: POST /v2/models/<cell>/infer with one
-              8x8 digit as a UINT8 [1, 8, 8, 1] "pixels" tensor in JSON (deployment/oip.py)
+    onnx      python -m deployment.server.serve --backend onnx: POST /v2/models/<cell>/infer
+              with one
+              8x8 digit as a UINT8 [1, 8, 8, 1] "pixels" tensor in JSON (deployment/server/oip.py)
     ceiling   the same server's GET /v2/health/live: the HTTP stack with no model, the most
               any model route can reach
-    tf        python -m deployment.serve --backend tf (one tf.function), the same request
+    tf        python -m deployment.server.serve --backend tf (one tf.function), the same request
     naive     bench/naive_server.py: FastAPI + keras `model.predict()` per request, the same
               request body; the baseline
 
@@ -264,7 +265,7 @@ def machine() -> dict:
 
 def server_specs(bundle: Path, name: str, work: Path, with_tf: bool) -> dict[str, list[str]]:
     """The python arguments (less --port) of each server to start."""
-    ours = ["-m", "deployment.serve", "--bundle", str(bundle), "--feedback-dir"]
+    ours = ["-m", "deployment.server.serve", "--bundle", str(bundle), "--feedback-dir"]
     specs = {"onnx": [*ours, str(work / "fb-onnx"), "--backend", "onnx"]}
     if with_tf:
         specs["tf"] = [*ours, str(work / "fb-tf"), "--backend", "tf"]

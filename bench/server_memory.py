@@ -1,7 +1,7 @@
 """Server memory under crafted requests: all-black 6000x6000 PNGs (35 KB on the wire, 36
 million pixels each) in v2 infer requests, sequentially and from 8 clients at once.
 
-Starts `python -m deployment.serve --bundle BUNDLE` on 127.0.0.1 with its defaults
+Starts `python -m deployment.server.serve --bundle BUNDLE` on 127.0.0.1 with its defaults
 (--max-pixels 40,000,000 a request, --decode-slots = the cores) unless flags say otherwise,
 samples the server's RSS every 20 ms with psutil, and sends:
 
@@ -135,7 +135,7 @@ def main() -> None:
     flags = ["--max-pixels", str(args.max_pixels), "--decode-slots", str(args.decode_slots)]
     flags += ["--backend", args.backend]
     with tempfile.TemporaryDirectory() as tmp:
-        serve_args = ["-m", "deployment.serve", "--bundle", str(args.bundle), *flags]
+        serve_args = ["-m", "deployment.server.serve", "--bundle", str(args.bundle), *flags]
         server = start("server", [*serve_args, "--feedback-dir", f"{tmp}/feedback"], Path(tmp))
         try:
             wait_ready(server)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from data_processing.core import cli, normalize, sources
+from data_processing import normalize, sources
+from data_processing.core import cli
 from data_processing.core.errors import DataError, exit_on_error
 from data_processing.core.io import staged_dir, write_text
 from data_processing.core.params import PARAMS_FILE, load_params

@@ -1,13 +1,14 @@
 """Merge served feedback into a dataset's train split, for continuous training.
 
 The prediction server stores every labelled feedback record as a seed-format dataset under
-datasets/raw/feedback/ (deployment/feedback.py). params.yaml `feedback.dataset` names the
+datasets/raw/feedback/ (deployment/server/feedback_store.py). params.yaml `feedback.dataset`
+names the
 dataset it belongs to; normalizing that dataset appends every feedback image (both of the
 feedback folder's splits) to its train split, so the test split, and therefore the
 comparison with the production model, stays fixed. File names stay relative to the dataset
 root ("../feedback/train/<id>.png"), so validate and shard read the images where they are.
 Nothing is merged until params `feedback.snapshot` names a `dvc add`ed snapshot of the folder
-(deployment.watch sets it with `dvc exp run -S`): that param is how DVC knows to re-run
+(deployment.release.watch sets it with `dvc exp run -S`): that param is how DVC knows to re-run
 normalize, whose only data dependency is datasets/raw/<dataset>.
 
 Feedback with fewer than two records (one split only) is not merged yet; a feedback label
@@ -26,7 +27,7 @@ FOLDER = "feedback"  # datasets/raw/feedback
 
 class FeedbackParams(Params):
     dataset: str = ""  # the dataset feedback is merged into; "" merges nothing
-    min_records: int = 20  # deployment.watch retrains after this many new records
+    min_records: int = 20  # deployment.release.watch retrains after this many new records
     snapshot: str = ""  # md5 of the feedback snapshot to merge; the watch sets it (dvc exp -S)
 
 

@@ -17,7 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-from data_processing.core import cli, feedback, schema, sources
+from data_processing import feedback, schema, sources
+from data_processing.core import cli
 from data_processing.core.errors import DataError, exit_on_error
 from data_processing.core.io import staged_dir
 from data_processing.core.params import Params, load_params

@@ -32,7 +32,8 @@ import numpy as np
 from pydantic import Field
 from tqdm import tqdm
 
-from data_processing.core import cli, schema
+from data_processing import schema
+from data_processing.core import cli
 from data_processing.core.errors import DataError, exit_on_error
 from data_processing.core.io import staged_dir, write_json, write_text
 from data_processing.core.params import BaseParams, Params, load_params, read_params

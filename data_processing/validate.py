@@ -25,7 +25,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from data_processing import checks, cli, duplicates, report, schema
+from data_processing import checks, duplicates, report, schema
+from data_processing.core import cli
 from data_processing.core.errors import DataError, exit_on_error
 from data_processing.core.params import Params, load_params
 

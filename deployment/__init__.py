@@ -1,1 +1,1 @@
-"""Gate, deploy-test and serve exported bundles. Imports nothing from models/: only bundles."""
+"""Serving (server/) and releasing (release/) exported bundles. Imports nothing from models/."""

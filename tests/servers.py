@@ -1,5 +1,6 @@
-"""The real server in tests: start `python -m deployment.serve` on a free 127.0.0.1 port, call
-it over HTTP, and the tiny bundles and releases it serves. One copy, for every test module."""
+"""The real server in tests: start `python -m deployment.server.serve` on a free 127.0.0.1
+port, call it over HTTP, and the tiny bundles and releases it serves. One copy, for every
+test module."""
 
 import base64
 import hashlib
@@ -58,12 +59,12 @@ def start(
     feedback: Path | None = None,
     timeout: float = READY_TIMEOUT,
 ) -> Server:
-    """`python -m deployment.serve --port P --feedback-dir ... *flags` in cwd (root), once it
-    answers ready; its log is root/<name>-<port>.log."""
+    """`python -m deployment.server.serve --port P --feedback-dir ... *flags` in cwd (root),
+    once it answers ready; its log is root/<name>-<port>.log."""
     port = free_port()
     log = root / f"{name}-{port}.log"
     feedback = feedback or root / f"{name}-{port}-feedback"
-    cmd = [sys.executable, "-m", "deployment.serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "deployment.server.serve", "--port", str(port)]
     cmd += ["--feedback-dir", feedback, *flags]
     with open(log, "wb") as out:
         proc = subprocess.Popen(list(map(str, cmd)), cwd=cwd or root, stdout=out, stderr=out)
@@ -191,7 +192,7 @@ def _stages(projects: list[Path], *steps: tuple[str, ...]) -> None:
 
 @dataclass
 class Release:
-    bundle: str  # relative to the repo root, as deployment/select.py writes it
+    bundle: str  # relative to the repo root, as deployment/release/select.py writes it
     eval_samples: str
     sha256: str
 
@@ -249,7 +250,7 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Release, R
 
 
 def write_pointer(root: Path, pointer: dict | str) -> None:
-    """Atomically, as data_processing.core.io.write_json does for deployment/select.py."""
+    """Atomically, as data_processing.core.io.write_json does for deployment/release/select.py."""
     path = root / "deployment/production.json"
     path.parent.mkdir(exist_ok=True)
     tmp = path.with_suffix(".tmp")

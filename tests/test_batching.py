@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deployment.batching import Batcher
+from deployment.server.batching import Batcher
 
 
 class FakeBundle:

@@ -17,18 +17,18 @@ STAGES = {  # module: its positional arguments, as dvc.yaml passes them
     "models.evaluate": ["dataset", "model", "hparams"],
     "models.export": ["dataset", "model", "hparams"],
     "models.compare": ["plots_dir", "out_dir"],
-    "deployment.select": ["metrics_dir", "runs_dir", "pointer"],
-    "deployment.deploy_test": ["pointer", "out"],
+    "deployment.release.select": ["metrics_dir", "runs_dir", "pointer"],
+    "deployment.release.deploy_test": ["pointer", "out"],
 }
 TOOLS = [
     "data_processing.add_dataset",
     "models.sweep",
     "models.keep",
     "models.leaderboard",
-    "deployment.serve",
-    "deployment.watch",
-    "deployment.registry",
-    "deployment.rollback",
+    "deployment.server.serve",
+    "deployment.release.watch",
+    "deployment.release.registry",
+    "deployment.release.rollback",
 ]
 
 
@@ -87,7 +87,7 @@ def test_one_console_entry_point_lists_and_runs_every_tool() -> None:
             [REPROVISION, name, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
         )
         assert done.returncode == 0, (name, done.stderr[-2000:])
-        shown = "python -m deployment.serve" if name == "serve" else f"reprovision {name}"
+        shown = "python -m deployment.server.serve" if name == "serve" else f"reprovision {name}"
         assert done.stdout.startswith(f"usage: {shown}"), (name, done.stdout[:200])
     wrong = subprocess.run([REPROVISION, "trian"], capture_output=True, text=True, cwd=ROOT)
     assert wrong.returncode == 2 and "unknown command 'trian'" in wrong.stderr

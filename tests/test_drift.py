@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from deployment.drift import EPSILON, DriftCollector, DriftWindow, psi
+from deployment.server.drift import EPSILON, DriftCollector, DriftWindow, psi
 from models.common.reference import CONFIDENCE_BINS, confidence_bin, reference
 
 LABELS = ["a", "b", "c"]
@@ -106,7 +106,7 @@ def test_no_reference_means_no_drift_gauges(tmp_path: Path) -> None:
 
 
 def test_swap_resets_the_window(tmp_path: Path) -> None:
-    from deployment.lifecycle import Config, State
+    from deployment.server.lifecycle import Config, State
 
     state = State(Config(bundle=None, drift_window=8))
     first, second = _bundle(tmp_path), _bundle(tmp_path)

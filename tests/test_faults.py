@@ -102,7 +102,15 @@ def test_8_processes_post_500_feedback_records_each(tmp_path: Path) -> None:
 
     bundle = build_bundle(tmp_path / "project")
     port, log, feedback = free_port(), tmp_path / "server.log", tmp_path / "feedback"
-    cmd = [sys.executable, "-m", "deployment.serve", "--bundle", str(bundle), "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deployment.server.serve",
+        "--bundle",
+        str(bundle),
+        "--port",
+        str(port),
+    ]
     with open(log, "wb") as out:
         server = subprocess.Popen([*cmd, "--feedback-dir", str(feedback)], stdout=out, stderr=out)
     try:
@@ -157,7 +165,7 @@ def test_watch_killed_mid_cycle_loses_and_doubles_no_feedback(tmp_path: Path) ->
     log = tmp_path / "watch.log"
     with open(log, "w") as out:
         watch = subprocess.Popen(
-            [sys.executable, "-m", "deployment.watch", "--once"],
+            [sys.executable, "-m", "deployment.release.watch", "--once"],
             cwd=repo,
             env=env,
             stdout=out,
@@ -174,14 +182,14 @@ def test_watch_killed_mid_cycle_loses_and_doubles_no_feedback(tmp_path: Path) ->
     assert not (repo / "deployment/watch.json").is_file() or "last" not in json.loads(
         (repo / "deployment/watch.json").read_text()
     )
-    out = sh(sys.executable, "-m", "deployment.watch", "--once", cwd=repo)
+    out = sh(sys.executable, "-m", "deployment.release.watch", "--once", cwd=repo)
     assert f"{N_FEEDBACK} new feedback records" in out, out
     train = json.loads((repo / "datasets/normalized/tiny/train.json").read_text())
     merged = [i["file_name"] for i in train["images"] if i["file_name"].startswith("../feedback/")]
     assert len(merged) == len(set(merged)) == N_FEEDBACK
     assert json.loads((repo / "deployment/watch.json").read_text())["records"] == N_FEEDBACK
     state = (repo / "deployment/watch.json").read_bytes()
-    again = sh(sys.executable, "-m", "deployment.watch", "--once", cwd=repo)
+    again = sh(sys.executable, "-m", "deployment.release.watch", "--once", cwd=repo)
     assert "retraining" not in again  # nothing is used twice
     assert (repo / "deployment/watch.json").read_bytes() == state
 

@@ -1,4 +1,4 @@
-"""The feedback store: a real SQLite database and real files (deployment/feedback.py).
+"""The feedback store: a real SQLite database and real files (deployment/server/feedback_store.py).
 
 Relabelling, idempotence and the split rule; one image file per distinct upload; a restart
 that keeps everything; the migration of records written by older servers; the exported
@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from data_processing.sources import seed
-from deployment.feedback import FeedbackStore, export
+from deployment.server.feedback_store import FeedbackStore, export
 
 LABELS = ["a", "b", "c"]
 

@@ -28,7 +28,7 @@ ATOL = 1e-5
 LOAD = """
 import json, sys
 import numpy as np
-from deployment.bundle import load_bundle
+from deployment.server.bundle import load_bundle
 try:
     bundle = load_bundle(sys.argv[1], backend=sys.argv[2])
 except Exception as err:

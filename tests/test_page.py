@@ -1,5 +1,5 @@
 """The web page in a real browser: headless Debian chromium, driven by Selenium through the
-Debian chromedriver, against the real server (`python -m deployment.serve` in a subprocess)
+Debian chromedriver, against the real server (`python -m deployment.server.serve` in a subprocess)
 on a tiny bundle built through the real stage modules.
 
 Needs /usr/bin/chromium and /usr/bin/chromedriver (Debian: `apt-get install chromium

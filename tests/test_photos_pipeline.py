@@ -59,7 +59,7 @@ def test_the_bundle_predicts_raw_files_as_evaluate_did(repo: Path) -> None:
     files = [f for f in expected if not f.endswith(".jpg")][:20]  # PNG modes
     files += [f for f in expected if f.endswith(".jpg")][:20]
     script = (
-        "import json, sys; from deployment.bundle import load_bundle; "
+        "import json, sys; from deployment.server.bundle import load_bundle; "
         "b = load_bundle('deployment/production', backend=sys.argv[1]); "
         "files = json.loads(sys.argv[2]); root = sys.argv[3]; "
         "print(json.dumps({f: b.predict(b.prepare(f'{root}/{f}')[None])[0].tolist() "

@@ -177,7 +177,8 @@ def test_bundle_loads_without_the_models_sources(repo: Path, tmp_path: Path) -> 
     shutil.copytree(repo / pointer["bundle"], project / "bundle")
     image = sorted((repo / "datasets/raw/tiny/test").glob("*.png"))[0]
     script = (
-        "import json, sys; from pathlib import Path; from deployment.bundle import load_bundle; "
+        "import json, sys; from pathlib import Path; "
+        "from deployment.server.bundle import load_bundle; "
         "b = load_bundle('bundle'); "
         "p = b.predict(b.prepare(Path(sys.argv[1]).read_bytes())[None]); "
         "print(json.dumps([sys.modules['models'].__file__, b.labels, p[0].tolist()]))"
@@ -204,7 +205,7 @@ def test_deploy_test_catches_a_tampered_bundle(repo: Path, tmp_path: Path) -> No
         [
             str(BIN / "python"),
             "-m",
-            "deployment.deploy_test",
+            "deployment.release.deploy_test",
             str(tmp_path / "pointer.json"),
             str(tmp_path / "result.json"),
         ],

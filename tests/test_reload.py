@@ -2,8 +2,8 @@
 
 Two tiny bundles of one cell (tiny-mlp-quick, base.seed 0 and 1: different weights, so a
 different sha256) are built once through the real stage modules, two projects side by side
-so the two trainings overlap. `python -m deployment.serve --pointer ...` serves them in a
-subprocess; the tests rewrite the pointer as deployment/select.py would.
+so the two trainings overlap. `python -m deployment.server.serve --pointer ...` serves them in a
+subprocess; the tests rewrite the pointer as deployment/release/select.py would.
 """
 
 import base64
@@ -166,7 +166,7 @@ def test_broken_candidate_keeps_the_old_model(server: Server, releases, case, re
 
 def test_feedback_becomes_a_seed_dataset(server: Server) -> None:
     from data_processing.sources import seed
-    from deployment.feedback import export
+    from deployment.server.feedback_store import export
 
     uploads, stored = [png(0, seed=7), png(2, seed=8)], []
     for data, label in zip(uploads, ("bar", "diagonal"), strict=True):
@@ -237,7 +237,7 @@ def test_feedback_store_recovers_after_a_crash(tmp_path: Path) -> None:
     """A restart keeps every committed record, and a request_id in the database can still be
     relabelled; an image written without its row (a crash between the two) is used again,
     not stored twice, when that feedback comes again (no server: the store on its own)."""
-    from deployment.feedback import FeedbackStore
+    from deployment.server.feedback_store import FeedbackStore
 
     store = FeedbackStore(tmp_path, capacity=1)
     rids = [f"{i:032x}" for i in (1, 2, 3)]
@@ -265,7 +265,7 @@ def test_feedback_store_recovers_after_a_crash(tmp_path: Path) -> None:
 
 
 def test_self_check_of_probabilities() -> None:
-    from deployment.reload import CandidateError, check_probabilities
+    from deployment.server.reload import CandidateError, check_probabilities
 
     softmax, sigmoid = np.array([[0.2, 0.8]]), np.array([[0.9, 0.7]])
     check_probabilities(softmax, 2)
@@ -284,7 +284,7 @@ def test_no_model_yet_serves_unready_then_loads_the_pointer(releases, tmp_path: 
     project = tmp_path / "project"
     (project / "deployment").mkdir(parents=True)
     pointer = project / "deployment/production.json"
-    base = [sys.executable, "-m", "deployment.serve", "--pointer", str(pointer)]
+    base = [sys.executable, "-m", "deployment.server.serve", "--pointer", str(pointer)]
     refused = subprocess.run([*base, "--require-model"], capture_output=True, text=True)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert "no production model yet" in refused.stderr and "`dvc repro`" in refused.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import edit_params, run_stage
 
-from deployment.select import SelectParams, choose
+from deployment.release.select import SelectParams, choose
 
 GATE = SelectParams(min_f1=0.9, min_precision=0.9, min_recall=0.9)
 
@@ -57,7 +57,7 @@ def cells(project: Path) -> Path:
 
 def select(project: Path):
     return run_stage(
-        "deployment.select",
+        "deployment.release.select",
         "models/metrics",
         "models/runs",
         "deployment/production.json",
@@ -137,7 +137,7 @@ def test_rollback_is_one_command_and_sticks(cells: Path) -> None:
     assert select(cells).returncode == 0  # d-b-h
     set_f1(cells, "d-a-h", 0.99, b"a2")
     assert select(cells).returncode == 0  # d-a-h replaces it
-    proc = run_stage("deployment.rollback", cwd=cells)
+    proc = run_stage("deployment.release.rollback", cwd=cells)
     assert proc.returncode == 0, proc.stderr
     assert "d-a-h" in proc.stdout and "-> d-b-h" in proc.stdout
     assert "not in the registry; only the local pointer moved" in proc.stdout
@@ -152,7 +152,7 @@ def test_rollback_is_one_command_and_sticks(cells: Path) -> None:
 
 def test_rollback_without_history_fails_clearly(cells: Path) -> None:
     assert select(cells).returncode == 0
-    proc = run_stage("deployment.rollback", cwd=cells)
+    proc = run_stage("deployment.release.rollback", cwd=cells)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "no earlier production to roll back to" in proc.stderr
 

@@ -1,5 +1,5 @@
 """The real server over real HTTP: a tiny bundle built through the real stages, served by
-`python -m deployment.serve` in a subprocess, called with urllib and tritonclient.http."""
+`python -m deployment.server.serve` in a subprocess, called with urllib and tritonclient.http."""
 
 import hashlib
 import http.client
@@ -34,7 +34,7 @@ from servers import (
     running,
 )
 
-from deployment import feedback
+from deployment.server import feedback_store as feedback
 
 pytestmark = pytest.mark.slow
 MAX_BODY = 1 << 20  # the test server's limits, small so the 413 cases stay cheap
@@ -46,7 +46,15 @@ def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("serve")
     bundle = build_bundle(root / "project")
     port, log = free_port(), root / "server.log"
-    cmd = [sys.executable, "-m", "deployment.serve", "--port", str(port), "--bundle", bundle]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deployment.server.serve",
+        "--port",
+        str(port),
+        "--bundle",
+        bundle,
+    ]
     cmd += ["--feedback-dir", root / "feedback", "--max-body-bytes", str(MAX_BODY)]
     cmd += ["--max-pixels", str(MAX_PIXELS), "--drain-seconds", "0"]  # SIGTERM: test_reload
     cmd += ["--backend", "tf"]  # onnx loads in ~0.1 s: too fast to see the server not ready
@@ -344,7 +352,7 @@ def test_metrics_count_requests_and_predictions(server: Server) -> None:
 RELOAD = """
 import json, sys
 import numpy as np
-from deployment.bundle import foreign_modules, load_bundle
+from deployment.server.bundle import foreign_modules, load_bundle
 first = load_bundle(sys.argv[1])
 x = np.full((1, 8, 8, 1), 255, np.uint8)
 before = first.predict(x)

@@ -33,7 +33,15 @@ def serving(bundle: Path, root: Path):
     """A real server on 127.0.0.1 with the default budget and 2 decode slots, warmed up;
     yields (process, infer URL)."""
     port, log = free_port(), root / "server.log"
-    cmd = [sys.executable, "-m", "deployment.serve", "--bundle", bundle, "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "deployment.server.serve",
+        "--bundle",
+        bundle,
+        "--port",
+        str(port),
+    ]
     cmd += ["--max-pixels", str(MAX_PIXELS), "--decode-slots", str(SLOTS)]
     cmd += ["--feedback-dir", root / "feedback", "--backend", "onnx"]
     with open(log, "wb") as out:
@@ -109,7 +117,7 @@ def test_a_large_jpeg_is_served_as_the_bundle_prepares_it(
         import io, json, sys
         import numpy as np
         from PIL import Image
-        from deployment.bundle import load_bundle
+        from deployment.server.bundle import load_bundle
         b = load_bundle(sys.argv[1], backend="onnx")
         data = open(sys.argv[2], "rb").read()
         full = Image.open(io.BytesIO(data))

@@ -1,7 +1,7 @@
 """The registry and the continuous-training loop, end to end, in a temporary copy of the repo.
 
 One cell (tiny-mlp-quick). `dvc repro` puts a first model in production; the GTO registry
-tags it; a real server serves the pointer; feedback is posted over HTTP; `deployment.watch`
+tags it; a real server serves the pointer; feedback is posted over HTTP; `deployment.release.watch`
 snapshots it, runs `dvc exp run` (feedback joins the train split), select promotes the
 retrained model, and the server hot-reloads it while two clients keep sending requests,
 none of which fails. Rollback then brings the first version back, in the registry too.
@@ -53,14 +53,14 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_registry_says_what_to_commit_then_tags(repo: Path) -> None:
-    out = sh(sys.executable, "-m", "deployment.registry", cwd=repo)
+    out = sh(sys.executable, "-m", "deployment.release.registry", cwd=repo)
     assert "dvc.lock is not committed, so there is no commit to tag yet" in out, out
     assert "git add dvc.lock && git commit" in out
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "Promote the first model", cwd=repo)
-    out = sh(sys.executable, "-m", "deployment.registry", cwd=repo)
+    out = sh(sys.executable, "-m", "deployment.release.registry", cwd=repo)
     assert "registered classifier@v0.0.1" in out and "v0.0.1 is now prod" in out, out
-    assert "already prod" in sh(sys.executable, "-m", "deployment.registry", cwd=repo)
+    assert "already prod" in sh(sys.executable, "-m", "deployment.release.registry", cwd=repo)
     sh("dvc", "artifacts", "get", ".", "classifier", "--stage", "prod", "-o", "fetched", cwd=repo)
     fetched = hashlib.sha256((repo / "fetched/model.keras").read_bytes()).hexdigest()
     assert fetched == pointer(repo)["sha256"]
@@ -68,7 +68,7 @@ def test_registry_says_what_to_commit_then_tags(repo: Path) -> None:
 
 def start(repo: Path) -> Server:
     port, log = free_port(), repo / "serve.log"
-    cmd = [sys.executable, "-m", "deployment.serve", "--port", str(port)]
+    cmd = [sys.executable, "-m", "deployment.server.serve", "--port", str(port)]
     cmd += ["--pointer", "deployment/production.json", "--watch-interval", "0.3"]
     cmd += ["--feedback-dir", "datasets/raw/feedback"]
     with open(log, "wb") as out:
@@ -118,7 +118,7 @@ def test_feedback_retrains_promotes_and_hot_reloads(repo: Path, server: Server) 
     stop, seen = threading.Event(), []
     threads = clients(server, stop, seen)
     try:
-        out = sh(sys.executable, "-m", "deployment.watch", "--once", cwd=repo)
+        out = sh(sys.executable, "-m", "deployment.release.watch", "--once", cwd=repo)
         assert f"{N_FEEDBACK} new feedback records" in out and "promoted" in out, out
         second = pointer(repo)
         assert second["version"] != first["version"]
@@ -143,14 +143,14 @@ def test_feedback_retrains_promotes_and_hot_reloads(repo: Path, server: Server) 
 
 def test_watch_with_nothing_new_does_nothing(repo: Path) -> None:
     state = (repo / "deployment/watch.json").read_bytes()
-    out = sh(sys.executable, "-m", "deployment.watch", "--once", cwd=repo)
+    out = sh(sys.executable, "-m", "deployment.release.watch", "--once", cwd=repo)
     assert "retraining" not in out
     assert (repo / "deployment/watch.json").read_bytes() == state
 
 
 def test_rollback_restores_the_previous_version_everywhere(repo: Path, server: Server) -> None:
     current, previous = pointer(repo), pointer(repo)["history"][0]
-    out = sh(sys.executable, "-m", "deployment.rollback", cwd=repo)
+    out = sh(sys.executable, "-m", "deployment.release.rollback", cwd=repo)
     assert f"{current['version']} -> {previous['name']} {previous['version']}" in out, out
     assert "v0.0.1 is already prod" in out  # the registry never moved off the first version
     wait_for_version(server, previous["version"])

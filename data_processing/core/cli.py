@@ -15,13 +15,13 @@ from pathlib import Path
 
 # reprovision <command> -> (module run as __main__, what it does)
 COMMANDS = {
-    "serve": ("deployment.serve", "serve the production model (page, v2, v1, /metrics)"),
+    "serve": ("deployment.server.serve", "serve the production model (page, v2, v1, /metrics)"),
     "sweep": ("models.sweep", "queue and run the grid as DVC experiments, in priority order"),
     "leaderboard": ("models.leaderboard", "the workspace's cells in one table"),
     "keep": ("models.keep", "commit one experiment's results to git"),
-    "registry": ("deployment.registry", "register the promoted model in the GTO registry"),
-    "rollback": ("deployment.rollback", "roll production back to the previous version"),
-    "watch": ("deployment.watch", "continuous training from served feedback"),
+    "registry": ("deployment.release.registry", "register the promoted model in the GTO registry"),
+    "rollback": ("deployment.release.rollback", "roll production back to the previous version"),
+    "watch": ("deployment.release.watch", "continuous training from served feedback"),
     "add-dataset": ("data_processing.add_dataset", "check a dataset, copy it in, dvc add it"),
 }
 _command: str | None = None  # "reprovision <command>" while main() runs one

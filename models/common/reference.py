@@ -10,7 +10,7 @@ models/runs/<cell>/eval/reference.json; models/export.py copies it as bundle/ref
      "confidence": {"mean", "std", "bins": [upper bounds], "histogram": [fractions]}}
 
 A confidence histogram bin i holds the top scores in (bins[i-1], bins[i]] (the first from
-0), as a Prometheus histogram's `le` buckets do; deployment/drift.py uses these bins and
+0), as a Prometheus histogram's `le` buckets do; deployment/server/drift.py uses these bins and
 fractions for serve_drift_psi and serve_confidence_psi. No TensorFlow: numpy and json only.
 """
 

@@ -6,7 +6,8 @@ hparams).
 Writes deployment/gate.json (every candidate, pass or fail and why, and the decision). On a
 promotion it copies the winner's bundle to deployment/production/ (the registry artifact),
 moves the old one to deployment/previous/, and rewrites the pointer
-deployment/production.json (deployment/pointer.py). Otherwise the pointer and both folders
+deployment/production.json (deployment/release/production.py). Otherwise the pointer and both
+folders
 are left unchanged (the stage outputs are `persist: true`); with no pointer at all and no
 passing candidate it fails.
 
@@ -15,9 +16,9 @@ A candidate is promoted when it passes every threshold, is not a rolled-back ver
 F1 (as recorded in the pointer) plus `margin`. A negative margin accepts a small regression.
 
 Registering the promoted version in the git-tag registry (GTO) needs a commit:
-`python -m deployment.registry` says what to commit and then tags it.
+`python -m deployment.release.registry` says what to commit and then tags it.
 
-Run: python -m deployment.select models/metrics models/runs deployment/production.json
+Run: python -m deployment.release.select models/metrics models/runs deployment/production.json
 """
 
 import json
@@ -27,8 +28,8 @@ from data_processing.core import cli
 from data_processing.core.errors import CheckError, DataError, exit_on_error
 from data_processing.core.io import write_json
 from data_processing.core.params import Params, load_params, read_params
-from deployment import pointer as production
-from deployment.bundle import file_sha256
+from deployment.release import production
+from deployment.server.bundle import file_sha256
 
 GATE_REPORT = Path("deployment/gate.json")
 
@@ -161,7 +162,7 @@ def main() -> None:
     bundle, samples = runs_dir / best / "bundle", runs_dir / best / "eval" / "samples.json"
     production.install(pointer, bundle, samples, entry, reason)
     print(f"select: promoted: {reason} -> {pointer}")
-    print("select: to register it: commit, then run python -m deployment.registry")
+    print("select: to register it: commit, then run python -m deployment.release.registry")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Hot reload of the served model: read the production pointer, load and check a candidate.
 
-Reads deployment/production.json (written by deployment/select.py):
+Reads deployment/production.json (written by deployment/release/select.py):
     {name, dataset, model, hparams, bundle, sha256, eval_samples, metrics}
 Relative paths in it are relative to the repo root, the parent of the pointer's folder.
 Writes nothing.
 
-`load_candidate` loads the bundle the pointer names (deployment.bundle.load_bundle, which
+`load_candidate` loads the bundle the pointer names (deployment.server.bundle.load_bundle, which
 refuses a model.keras whose sha256 differs from the pointer's), warms it up and self-checks
 it: the warm-up probabilities must be finite, in [0, 1], of the bundle's label count and,
 for a single-label bundle (params.json spec.label_mode), sum to 1; and when the pointer
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from deployment.bundle import Bundle, load_bundle
-from deployment.inference import predict_arrays
+from deployment.server.bundle import Bundle, load_bundle
+from deployment.server.inference import predict_arrays
 
 EVAL_ATOL = 1e-4  # evaluate.py rounds to 1e-7; batch composition moves float32 by ~1e-6
 EVAL_SAMPLES = 4  # eval images re-predicted per candidate

@@ -6,13 +6,13 @@ Metrics (GET /metrics):
     serve_model_info{name,version}               1 for the loaded model
     serve_prediction_confidence                  histogram of the top score
     serve_predicted_class_total{label}           predictions by top-1 class
-    serve_batch_size                             images per micro-batch (deployment/batching.py;
+    serve_batch_size                             images per micro-batch (batching.py;
                                                  only with --batch-max-size > 1)
     serve_model_reloads_total, serve_model_load_failures_total{reason},
-    serve_model_load_seconds                     hot reload (deployment/lifecycle.py)
+    serve_model_load_seconds                     hot reload (deployment/server/lifecycle.py)
     serve_drift_window_predictions, serve_drift_psi, serve_confidence_psi,
     serve_confidence_shift                       the last --drift-window predictions against
-                                                 bundle/reference.json (deployment/drift.py)
+                                                 bundle/reference.json (deployment/server/drift.py)
 `route` is the route template ("/v2/models/{name}/infer"), never the raw path, so label
 cardinality stays bounded.
 """
@@ -23,8 +23,8 @@ import time
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 
-from deployment.drift import DriftCollector, DriftWindow
-from deployment.inference import ApiError
+from deployment.server.drift import DriftCollector, DriftWindow
+from deployment.server.inference import ApiError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 disable_created_metrics()  # the *_created series only add noise here
@@ -68,7 +68,9 @@ class Metrics:
         self.load_failures = Counter(
             "serve_model_load_failures",
             "Candidate bundles refused, the old model kept serving",
-            ["reason"],  # pointer | missing | sha256 | load | self_check (deployment/reload.py)
+            [
+                "reason"
+            ],  # pointer | missing | sha256 | load | self_check (deployment/server/reload.py)
             registry=r,
         )
         self.load_seconds = Gauge(

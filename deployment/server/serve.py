@@ -1,32 +1,32 @@
 """HTTP server for one export bundle: Open Inference Protocol v2, TF Serving v1, a web page.
 
 Reads the bundle named by the production pointer deployment/production.json (or --bundle)
-through deployment.bundle.load_bundle (--backend auto | onnx | tf); writes feedback as a
-seed-format dataset under --feedback-dir (deployment/feedback.py).
+through deployment.server.bundle.load_bundle (--backend auto | onnx | tf); writes feedback as a
+seed-format dataset under --feedback-dir (deployment/server/feedback_store.py).
 
-Run: python -m deployment.serve --host 127.0.0.1 --port 8080 [--bundle PATH | --pointer PATH]
+Run: python -m deployment.server.serve --host 127.0.0.1 --port 8080 [--bundle PATH]
         [--backend auto] [--drift-window 500] [--batch-max-size 1 --batch-timeout-ms 2]
 
 Endpoints (every JSON answer carries model_version; errors are {"error": ...}):
     GET  /v2/health/live, /v2/health/ready, /v2            server health and metadata
     GET  /v2/models/{name}[/versions/{v}][/ready]          model metadata / readiness
-    POST /v2/models/{name}[/versions/{v}]/infer            v2 infer (see deployment/oip.py)
+    POST /v2/models/{name}[/versions/{v}]/infer            v2 infer (see deployment/server/oip.py)
     POST /v2/repository/index                              the one loaded model
     GET  /v1/models/{name}[/versions/{v}]                  TF Serving model status
     POST /v1/models/{name}[/versions/{v}]:predict          TF Serving {"instances": [{"b64"}]}
-    GET  /, POST /predict (image upload), POST /feedback    for people (deployment/human.py)
-    GET  /metrics                                           Prometheus (deployment/telemetry.py)
+    GET  /, POST /predict (image upload), POST /feedback    for people (human.py)
+    GET  /metrics                                           Prometheus (telemetry.py)
 Readiness is 503 until the model is loaded and a warm-up inference has run. A version is
 the bundle's (sha256(model.keras)[:12]); any other is 404.
 
 /metrics also compares the last --drift-window predictions with the bundle's test-set
-reference.json (serve_drift_psi and friends, deployment/drift.py). --batch-max-size N > 1
+reference.json (serve_drift_psi and friends, deployment/server/drift.py). --batch-max-size N > 1
 gathers concurrent one-image requests into model calls of up to N images, waiting at most
---batch-timeout-ms (deployment/batching.py).
+--batch-timeout-ms (deployment/server/batching.py).
 
 Hot reload (serving the pointer, --watch-pointer, on by default): when the pointer's bytes
 change, the bundle it names is loaded, sha256-checked and self-checked in the background
-(deployment/reload.py), then swapped in with one assignment (deployment/lifecycle.py). Each
+(reload.py), then swapped in with one assignment (lifecycle.py). Each
 request is pinned to the bundle current when it arrived, so in-flight requests finish on the
 old model and its model_version is the one that served it. A bad candidate leaves the old
 model serving and counts serve_model_load_failures_total{reason}. A pointer to another cell
@@ -57,12 +57,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from deployment import human, oip
-from deployment.bundle import BACKENDS
-from deployment.inference import ApiError, decode_images, pinned
-from deployment.lifecycle import Config, DrainingServer, Lifecycle, State
-from deployment.reload import read_pointer
-from deployment.telemetry import Guard
+from deployment.server import human, oip
+from deployment.server.bundle import BACKENDS
+from deployment.server.inference import ApiError, decode_images, pinned
+from deployment.server.lifecycle import Config, DrainingServer, Lifecycle, State
+from deployment.server.reload import read_pointer
+from deployment.server.telemetry import Guard
 
 __all__ = ["Config", "DrainingServer", "Lifecycle", "State", "create_app", "main"]
 POINTER = Path("deployment/production.json")
@@ -284,7 +284,7 @@ def _parse_args() -> argparse.Namespace:
         "--feedback-dir",
         type=Path,
         default=Config.feedback_dir,
-        help="the feedback database and images (deployment/feedback.py; default: %(default)s)",
+        help="the feedback database and images (feedback_store.py; default: %(default)s)",
     )
     parser.add_argument(
         "--max-body-bytes",

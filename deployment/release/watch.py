@@ -6,7 +6,8 @@ Each check (every --interval seconds, or once with --once):
      (datasets/**/*.dvc and params.yaml `datasets`);
   2. when at least params `feedback.min_records` records arrived since the last cycle, or a
      dataset was added or changed: exports the records as a seed-format dataset
-     (deployment.feedback.export), `dvc add datasets/raw/feedback` (a versioned snapshot of
+     (deployment.server.feedback_store.export), `dvc add datasets/raw/feedback` (a versioned
+     snapshot of
      it; .dvcignore leaves out the database and the image store), then
      `dvc exp run -n <name> -S feedback.snapshot=<its md5>`: the whole pipeline, in which
      normalize merges the feedback into the train split of params `feedback.dataset` (the
@@ -14,7 +15,7 @@ Each check (every --interval seconds, or once with --once):
      select promotes the best candidate only when it passes the gate and beats production
      by `select.margin`;
   3. on a promotion select rewrites deployment/production.json, which a running server
-     (`python -m deployment.serve`, which watches it) loads, warms up, checks and swaps in.
+     (`python -m deployment.server.serve`, which watches it) loads, warms up, checks and swaps in.
 
 The watch is idempotent and survives restarts: what it has acted on is kept in
 deployment/watch.json (written atomically after each finished cycle), so a check with
@@ -22,7 +23,7 @@ nothing new does nothing, and a cycle that failed or was killed runs again at th
 check. A lock (deployment/watch.lock) keeps two watches from running at once. A failed
 cycle is reported with the command's output and retried at the next check.
 
-Run: python -m deployment.watch [--once] [--interval 60] [--min-records N]
+Run: python -m deployment.release.watch [--once] [--interval 60] [--min-records N]
 """
 
 import argparse
@@ -40,7 +41,7 @@ from data_processing.core import cli
 from data_processing.core.io import write_json
 from data_processing.core.params import load_params, read_params
 from data_processing.feedback import FeedbackParams
-from deployment import feedback
+from deployment.server import feedback_store as feedback
 
 FEEDBACK = Path("datasets/raw/feedback")
 STATE = Path("deployment/watch.json")

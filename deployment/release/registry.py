@@ -10,7 +10,7 @@ A tag needs a commit that holds the promotion: when dvc.lock (or the promotion o
 not committed, this says what to commit and exits 0; the local pointer is already in place
 (select wrote it). Running it twice registers nothing new: it is idempotent.
 
-Run: python -m deployment.registry [--rev HEAD] [--pointer deployment/production.json]
+Run: python -m deployment.release.registry [--rev HEAD] [--pointer deployment/production.json]
 """
 
 import argparse
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from data_processing.core import cli
-from deployment import pointer as production
+from deployment.release import production
 
 ARTIFACT = "classifier"
 STAGE = "prod"
@@ -98,7 +98,7 @@ def main() -> None:
             "commit to tag yet. Commit it, then run this again:\n"
             f"    git add {' '.join(pending)} && git commit -m "
             f"'Promote {entry['name']} {entry['version']}'\n"
-            "    python -m deployment.registry"
+            "    python -m deployment.release.registry"
         )
         return
     try:

@@ -11,7 +11,8 @@ model.onnx on onnxruntime) it must:
 It reads only the production folder, never datasets/. Writes the result as a metric,
 deployment/deploy_test.json; exits non-zero when it fails.
 
-Run: python -m deployment.deploy_test deployment/production.json deployment/deploy_test.json
+Run: python -m deployment.release.deploy_test deployment/production.json \
+        deployment/deploy_test.json
 """
 
 import base64

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deployment.inference import predict_arrays
+from deployment.server.inference import predict_arrays
 
 
 @dataclass(eq=False)

@@ -9,7 +9,7 @@ deployment/previous/ is a local folder (not a DVC output). In a fresh clone, fet
 earlier version from the registry first:
     dvc artifacts get . classifier --version vX.Y.Z -o deployment/previous
 
-Run: python -m deployment.rollback [--pointer deployment/production.json]
+Run: python -m deployment.release.rollback [--pointer deployment/production.json]
 """
 
 import argparse
@@ -17,8 +17,7 @@ import sys
 from pathlib import Path
 
 from data_processing.core import cli
-from deployment import pointer as production
-from deployment import registry
+from deployment.release import production, registry
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ A bundle (models/export.py) carries its own copies of the project modules it nee
 code/models/ and code/data_processing/. `load_bundle` puts that code/ first on sys.path and
 imports the bundle's `models.common.serving` from there, so preprocessing is the code the
 model was trained with, never the repo's. For that reason nothing in the serving process
-may import the repo's `models` or `data_processing` packages (deployment/select.py and
+may import the repo's `models` or `data_processing` packages (deployment/release/select.py and
 deploy_test.py are DVC stage scripts; the server never imports them).
 
 Loading a second bundle in the same process (hot reload) first drops every imported

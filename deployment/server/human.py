@@ -1,11 +1,11 @@
 """Routes for people: the web page, one-image prediction and feedback on it.
 
-GET  /          deployment/static/index.html (choose or drop an image, see top-k, correct it)
+GET  /          static/index.html (choose or drop an image, see top-k, correct it)
 POST /predict   multipart/form-data with one file (field "file"), or a raw image/* body;
                 -> {request_id, model_name, model_version, label, score, top_k}
                 415 for any other content type
 POST /feedback  {request_id, true_label} -> the stored record; the uploaded image and its
-                true label join the feedback dataset (deployment/feedback.py)
+                true label join the feedback dataset (deployment/server/feedback_store.py)
 """
 
 import uuid
@@ -16,8 +16,8 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from deployment.inference import ApiError, decode_image, pinned, top_k
-from deployment.oip import parse_body
+from deployment.server.inference import ApiError, decode_image, pinned, top_k
+from deployment.server.oip import parse_body
 
 PAGE = Path(__file__).parent / "static" / "index.html"
 TOP_K = 5
@@ -39,7 +39,7 @@ async def _image_bytes(request: Request) -> bytes:
 
 
 def add_routes(app: FastAPI, state) -> None:
-    """Add /, /predict and /feedback to app; state is deployment.lifecycle.State.
+    """Add /, /predict and /feedback to app; state is deployment.server.lifecycle.State.
 
     Each request uses the bundle pinned to it on arrival (inference.pinned).
     """

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from data_processing.core.io import write_json
-from deployment.bundle import file_sha256
+from deployment.server.bundle import file_sha256
 
 HISTORY = 10  # earlier productions kept in the pointer
 IDENTITY = ("name", "version", "sha256", "dataset", "model", "hparams", "metrics", "promoted_at")

@@ -17,7 +17,7 @@ one file write: nothing grows with the number of records, and start-up reads no 
     <split>/<request_id>.<ext>      the image (a hard link into images/ where possible)
     <split>/groundtruth.csv         filename,label: every record of the split, sorted
 
-and the watch (deployment/watch.py) runs it before each snapshot; .dvcignore keeps the
+and the watch (deployment/release/watch.py) runs it before each snapshot; .dvcignore keeps the
 database and images/ out of that snapshot. The split is fixed at a request_id's first
 feedback: record number n (1-based, in arrival order) goes to test when (n - 1) %
 test_every == 0, else to train, so from two records on both splits exist. Posting again
@@ -50,7 +50,7 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 
-from deployment.inference import ApiError
+from deployment.server.inference import ApiError
 
 REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex
 CSV_NAME = "groundtruth.csv"  # as data_processing/sources/seed.py, which we may not import

@@ -22,7 +22,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from deployment.inference import ApiError, DecodeLimits, decode_images, predict_arrays, top_k
+from deployment.server.inference import (
+    ApiError,
+    DecodeLimits,
+    decode_images,
+    predict_arrays,
+    top_k,
+)
 
 OUTPUT = "probabilities"
 EXTENSIONS = ["classification", "binary_tensor_data"]

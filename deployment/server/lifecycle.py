@@ -1,12 +1,12 @@
 """The server's state and lifecycle: its configuration, the served bundle (first load, hot
 reload, swap), request pinning, and the draining shutdown.
 
-Used by deployment/serve.py (the routes and `main`); writes nothing but log lines.
+Used by deployment/server/serve.py (the routes and `main`); writes nothing but log lines.
 
 `State.load` loads the first bundle (--bundle, or the one the production pointer names) in
-a background thread; `State.reload` is the PointerWatcher's callback (deployment/reload.py).
+a background thread; `State.reload` is the PointerWatcher's callback (deployment/server/reload.py).
 `_swap` makes a checked bundle current with one assignment, after resetting the drift
-window (deployment/drift.py) to it. `Lifecycle` pins that bundle to each request on
+window (deployment/server/drift.py) to it. `Lifecycle` pins that bundle to each request on
 arrival; `DrainingServer` turns SIGTERM into a drain (see serve.py's docstring).
 """
 
@@ -24,18 +24,18 @@ import uvicorn
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
-from deployment.batching import Batcher
-from deployment.bundle import load_bundle
-from deployment.feedback import FeedbackStore
-from deployment.inference import ApiError, DecodeLimits, pinned, predict_arrays
-from deployment.reload import (
+from deployment.server.batching import Batcher
+from deployment.server.bundle import load_bundle
+from deployment.server.feedback_store import FeedbackStore
+from deployment.server.inference import ApiError, DecodeLimits, pinned, predict_arrays
+from deployment.server.reload import (
     CandidateError,
     PointerWatcher,
     load_candidate,
     read_pointer,
     self_check,
 )
-from deployment.telemetry import Metrics
+from deployment.server.telemetry import Metrics
 
 ALWAYS_ANSWERED = ("/v2/health/live", "/v2/health/ready", "/metrics")  # also while draining
 
@@ -53,7 +53,7 @@ class Config:
     inter_op: int | None = None
     backend: str = "auto"  # load_bundle's: onnx when the bundle has model.onnx, else tf
     drift_window: int = 500  # live predictions compared with bundle/reference.json
-    batch_max_size: int = 1  # micro-batching (deployment/batching.py); 1: off
+    batch_max_size: int = 1  # micro-batching (deployment/server/batching.py); 1: off
     batch_timeout_ms: float = 2.0  # the longest a single image waits for others to batch
     drain_seconds: float = 2.0  # SIGTERM: readiness is false at least this long before exit
     shutdown_timeout: float = 30.0  # SIGTERM: the longest wait for in-flight requests
