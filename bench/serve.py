@@ -85,9 +85,10 @@ def _free_port() -> int:
 
 
 def onnx_bundle(bundle: Path, work: Path) -> Path:
-    """`bundle` when it can serve ONNX; otherwise a copy under `work` that can."""
+    """`bundle` when it can serve ONNX through serving.load; otherwise a copy under `work`
+    with the current code that can."""
     serving = (bundle / "code/models/common/serving.py").read_text()
-    if (bundle / "model.onnx").is_file() and "class OnnxPredictor" in serving:
+    if (bundle / "model.onnx").is_file() and "\ndef load(" in serving:  # serving.load
         return bundle
     from models.common.onnx_export import export_onnx, load_check_images
     from models.common.quiet import import_tensorflow

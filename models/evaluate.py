@@ -33,6 +33,7 @@ from models.common.data import Shards
 from models.common.paths import Cell
 from models.common.quiet import import_tensorflow
 from models.common.reference import Reference
+from models.common.serving import TfPredictor
 
 BATCH = 256
 TOP_K = 5
@@ -83,8 +84,8 @@ def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out) 
         scores, confusion counts, failure grid, reference, the samples' probabilities and
         the runtime profile.
     """
-    fn = profile.compiled(model)
     names, files = shards.categories, shards.file_names("test")
+    predict = TfPredictor(model, names, None).predict
     scores = metrics.Scores(names, shards.label_mode, params.threshold)
     failures, ref = Failures(params.n_failures), Reference(names)
     calibration = Calibration(shards.label_mode)
@@ -97,7 +98,7 @@ def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out) 
         index, images = index.numpy(), images.numpy()
         first = images if first is None else first
         y = np.asarray(labels[index])
-        probs = np.asarray(fn(images))
+        probs = predict(images)
         pred = scores.update(y, probs)
         calibration.update(y, probs)
         failures.update(index, images, y, probs, pred, names)
@@ -112,9 +113,9 @@ def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out) 
     timing = {
         "params": int(model.count_params()),
         "saved_model_mb": profile.saved_model_mb(model),
-        "infer_ms_b1": profile.ms_per_image(fn, first[:1], params.profile_repeats),
+        "infer_ms_b1": profile.ms_per_image(predict, first[:1], params.profile_repeats),
         "infer_ms_b256": profile.ms_per_image(
-            fn, profile.tile_to(first, 256), max(3, params.profile_repeats // 4)
+            predict, profile.tile_to(first, 256), max(3, params.profile_repeats // 4)
         ),
     }
     return {

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from deployment.server.batching import Batcher
+from models.common.serving import Predictor
 
 
-class FakeBundle:
+class FakePredictor(Predictor):
     """predict: row i = [sum of image i, its height]; records each batch's size and shapes."""
 
-    labels = ["sum", "height"]
-
     def __init__(self) -> None:
+        super().__init__(["sum", "height"], 1, None)
         self.batches: list[tuple[int, tuple]] = []
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
@@ -40,7 +40,7 @@ def _run_together(fn, args: list) -> list:
 def test_concurrent_images_batch_by_bundle_and_shape() -> None:
     sizes: list[int] = []
     batcher = Batcher(max_size=4, timeout_s=0.2, observe=sizes.append)
-    old, new = FakeBundle(), FakeBundle()
+    old, new = FakePredictor(), FakePredictor()
     args = []  # 6 images per bundle, of two sizes: (8, 8, 1) and (9, 9, 1)
     for i in range(12):
         size = 9 if i % 3 == 0 else 8
@@ -60,11 +60,11 @@ def test_concurrent_images_batch_by_bundle_and_shape() -> None:
 
 
 def test_several_images_skip_the_queue_and_errors_reach_the_caller() -> None:
-    batcher, bundle = Batcher(max_size=8, timeout_s=0.001), FakeBundle()
+    batcher, bundle = Batcher(max_size=8, timeout_s=0.001), FakePredictor()
     try:
         images = [np.zeros((8, 8, 1), np.uint8), np.ones((5, 5, 1), np.uint8)]
-        assert batcher.predict(bundle, images).shape == (2, 2)  # predict_arrays, at once
-        broken = FakeBundle()
+        assert batcher.predict(bundle, images).shape == (2, 2)  # predict_images, at once
+        broken = FakePredictor()
         broken.predict = lambda batch: 1 / 0
         with pytest.raises(ZeroDivisionError):
             batcher.predict(broken, images[:1])

@@ -18,8 +18,7 @@ from conftest import ROOT, build_bundle, pattern
 from PIL import Image
 
 from data_processing.core.errors import CheckError, DataError
-from models.common import onnx_export
-from models.common.serving import OnnxPredictor, Predictor
+from models.common import onnx_export, serving
 
 pytestmark = pytest.mark.slow
 ATOL = 1e-5
@@ -34,12 +33,12 @@ try:
 except Exception as err:
     print(json.dumps({"error": f"{type(err).__name__}: {err}"}))
     raise SystemExit(0)
-batch = np.stack([bundle.prepare(p) for p in sys.argv[3:]])
+batch = np.stack([bundle.predictor.prepare(p) for p in sys.argv[3:]])
 print(json.dumps({
     "backend": bundle.backend,
     "version": bundle.version,
     "tensorflow": "tensorflow" in sys.modules,
-    "probs": bundle.predict(batch).tolist(),
+    "probs": bundle.predictor.predict(batch).tolist(),
 }))
 """
 
@@ -84,24 +83,27 @@ def test_export_writes_checked_onnx(bundle: Path):
 
 
 def test_onnx_matches_tf(bundle: Path, images: list[Path]):
-    tf_predictor, onnx_predictor = Predictor(bundle), OnnxPredictor(bundle)
+    tf_predictor, onnx_predictor = serving.load(bundle, "tf"), serving.load(bundle, "onnx")
+    assert (onnx_predictor.backend, tf_predictor.backend) == ("onnx", "tf")
     assert (onnx_predictor.labels, onnx_predictor.channels) == (
         tf_predictor.labels,
         tf_predictor.channels,
     )
     for path in images:
-        expected = tf_predictor.predict(path)
-        np.testing.assert_allclose(onnx_predictor.predict(path), expected, rtol=0, atol=ATOL)
+        expected = tf_predictor.predict(tf_predictor.prepare(path)[None])
+        found = onnx_predictor.predict(onnx_predictor.prepare(path)[None])
+        np.testing.assert_allclose(found, expected, rtol=0, atol=ATOL)
     batch = np.stack([onnx_predictor.prepare(p) for p in images[:1] * 5])
-    expected = np.asarray(tf_predictor._fn(batch))
-    np.testing.assert_allclose(onnx_predictor.predict_batch(batch), expected, rtol=0, atol=ATOL)
+    expected = tf_predictor.predict(batch)
+    np.testing.assert_allclose(onnx_predictor.predict(batch), expected, rtol=0, atol=ATOL)
 
 
 def test_onnx_backend_never_imports_tensorflow(bundle: Path, images: list[Path]):
     result = load_in_subprocess(bundle, "onnx", images[:1])
     assert result["backend"] == "onnx"
     assert result["tensorflow"] is False, "the onnx backend imported TensorFlow"
-    expected = Predictor(bundle).predict(images[0])
+    tf_predictor = serving.load(bundle, "tf")
+    expected = tf_predictor.predict(tf_predictor.prepare(images[0])[None])[0]
     np.testing.assert_allclose(result["probs"][0], expected, rtol=0, atol=ATOL)
     keras_sha = hashlib.sha256((bundle / "model.keras").read_bytes()).hexdigest()
     assert result["version"] == keras_sha[:12]  # the model's identity, whatever the backend
@@ -128,13 +130,25 @@ def test_auto_picks_onnx_then_tf(bundle: Path, tmp_path: Path, images: list[Path
     assert error.startswith("FileNotFoundError") and "model.onnx" in error
 
 
-def test_check_failure_names_file_and_difference(monkeypatch, tmp_path: Path):
-    monkeypatch.setattr(onnx_export, "convert", lambda model, path: None)
-    monkeypatch.setattr(onnx_export, "max_difference", lambda model, path, images: 3e-5)
+def test_a_graph_that_differs_from_keras_fails_the_check(
+    bundle: Path, monkeypatch, tmp_path: Path
+):
+    """A real mismatch: the ONNX file export writes holds another model's weights (what a
+    wrong op conversion would do), and the real check measures the difference."""
+    import keras
+
+    model = serving.load(bundle, "tf").model
+    other = keras.models.clone_model(model)  # same graph, freshly initialised weights
+    convert = onnx_export.convert
+    monkeypatch.setattr(onnx_export, "convert", lambda m, path: convert(other, path))
+    images = np.stack([pattern(k % 3, np.random.default_rng(k)) for k in range(4)])[..., None]
     with pytest.raises(CheckError) as caught:
-        onnx_export.export_onnx(None, tmp_path / "model.onnx", np.zeros((2, 8, 8, 1), np.uint8))
+        onnx_export.export_onnx(model, tmp_path / "model.onnx", images)
     message = str(caught.value)
-    assert str(tmp_path / "model.onnx") in message
-    assert "1e-05" in message and "3e-05" in message and "2 test images" in message
+    assert str(tmp_path / "model.onnx") in message and "within 1e-05" in message
+    found = float(message.split("a max abs difference of ")[1].split()[0])
+    expected = np.abs(model.predict(images, verbose=0) - other.predict(images, verbose=0)).max()
+    assert found == pytest.approx(float(expected), rel=1e-2) and found > 1e-3
+    assert "4 test images" in message
     with pytest.raises(DataError, match="meta.json"):  # no shards: the file and the fix
         onnx_export.load_check_images(tmp_path / "shards")

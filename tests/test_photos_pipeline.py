@@ -60,9 +60,9 @@ def test_the_bundle_predicts_raw_files_as_evaluate_did(repo: Path) -> None:
     files += [f for f in expected if f.endswith(".jpg")][:20]
     script = (
         "import json, sys; from deployment.server.bundle import load_bundle; "
-        "b = load_bundle('deployment/production', backend=sys.argv[1]); "
+        "p = load_bundle('deployment/production', backend=sys.argv[1]).predictor; "
         "files = json.loads(sys.argv[2]); root = sys.argv[3]; "
-        "print(json.dumps({f: b.predict(b.prepare(f'{root}/{f}')[None])[0].tolist() "
+        "print(json.dumps({f: p.predict(p.prepare(f'{root}/{f}')[None])[0].tolist() "
         "for f in files}))"
     )
     for backend in ("onnx", "tf"):

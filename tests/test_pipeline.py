@@ -180,7 +180,7 @@ def test_bundle_loads_without_the_models_sources(repo: Path, tmp_path: Path) -> 
         "import json, sys; from pathlib import Path; "
         "from deployment.server.bundle import load_bundle; "
         "b = load_bundle('bundle'); "
-        "p = b.predict(b.prepare(Path(sys.argv[1]).read_bytes())[None]); "
+        "p = b.predictor.predict(b.predictor.prepare(Path(sys.argv[1]).read_bytes())[None]); "
         "print(json.dumps([sys.modules['models'].__file__, b.labels, p[0].tolist()]))"
     )
     out = sh(str(BIN / "python"), "-c", script, str(image), cwd=project)

@@ -352,17 +352,17 @@ def test_metrics_count_requests_and_predictions(server: Server) -> None:
 RELOAD = """
 import json, sys
 import numpy as np
-from deployment.server.bundle import foreign_modules, load_bundle
+from deployment.server.bundle import BUNDLED_PACKAGES, load_bundle
 first = load_bundle(sys.argv[1])
 x = np.full((1, 8, 8, 1), 255, np.uint8)
-before = first.predict(x)
+before = first.predictor.predict(x)
 second = load_bundle(sys.argv[2])
 print(json.dumps({
     "first": first.serving.__file__, "second": second.serving.__file__,
-    "first_still_predicts": bool(np.allclose(first.predict(x), before)),
-    "same_weights": bool(np.allclose(second.predict(x), before)),
+    "first_still_predicts": bool(np.allclose(first.predictor.predict(x), before)),
+    "same_weights": bool(np.allclose(second.predictor.predict(x), before)),
     "first_code_on_path": any(p.startswith(sys.argv[1]) for p in sys.path),
-    "foreign": foreign_modules(second.path / "code"),
+    "foreign": second.serving.foreign_modules(second.path / "code", BUNDLED_PACKAGES),
     "versions": [first.version, second.version],
 }))
 """

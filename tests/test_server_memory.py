@@ -122,8 +122,8 @@ def test_a_large_jpeg_is_served_as_the_bundle_prepares_it(
         data = open(sys.argv[2], "rb").read()
         full = Image.open(io.BytesIO(data))
         full.load()  # what the server did before: the full-size decode, then prepare
-        same = bool(np.array_equal(b.prepare(full), b.prepare(data)))
-        print(json.dumps([b.predict(b.prepare(data)[None])[0].tolist(), same]))
+        same = bool(np.array_equal(b.predictor.prepare(full), b.predictor.prepare(data)))
+        print(json.dumps([b.predictor.predict(b.predictor.prepare(data)[None])[0].tolist(), same]))
     """
     child = subprocess.run(
         [sys.executable, "-c", script, str(bundle), str(tmp_path / "photo.jpg")],

@@ -12,7 +12,7 @@ from PIL import Image
 
 from data_processing.images import shrink
 from models.common.data import Shards, split_train_val
-from models.common.serving import prepare
+from models.common.serving import Predictor
 
 SIZE = (24, 20)  # (height, width) stored
 
@@ -89,12 +89,13 @@ def _digests(folder: Path) -> dict[str, str]:
 def test_stored_pixels_are_what_serving_prepares(sharded: Path) -> None:
     shards = Shards.open(sharded / "datasets/shards/mixed")
     assert shards.channels == 3 and shards.image_size == SIZE
+    predictor = Predictor([], 3, SIZE)  # prepare: what the server does with uploaded bytes
     for split in ("train", "test"):
         names = shards.file_names(split)
         stored = shards.images(split, range(len(names)))
         for name, pixels in zip(names, stored, strict=True):
             data = (sharded / "datasets/raw/mixed" / name).read_bytes()
-            assert np.array_equal(prepare(data, 3, SIZE), pixels), name  # bytes, as served
+            assert np.array_equal(predictor.prepare(data), pixels), name
 
 
 def test_exif_rotated_photo_is_stored_upright(sharded: Path) -> None:

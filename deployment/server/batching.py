@@ -2,11 +2,11 @@
 
 Off by default (serve --batch-max-size 1). With --batch-max-size N > 1, a request that
 sends one image queues it and waits; a worker thread takes the oldest queued image and
-gathers others of the same bundle and the same H x W x C shape until it has N or the oldest
-has waited --batch-timeout-ms, then runs them as one `bundle.predict` and routes each row
-back to its request's future. Images of another shape or bundle wait for a batch of their
+gathers others for the same predictor and of the same H x W x C shape until it has N or the oldest
+has waited --batch-timeout-ms, then runs them as one `predictor.predict` and routes each row
+back to its request's future. Images of another shape or predictor wait for a batch of their
 own, so a hot reload never mixes two models in one call. A request of several images is
-already a batch and runs at once (inference.predict_arrays). A waiting request holds one of
+already a batch and runs at once (predictor.predict_images). A waiting request holds one of
 the server's worker threads (anyio's default: 40), which bounds a useful N.
 
 It pays off where one model call costs much more than its per-image share (TensorFlow's
@@ -23,18 +23,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deployment.server.inference import predict_arrays
-
 
 @dataclass(eq=False)
 class _Item:
-    bundle: object
+    predictor: object  # the bundle's serving.Predictor
     image: np.ndarray  # uint8 [H, W, C]
     future: Future
     arrived: float = field(default_factory=time.monotonic)
 
     def batches_with(self, other: "_Item") -> bool:
-        return self.bundle is other.bundle and self.image.shape == other.image.shape
+        return self.predictor is other.predictor and self.image.shape == other.image.shape
 
 
 class Batcher:
@@ -45,7 +43,9 @@ class Batcher:
         self, max_size: int, timeout_s: float, observe: Callable[[int], None] | None = None
     ) -> None:
         if max_size < 2:
-            raise ValueError(f"a batch of {max_size} is no batching; use predict_arrays")
+            raise ValueError(
+                f"a batch of {max_size} is no batching; call predictor.predict_images"
+            )
         self.max_size, self.timeout_s, self.observe = max_size, max(timeout_s, 0.0), observe
         self._items: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -53,19 +53,19 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         self._thread.start()
 
-    def predict(self, bundle, images: list[np.ndarray]) -> np.ndarray:
-        """float32 [N, K], as inference.predict_arrays; blocks until the batch has run."""
+    def predict(self, predictor, images: list[np.ndarray]) -> np.ndarray:
+        """float32 [N, K], as predictor.predict_images; blocks until the batch has run."""
         if len(images) != 1:
-            return predict_arrays(bundle, images)
-        return self.submit(bundle, images[0]).result()[None]
+            return predictor.predict_images(images)
+        return self.submit(predictor, images[0]).result()[None]
 
-    def submit(self, bundle, image: np.ndarray) -> Future:
+    def submit(self, predictor, image: np.ndarray) -> Future:
         """Queue one uint8 [H, W, C] image; the future's result is its float32 [K] row."""
         future: Future = Future()
         with self._cond:
             if self._closed:
                 raise RuntimeError("the batcher is closed (the server is shutting down)")
-            self._items.append(_Item(bundle, image, future))
+            self._items.append(_Item(predictor, image, future))
             self._cond.notify()
         return future
 
@@ -97,7 +97,7 @@ class Batcher:
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
             try:
-                probs = batch[0].bundle.predict(np.stack([it.image for it in batch]))
+                probs = batch[0].predictor.predict(np.stack([it.image for it in batch]))
             except Exception as err:  # each request answers it (500, or the bundle's error)
                 for it in batch:
                     it.future.set_exception(err)

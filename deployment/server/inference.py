@@ -100,7 +100,7 @@ def _decode(im: PILImage.Image, bundle) -> np.ndarray:
     """The bundle's prepare: it decodes (JPEG draft first), so no full-size load comes
     before it."""
     try:
-        return bundle.prepare(im)
+        return bundle.predictor.prepare(im)
     except MemoryError:
         raise ApiError(503, "the server is out of memory; retry later") from None
     except PILImage.DecompressionBombError as err:
@@ -109,17 +109,6 @@ def _decode(im: PILImage.Image, bundle) -> np.ndarray:
         raise ApiError(400, f"truncated or corrupt image: {err}") from None
     except Exception as err:  # crafted bytes, or a mode the bundle cannot convert
         raise ApiError(400, f"cannot decode the {im.mode} image: {err}") from None
-
-
-def predict_arrays(bundle, images: list[np.ndarray]) -> np.ndarray:
-    """float32 [N, K] for uint8 [H, W, C] images; images of one size run as one batch."""
-    by_shape: dict[tuple, list[int]] = {}
-    for i, image in enumerate(images):
-        by_shape.setdefault(image.shape, []).append(i)
-    probs = np.zeros((len(images), len(bundle.labels)), np.float32)
-    for indices in by_shape.values():
-        probs[indices] = bundle.predict(np.stack([images[i] for i in indices]))
-    return probs
 
 
 def top_k(probs: np.ndarray, labels: list[str], k: int) -> list[list[tuple[float, int, str]]]:

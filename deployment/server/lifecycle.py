@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from deployment.server.batching import Batcher
 from deployment.server.bundle import load_bundle
 from deployment.server.feedback_store import FeedbackStore
-from deployment.server.inference import ApiError, DecodeLimits, pinned, predict_arrays
+from deployment.server.inference import ApiError, DecodeLimits, pinned
 from deployment.server.reload import (
     CandidateError,
     PointerWatcher,
@@ -104,8 +104,8 @@ class State:
         """float32 [N, K] for uint8 [H, W, C] images, through the batcher when it is on.
         Blocks: call it from a worker thread."""
         if self.batcher is not None:
-            return self.batcher.predict(bundle, images)
-        return predict_arrays(bundle, images)
+            return self.batcher.predict(bundle.predictor, images)
+        return bundle.predictor.predict_images(images)
 
     def load(self) -> None:
         """Load, warm up and check the first bundle, then mark ready and start watching the

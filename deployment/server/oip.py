@@ -22,13 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from deployment.server.inference import (
-    ApiError,
-    DecodeLimits,
-    decode_images,
-    predict_arrays,
-    top_k,
-)
+from deployment.server.inference import ApiError, DecodeLimits, decode_images, top_k
 
 OUTPUT = "probabilities"
 EXTENSIONS = ["classification", "binary_tensor_data"]
@@ -231,11 +225,11 @@ def _requested_output(request: dict, k_max: int) -> tuple[int, bool]:
 
 
 def infer(
-    request: dict, tail: bytes, bundle, limits: DecodeLimits, predict: Predict = predict_arrays
+    request: dict, tail: bytes, bundle, limits: DecodeLimits, predict: Predict
 ) -> tuple[dict, bytes, np.ndarray]:
     """Run one v2 infer request; return (JSON response, binary tail, probabilities [N, K]).
 
-    `predict(bundle, images)` runs the model: predict_arrays, or the server's batcher.
+    `predict(bundle, images)` runs the model: State.predict (the predictor, or the batcher).
     """
     k, binary = _requested_output(request, len(bundle.labels))
     probs = predict(bundle, read_images(request, tail, bundle, limits))

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from deployment.server.bundle import Bundle, load_bundle
-from deployment.server.inference import predict_arrays
 
 EVAL_ATOL = 1e-4  # evaluate.py rounds to 1e-7; batch composition moves float32 by ~1e-6
 EVAL_SAMPLES = 4  # eval images re-predicted per candidate
@@ -116,7 +115,8 @@ def self_check(bundle: Bundle, pointer: Pointer | None) -> str:
     samples = _eval_images(pointer, bundle.labels) if pointer else []
     if not samples:
         return "warm-up output only (no eval samples to compare)"
-    probs = predict_arrays(bundle, [bundle.prepare(data) for data, _ in samples])
+    predictor = bundle.predictor
+    probs = predictor.predict_images([predictor.prepare(data) for data, _ in samples])
     check_probabilities(probs, len(bundle.labels), multi)
     error = float(np.abs(probs - np.array([p for _, p in samples])).max())
     if error > EVAL_ATOL:

@@ -2,9 +2,8 @@
 
 models/export.py writes `model.onnx` beside model.keras with `export_onnx`; the server runs it
 with onnxruntime alone (models/common/serving.py `OnnxPredictor`), so serving needs no
-TensorFlow. The graph is the Keras model called with training=False on uint8
-[N, H, W, C] "images" (any N, H, W: resizing and rescaling are layers inside the model), opset
-17. It is converted from a tf.function, the same one `serving.Predictor` runs.
+TensorFlow. The graph is `serving.inference_fn`, the tf.function `TfPredictor` runs: the Keras
+model with training=False on uint8 [N, H, W, C] "images" (any N, H, W), opset 17.
 
 The check runs on the cell's stored test images (datasets/shards/<dataset>/, the first
 CHECK_IMAGES: exactly what `prepare` gives the model for those raw files), once as one batch
@@ -20,13 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from data_processing.core.errors import CheckError, DataError
-from models.common.quiet import import_tensorflow
-from models.common.serving import onnx_session
+from models.common.serving import OnnxPredictor, TfPredictor, inference_fn
 
 OPSET = 17
 ATOL = 1e-5  # float32 kernels differ in summation order; 1e-6 is typical, 1e-5 the limit
 CHECK_IMAGES = 64
-INPUT_NAME = "images"
 
 
 def load_check_images(shards_dir: Path, n: int = CHECK_IMAGES) -> np.ndarray:
@@ -40,16 +37,9 @@ def load_check_images(shards_dir: Path, n: int = CHECK_IMAGES) -> np.ndarray:
     return shards.images("test", range(min(n, count)))
 
 
-def _tf_function(model):
-    tf = import_tensorflow()
-    channels = int(model.inputs[0].shape[-1])
-    spec = tf.TensorSpec([None, None, None, channels], tf.uint8, name=INPUT_NAME)
-    return tf.function(lambda x: model(x, training=False), input_signature=[spec]), spec
-
-
 def convert(model, path: Path, opset: int = OPSET) -> None:
     """Write `model` (Keras, inference mode) to `path` as ONNX with uint8 input "images"."""
-    fn, spec = _tf_function(model)
+    fn, spec = inference_fn(model)
     os.environ.setdefault("TF2ONNX_LOG_LEVEL", "ERROR")
     import tf2onnx
 
@@ -60,13 +50,13 @@ def convert(model, path: Path, opset: int = OPSET) -> None:
 def max_difference(model, path: Path, images: np.ndarray) -> float:
     """The largest |TF - onnxruntime| probability over `images`, run as one batch and one
     image at a time."""
-    fn, _ = _tf_function(model)
-    session = onnx_session(path)
-    name = session.get_inputs()[0].name
+    labels = [str(k) for k in range(int(model.outputs[0].shape[-1]))]
+    tf_predictor = TfPredictor(model, labels, None)
+    onnx_predictor = OnnxPredictor(path, labels, None)
     diff = 0.0
     for batch in [images, *(images[i : i + 1] for i in range(len(images)))]:
-        expected = np.asarray(fn(batch))
-        found = session.run(None, {name: np.ascontiguousarray(batch)})[0]
+        expected = tf_predictor.predict(batch)
+        found = onnx_predictor.predict(batch)
         if found.shape != expected.shape:
             raise CheckError(
                 path, f"outputs of shape {list(expected.shape)}", found=str(list(found.shape))

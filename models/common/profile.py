@@ -1,26 +1,17 @@
-"""Runtime profile: inference milliseconds per image through a compiled tf.function."""
+"""Runtime profile: inference milliseconds per image through the predictor (serving.py)."""
 
 import time
 
 import numpy as np
 
 
-def compiled(model):
-    """Return a traced tf.function over the model (no XLA: slower on this CPU)."""
-    import tensorflow as tf
-
-    return tf.function(
-        lambda x: model(x, training=False), jit_compile=False, reduce_retracing=True
-    )
-
-
-def ms_per_image(fn, batch: np.ndarray, repeats: int) -> float:
-    """Median wall time of fn(batch) over `repeats` calls after one warm-up, per image."""
-    fn(batch)
+def ms_per_image(predict, batch: np.ndarray, repeats: int) -> float:
+    """Median wall time of predict(batch) over `repeats` calls after one warm-up, per image."""
+    predict(batch)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        np.asarray(fn(batch))
+        np.asarray(predict(batch))
         times.append(time.perf_counter() - start)
     return float(np.median(times)) * 1000.0 / len(batch)
 

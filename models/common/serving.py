@@ -1,22 +1,21 @@
-"""Predict with an exported bundle. The bundle's code/ carries this file and its imports.
+"""The one predictor path: `load(bundle) -> Predictor`, with `prepare` and `predict`.
 
-A bundle is self-describing: model.keras, labels.json (output index -> class name) and
-params.json. `Predictor` takes raw images of any size and mode (L, RGB, RGBA, CMYK, 16-bit,
-palette, EXIF-rotated) and shrinks them exactly as the shard writer did for training and
-evaluation (data_processing.images.shrink, to params.json spec.input_size).
-`OnnxPredictor` does the same with the bundle's model.onnx (models/common/onnx_export.py) on
-onnxruntime: it never imports TensorFlow, so a server that uses it loads in well under a
-second and answers one small image in about 0.05 ms of model time (TF: about 0.8 ms).
+A bundle's code/ carries this file and its imports, so export, profile, evaluate, the deploy
+test and the server all run the model through it: raw images of any size and mode go through
+`prepare` (data_processing.images.shrink, as the shard writer did for training), and uint8
+[N, H, W, C] batches through `predict`. Two backends run the same model: "onnx" (the bundle's
+model.onnx on onnxruntime; never imports TensorFlow) and "tf" (model.keras as one
+tf.function, `inference_fn`).
 
 Run (the deploy test does this in a clean process whose path holds only the bundle's code/):
-    python -B -E -s models/runs/digits-cnn-base/bundle/code \
-        --bundle models/runs/digits-cnn-base/bundle --images images.json --out predictions.json \
+    python -B -E -s BUNDLE/code --bundle BUNDLE --images images.json --out out.json \
         [--backend tf|onnx]
 """
 
 import argparse
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,18 +26,18 @@ from data_processing.images import shrink
 from models.common.quiet import import_tensorflow
 
 PROJECT_PACKAGES = ("data_processing", "models", "deployment")
+BACKENDS = ("auto", "onnx", "tf")
+INPUT_NAME = "images"  # the uint8 [N, H, W, C] input, in the tf.function and in model.onnx
 
 
-def prepare(
-    image: "PILImage.Image | bytes | Path | str", channels: int, size: tuple[int, int] | None
-) -> np.ndarray:
-    """uint8 [h, w, channels] for a PIL image, encoded bytes or a file path: `shrink`ed to
-    `size` (height, width), the stored size training and evaluation read."""
-    if isinstance(image, bytes):
-        image = PILImage.open(io.BytesIO(image))
-    elif isinstance(image, (str, Path)):
-        image = PILImage.open(image)
-    return shrink(image, channels, size)
+def inference_fn(model):
+    """The model in inference mode as one tf.function over uint8 [N, H, W, C]: one concrete
+    graph for every batch and image size, so no request retraces it. No XLA (slower on CPU)."""
+    tf = import_tensorflow()
+    channels = int(model.inputs[0].shape[-1])
+    spec = tf.TensorSpec([None, None, None, channels], tf.uint8, name=INPUT_NAME)
+    fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    return fn, spec
 
 
 def input_size(bundle_dir: Path) -> tuple[int, int] | None:
@@ -49,85 +48,130 @@ def input_size(bundle_dir: Path) -> tuple[int, int] | None:
     return (int(size[0]), int(size[1])) if size else None
 
 
-def onnx_session(path: Path, intra_op: int = 1, inter_op: int = 1):
-    """An onnxruntime CPU session for `path`: ops run one after another (sequential mode),
-    each on up to intra_op threads; inter_op matters only in parallel mode."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op
-    options.inter_op_num_threads = inter_op
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # errors only
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 class Predictor:
-    """Load a bundle once; predict class probabilities for raw images (TensorFlow)."""
+    """Class probabilities for raw images: `prepare` one, `predict` a batch.
 
-    def __init__(self, bundle_dir: Path) -> None:
-        tf = import_tensorflow()
-        import keras
-
-        self.bundle_dir = Path(bundle_dir)
-        self.labels: list[str] = json.loads((self.bundle_dir / "labels.json").read_text())
-        self.model = keras.saving.load_model(self.bundle_dir / "model.keras", compile=False)
-        self.channels = int(self.model.inputs[0].shape[-1])
-        self.size = input_size(self.bundle_dir)
-        spec = tf.TensorSpec([None, None, None, self.channels], tf.uint8)
-        self._fn = tf.function(
-            lambda x: self.model(x, training=False), input_signature=[spec], jit_compile=False
-        )
-
-    def prepare(self, image: "PILImage.Image | bytes | Path | str") -> np.ndarray:
-        """Return uint8 [H, W, C] for a PIL image, encoded bytes or a file path."""
-        return prepare(image, self.channels, self.size)
-
-    def predict(self, image) -> np.ndarray:
-        """Return class probabilities [K] for one raw image (any size and mode)."""
-        return np.asarray(self._fn(self.prepare(image)[None]))[0]
-
-
-class OnnxPredictor:
-    """Load a bundle's model.onnx once; predict with onnxruntime, never importing TensorFlow.
-
-    Args:
-        bundle_dir: the bundle (model.onnx, labels.json).
-        intra_op: threads per operator (1: the calling thread only, best for small batches).
-        inter_op: threads across operators (unused in the sequential mode set here).
+    Attributes: labels (output index -> class name), channels (C of the input), size (the
+    stored (height, width) images are shrunk to, or None), backend ("tf" or "onnx").
     """
 
-    def __init__(self, bundle_dir: Path, intra_op: int = 1, inter_op: int = 1) -> None:
-        self.bundle_dir = Path(bundle_dir)
-        self.labels: list[str] = json.loads((self.bundle_dir / "labels.json").read_text())
-        self.session = onnx_session(self.bundle_dir / "model.onnx", intra_op, inter_op)
-        model_input = self.session.get_inputs()[0]  # "images", uint8 [N, H, W, C]
-        self.input_name = model_input.name
-        self.channels = int(model_input.shape[-1])
-        self.size = input_size(self.bundle_dir)
+    backend = ""
+
+    def __init__(self, labels: list[str], channels: int, size: tuple[int, int] | None) -> None:
+        self.labels, self.channels, self.size = list(labels), int(channels), size
 
     def prepare(self, image: "PILImage.Image | bytes | Path | str") -> np.ndarray:
-        """Return uint8 [H, W, C] for a PIL image, encoded bytes or a file path."""
-        return prepare(image, self.channels, self.size)
+        """uint8 [h, w, C] for a PIL image, encoded bytes or a file path."""
+        if isinstance(image, bytes):
+            image = PILImage.open(io.BytesIO(image))
+        elif isinstance(image, (str, Path)):
+            image = PILImage.open(image)
+        return shrink(image, self.channels, self.size)
 
-    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Return float32 [N, K] for uint8 [N, H, W, C] images of one size."""
-        feed = {self.input_name: np.ascontiguousarray(batch, np.uint8)}
-        return self.session.run(None, feed)[0]
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """float32 [N, K] for uint8 [N, H, W, C] images of one size."""
+        raise NotImplementedError
 
-    def predict(self, image) -> np.ndarray:
-        """Return class probabilities [K] for one raw image (any size and mode)."""
-        return self.predict_batch(self.prepare(image)[None])[0]
+    def predict_images(self, images: list[np.ndarray]) -> np.ndarray:
+        """float32 [N, K] for uint8 [H, W, C] images; those of one size run as one batch."""
+        if len(images) == 1:
+            return self.predict(images[0][None])
+        by_shape: dict[tuple, list[int]] = {}
+        for i, image in enumerate(images):
+            by_shape.setdefault(image.shape, []).append(i)
+        probs = np.zeros((len(images), len(self.labels)), np.float32)
+        for indices in by_shape.values():
+            probs[indices] = self.predict(np.stack([images[i] for i in indices]))
+        return probs
 
 
-def foreign_modules(code_dir: Path) -> list[str]:
-    """Return project modules loaded from anywhere but code_dir (should be none)."""
-    code_dir = code_dir.resolve()
+class TfPredictor(Predictor):
+    """A Keras model (model.keras, or the one evaluate holds) through `inference_fn`."""
+
+    backend = "tf"
+
+    def __init__(self, model, labels: list[str], size: tuple[int, int] | None) -> None:
+        super().__init__(labels, model.inputs[0].shape[-1], size)
+        self.model = model
+        self._fn = inference_fn(model)[0]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self._fn(batch))
+
+
+class OnnxPredictor(Predictor):
+    """A bundle's model.onnx on onnxruntime: one CPU session, ops run one after another,
+    each on up to intra_op threads."""
+
+    backend = "onnx"
+
+    def __init__(self, path: Path, labels: list[str], size, intra_op=1, inter_op=1) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op
+        options.inter_op_num_threads = inter_op
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only
+        providers = ["CPUExecutionProvider"]
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        model_input = self.session.get_inputs()[0]  # "images", uint8 [N, H, W, C]
+        self.input_name = model_input.name
+        super().__init__(labels, model_input.shape[-1], size)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.uint8)})[0]
+
+
+def configure_tensorflow(intra_op: int | None, inter_op: int | None):
+    """Import TensorFlow quietly and size its thread pools (only before its first use:
+    a later bundle in the same process keeps the first setting)."""
+    tf = import_tensorflow()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op or 0)
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op or 0)
+    except RuntimeError:
+        pass
+    return tf
+
+
+def resolve_backend(bundle_dir: Path, backend: str) -> str:
+    """auto: onnx when the bundle has model.onnx, else tf."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
+    if backend == "auto":
+        return "onnx" if (Path(bundle_dir) / "model.onnx").is_file() else "tf"
+    return backend
+
+
+def load(
+    bundle_dir: Path | str,
+    backend: str = "auto",
+    intra_op: int | None = None,
+    inter_op: int | None = None,
+) -> Predictor:
+    """The bundle's predictor. Threads: onnx defaults to 1 and 1 (one request's model call is
+    too small to split); tf to TensorFlow's own pools."""
+    bundle_dir = Path(bundle_dir)
+    labels = json.loads((bundle_dir / "labels.json").read_text())
+    size = input_size(bundle_dir)
+    if resolve_backend(bundle_dir, backend) == "onnx":
+        return OnnxPredictor(bundle_dir / "model.onnx", labels, size, intra_op or 1, inter_op or 1)
+    configure_tensorflow(intra_op, inter_op)
+    import keras
+
+    model = keras.saving.load_model(bundle_dir / "model.keras", compile=False)
+    return TfPredictor(model, labels, size)
+
+
+def foreign_modules(code_dir: Path, packages: tuple[str, ...] = PROJECT_PACKAGES) -> list[str]:
+    """Modules of `packages` loaded from anywhere but code_dir (must be none)."""
+    code_dir = Path(code_dir).resolve()
     bad = []
     for name, module in list(sys.modules.items()):
         origin = getattr(module, "__file__", None)
-        if name.split(".")[0] in PROJECT_PACKAGES and origin:
-            if code_dir not in Path(origin).resolve().parents:
+        if name.split(".")[0] in packages and origin:
+            if not Path(origin).resolve().is_relative_to(code_dir):
                 bad.append(f"{name} from {origin}")
     return bad
 
@@ -139,22 +183,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--backend", choices=("tf", "onnx"), default="tf")
     args = parser.parse_args()
-    predictor = (OnnxPredictor if args.backend == "onnx" else Predictor)(args.bundle)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    predictor = load(args.bundle, args.backend)
     paths = json.loads(args.images.read_text())
-    probs = {p: [float(v) for v in predictor.predict(p)] for p in paths}
-    args.out.write_text(
-        json.dumps(
-            {
-                "backend": args.backend,
-                "labels": predictor.labels,
-                "channels": predictor.channels,
-                "predictions": probs,
-                "foreign_modules": foreign_modules(Path(__file__).parents[2]),
-                "sys_path": sys.path,
-            },
-            indent=1,
-        )
-    )
+    probs = {p: predictor.predict(predictor.prepare(p)[None])[0].tolist() for p in paths}
+    result = {
+        "backend": args.backend,
+        "labels": predictor.labels,
+        "channels": predictor.channels,
+        "predictions": probs,
+        "foreign_modules": foreign_modules(Path(__file__).parents[2]),
+        "sys_path": sys.path,
+    }
+    args.out.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

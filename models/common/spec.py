@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from data_processing.core.params import Params
 
@@ -52,3 +52,12 @@ class HParams(Params):
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     weight_decay: float = 0.0  # adamw and sgd only
     schedule: Literal["constant", "cosine"] = "constant"  # cosine decays to 0 over all epochs
+
+    @model_validator(mode="after")
+    def _decay_needs_a_decaying_optimizer(self) -> "HParams":
+        # Keras's Adam has no decoupled decay: refuse rather than drop the value silently.
+        if self.optimizer == "adam" and self.weight_decay:
+            raise ValueError(
+                f"weight_decay {self.weight_decay} needs optimizer adamw or sgd (adam ignores it)"
+            )
+        return self
