@@ -15,12 +15,12 @@ into place and the pointer is written through a temporary file; the pointer is w
 last, so a reader that follows it finds its bundle complete.
 """
 
-import json
 import shutil
 import time
 from pathlib import Path
 
 from data_processing.core.io import write_json
+from deployment.server import pointer as server_pointer
 from deployment.server.bundle import file_sha256
 
 HISTORY = 10  # earlier productions kept in the pointer
@@ -33,8 +33,10 @@ def folders(pointer: Path) -> tuple[Path, Path]:
 
 
 def read(pointer: Path) -> dict | None:
-    """The pointer's content, or None when there is no pointer yet."""
-    return json.loads(pointer.read_text()) if pointer.is_file() else None
+    """The pointer's content (deployment.server.pointer parses it), or None when there is
+    no pointer yet."""
+    found = server_pointer.read(pointer)
+    return found.data if found else None
 
 
 def identity(entry: dict) -> dict:

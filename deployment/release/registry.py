@@ -20,6 +20,7 @@ from pathlib import Path
 
 from data_processing.core import cli
 from deployment.release import production
+from deployment.server import pointer as server_pointer
 
 ARTIFACT = "classifier"
 STAGE = "prod"
@@ -85,7 +86,7 @@ def assign_prod(version: str, message: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
     parser.add_argument("--rev", default="HEAD", help="the commit to tag (default HEAD)")
-    parser.add_argument("--pointer", type=Path, default=Path("deployment/production.json"))
+    parser.add_argument("--pointer", type=Path, default=server_pointer.PATH)
     args = parser.parse_args()
     entry = production.read(args.pointer)
     if entry is None:

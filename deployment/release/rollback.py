@@ -18,11 +18,12 @@ from pathlib import Path
 
 from data_processing.core import cli
 from deployment.release import production, registry
+from deployment.server import pointer as server_pointer
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
-    parser.add_argument("--pointer", type=Path, default=Path("deployment/production.json"))
+    parser.add_argument("--pointer", type=Path, default=server_pointer.PATH)
     args = parser.parse_args()
     before = production.read(args.pointer)
     try:

@@ -24,12 +24,13 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from deployment.server import pointer
 from deployment.server.bundle import Bundle, load_bundle
+from deployment.server.pointer import Pointer
 
 EVAL_ATOL = 1e-4  # evaluate.py rounds to 1e-7; batch composition moves float32 by ~1e-6
 EVAL_SAMPLES = 4  # eval images re-predicted per candidate
@@ -43,34 +44,19 @@ class CandidateError(Exception):
         self.reason = reason  # pointer | missing | sha256 | load | self_check
 
 
-@dataclass(frozen=True)
-class Pointer:
-    """The parts of the production pointer that reload needs, paths made absolute."""
-
-    path: Path  # the pointer file itself
-    bundle: Path
-    sha256: str | None  # of bundle/model.keras; None: not checked
-    eval_samples: Path | None  # deployment/production/eval/samples.json
-
-
 def read_pointer(path: Path) -> Pointer:
-    """Parse the pointer file.
+    """The pointer at `path` (pointer.read), as a candidate.
 
     Raises:
-        CandidateError: reason "pointer" for unreadable JSON or a missing "bundle".
+        CandidateError: reason "pointer" when it is missing or not a pointer.
     """
     try:
-        data = json.loads(Path(path).read_text())
-        root = Path(path).resolve().parents[1]
-        absolute = lambda p: None if p is None else root / p  # noqa: E731 (/ keeps absolute p)
-        return Pointer(
-            path=Path(path),
-            bundle=absolute(data["bundle"]),
-            sha256=data.get("sha256"),
-            eval_samples=absolute(data.get("eval_samples")),
-        )
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise CandidateError("pointer", f"{path}: not a production pointer: {err!r}") from None
+        found = pointer.read(path)
+    except pointer.PointerError as err:
+        raise CandidateError("pointer", str(err)) from None
+    if found is None:
+        raise CandidateError("pointer", f"{path}: no production pointer")
+    return found
 
 
 def check_probabilities(probs: np.ndarray, n_labels: int, multi_label: bool = False) -> None:

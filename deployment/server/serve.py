@@ -57,15 +57,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from deployment.server import human, oip
+from deployment.server import human, oip, pointer
 from deployment.server.bundle import BACKENDS
 from deployment.server.inference import ApiError, decode_images, pinned
 from deployment.server.lifecycle import Config, DrainingServer, Lifecycle, State
-from deployment.server.reload import read_pointer
 from deployment.server.telemetry import Guard
 
 __all__ = ["Config", "DrainingServer", "Lifecycle", "State", "create_app", "main"]
-POINTER = Path("deployment/production.json")
 SERVER = {"name": "reprovision", "version": "0.1.0", "extensions": oip.EXTENSIONS}
 NO_MODEL = (
     "serve: no production model yet ({pointer} does not exist). Make one with `dvc repro` "
@@ -251,11 +249,6 @@ def create_app(config: Config) -> FastAPI:
     return app
 
 
-def bundle_from_pointer(pointer: Path) -> Path:
-    """The bundle folder deployment/production.json names (relative to the repo root)."""
-    return read_pointer(pointer).bundle
-
-
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"want an integer >= 1, got {text!r}")
@@ -270,7 +263,7 @@ def _parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--port", type=int, default=8080, help="default: %(default)s")
     parser.add_argument("--bundle", type=Path, help="serve this bundle (no pointer, no reload)")
-    parser.add_argument("--pointer", type=Path, default=POINTER, help="default: %(default)s")
+    parser.add_argument("--pointer", type=Path, default=pointer.PATH, help="default: %(default)s")
     parser.add_argument(
         "--watch-pointer",
         action=argparse.BooleanOptionalAction,
@@ -369,7 +362,7 @@ def _parse_args() -> argparse.Namespace:
         if not waiting:
             sys.exit(2)
         return args
-    bundle = args.bundle or bundle_from_pointer(args.pointer)
+    bundle = args.bundle or pointer.read(args.pointer).bundle
     if not (bundle / "model.keras").is_file():
         parser.error(f"{bundle} is not a bundle (no model.keras)")
     return args
