@@ -18,7 +18,7 @@ import binascii
 import json
 import math
 import struct
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,7 +28,6 @@ OUTPUT = "probabilities"
 EXTENSIONS = ["classification", "binary_tensor_data"]
 INPUTS = {"image": "BYTES", "pixels": "UINT8"}
 PLATFORMS = {"onnx": "onnxruntime_onnx", "tf": "tensorflow_keras"}  # KServe's names
-Predict = Callable[[object, list[np.ndarray]], np.ndarray]  # (bundle, images) -> [N, K]
 
 
 def model_metadata(bundle) -> dict:
@@ -224,15 +223,29 @@ def _requested_output(request: dict, k_max: int) -> tuple[int, bool]:
     return min(k, k_max), binary
 
 
-def infer(
-    request: dict, tail: bytes, bundle, limits: DecodeLimits, predict: Predict
-) -> tuple[dict, bytes, np.ndarray]:
-    """Run one v2 infer request; return (JSON response, binary tail, probabilities [N, K]).
+@dataclass
+class Infer:
+    """One v2 infer request, parsed: its JSON, its binary tail, and the output it asks for."""
 
-    `predict(bundle, images)` runs the model: State.predict (the predictor, or the batcher).
-    """
-    k, binary = _requested_output(request, len(bundle.labels))
-    probs = predict(bundle, read_images(request, tail, bundle, limits))
+    request: dict
+    tail: bytes
+    k: int  # classification: the k best as "score:index:label"; 0: the probabilities
+    binary: bool  # the output as binary tensor data
+
+    def images(self, bundle, limits: DecodeLimits) -> list[np.ndarray]:
+        """The request's images, uint8 [H, W, C] (decoded within `limits`)."""
+        return read_images(self.request, self.tail, bundle, limits)
+
+
+def parse(body: bytes, header_length: str | None, n_labels: int) -> Infer:
+    """Parse a request body; 400 when it or its requested outputs are malformed."""
+    request, tail = parse_body(body, header_length)
+    return Infer(request, tail, *_requested_output(request, n_labels))
+
+
+def response(infer: Infer, probs: np.ndarray, bundle) -> tuple[dict, bytes]:
+    """The v2 response to `infer` for probabilities [N, K]: (JSON, binary tail or b"")."""
+    k = infer.k
     if k:
         rows = top_k(probs, bundle.labels, k)
         data = [f"{s:.6f}:{i}:{label}" for row in rows for s, i, label in row]
@@ -242,11 +255,11 @@ def infer(
         data = [float(v) for v in probs.ravel()]
         out = {"name": OUTPUT, "datatype": "FP32", "shape": list(probs.shape)}
         raw = probs.astype("<f4").tobytes()
-    if binary:
+    if infer.binary:
         out["parameters"] = {"binary_data_size": len(raw)}
     else:
         out["data"], raw = data, b""
-    response = {"model_name": bundle.name, "model_version": bundle.version, "outputs": [out]}
-    if isinstance(request.get("id"), str):
-        response["id"] = request["id"]
-    return response, raw, probs
+    answer = {"model_name": bundle.name, "model_version": bundle.version, "outputs": [out]}
+    if isinstance(infer.request.get("id"), str):
+        answer["id"] = infer.request["id"]
+    return answer, raw

@@ -121,16 +121,18 @@ def _route_infer(app: FastAPI, state: State) -> None:
         bundle = state.model(request, path["name"], path.get("version"))
         body = await request.body()
         header = request.headers.get("inference-header-content-length")
-        parsed, tail = oip.parse_body(body, header)
-        args = (parsed, tail, bundle, state.limits, state.predict)
-        if _inline(state, bundle, body, parsed):
-            response, raw, probs = oip.infer(*args)
-        else:
-            response, raw, probs = await run_in_threadpool(oip.infer, *args)
+        parsed = oip.parse(body, header, len(bundle.labels))
+
+        def run():  # decode and predict
+            return state.predict(bundle, parsed.images(bundle, state.limits))
+
+        inline = _inline(state, bundle, body, parsed.request)
+        probs = run() if inline else await run_in_threadpool(run)
         state.metrics.observe_predictions(probs, bundle)
+        answer, raw = oip.response(parsed, probs, bundle)
         if not raw:
-            return JSONResponse(response)
-        head = json.dumps(response).encode()
+            return JSONResponse(answer)
+        head = json.dumps(answer).encode()
         return Response(
             head + raw,
             media_type="application/octet-stream",
