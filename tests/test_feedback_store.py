@@ -17,7 +17,8 @@ import numpy as np
 from PIL import Image
 
 from data_processing.sources import seed
-from deployment.server.feedback_store import FeedbackStore, export
+from deployment.release.feedback_export import export
+from deployment.server.feedback_store import FeedbackStore
 
 LABELS = ["a", "b", "c"]
 

@@ -34,7 +34,7 @@ from servers import (
     running,
 )
 
-from deployment.server import feedback_store as feedback
+from deployment.release import feedback_export
 
 pytestmark = pytest.mark.slow
 MAX_BODY = 1 << 20  # the test server's limits, small so the 413 cases stay cheap
@@ -320,7 +320,7 @@ def _check_feedback(server: Server, rid: str, label: str, upload: bytes) -> None
         if not p.name.startswith("feedback.sqlite3")
     )
     assert files() == ["images", image]  # no dataset until it is exported
-    assert feedback.export(server.feedback) == 1
+    assert feedback_export.export(server.feedback) == 1
     assert files() == ["images", image, "test", f"test/{rid}.png", "test/groundtruth.csv"]
     assert (server.feedback / f"test/{rid}.png").read_bytes() == upload
     assert (

@@ -6,9 +6,8 @@ Each check (every --interval seconds, or once with --once):
      (datasets/**/*.dvc and params.yaml `datasets`);
   2. when at least params `feedback.min_records` records arrived since the last cycle, or a
      dataset was added or changed: exports the records as a seed-format dataset
-     (deployment.server.feedback_store.export), `dvc add datasets/raw/feedback` (a versioned
-     snapshot of
-     it; .dvcignore leaves out the database and the image store), then
+     (feedback_export.py), `dvc add datasets/raw/feedback` (a versioned snapshot of it;
+     .dvcignore leaves out the database and the image store), then
      `dvc exp run -n <name> -S feedback.snapshot=<its md5>`: the whole pipeline, in which
      normalize merges the feedback into the train split of params `feedback.dataset` (the
      snapshot param is its signal to re-run), the changed cells retrain and evaluate, and
@@ -41,7 +40,7 @@ from data_processing.core import cli
 from data_processing.core.io import write_json
 from data_processing.core.params import load_params, read_params
 from data_processing.feedback import FeedbackParams
-from deployment.server import feedback_store as feedback
+from deployment.release import feedback_export as feedback
 
 FEEDBACK = Path("datasets/raw/feedback")
 STATE = Path("deployment/watch.json")

@@ -1,39 +1,18 @@
-"""Feedback on served predictions, kept in a SQLite database (WAL mode, the standard library).
+"""Feedback on served predictions, kept in SQLite (WAL mode) under --feedback-dir:
 
-/predict remembers its recent predictions in memory, the uploaded image bytes included
-(bounded: `capacity` predictions and `max_bytes` of images; the oldest go first). POST
-/feedback {request_id, true_label} then stores, under the feedback root (serve.py
---feedback-dir, default datasets/raw/feedback):
+    feedback.sqlite3        one row per labelled request: prediction, model, true label, split
+    images/<sha256>.<ext>   each uploaded image once, named by its content
 
-    feedback.sqlite3                one row per labelled request: what was predicted, by
-                                    which model, the true label, its split and its image
-    images/<sha256>.<ext>           each uploaded image once, named by its content (.png
-                                    .jpg .bmp .gif as sent; other formats re-encoded as PNG)
+/predict remembers recent predictions in memory (bounded by count and bytes); POST /feedback
+{request_id, true_label} stores one. A request's split is fixed at its first feedback (every
+`test_every`-th record goes to test), and posting again relabels it: the last answer wins.
+The watch exports it as a dataset (deployment/release/feedback_export.py).
 
-The database is the system of record. A POST costs one indexed upsert and, for a new image,
-one file write: nothing grows with the number of records, and start-up reads no files.
-`export(root)` writes the seed-format dataset that training reads from it,
-
-    <split>/<request_id>.<ext>      the image (a hard link into images/ where possible)
-    <split>/groundtruth.csv         filename,label: every record of the split, sorted
-
-and the watch (deployment/release/watch.py) runs it before each snapshot; .dvcignore keeps the
-database and images/ out of that snapshot. The split is fixed at a request_id's first
-feedback: record number n (1-based, in arrival order) goes to test when (n - 1) %
-test_every == 0, else to train, so from two records on both splits exist. Posting again
-relabels it (the last answer wins: a person may correct a click) and keeps its split and
-file; the same body twice leaves the same row. After a restart a request_id already stored
-can still be relabelled; one never stored and no longer in memory is 404.
-
-Records written by older servers (records/<request_id>.json) are moved into the database
-on first start; the folder is renamed records.migrated/.
-
-Validation: a request_id that is not 32 hex characters is 400 (it names files, so nothing
-else may reach a path); a label the model that served the request does not know is 400. A
-full disk is 507 (another write failure 503) and leaves the database as it was.
+Errors: a request_id that is not 32 hex characters (it names files) or a label the model does
+not know is 400; a full disk is 507, another write failure 503, and the database is left as
+it was. Records of older servers (records/<request_id>.json) move into the database on start.
 """
 
-import csv
 import errno
 import hashlib
 import io
@@ -253,63 +232,6 @@ def _storage_status(err: Exception) -> int | None:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return 507
     return 503 if err.errno in (errno.EFBIG, errno.EIO) else None
-
-
-def count(root: Path) -> int:
-    """How many labelled records the database under root holds (0 when there is none)."""
-    if not (Path(root) / DATABASE).is_file():
-        return 0
-    db = connect(Path(root))
-    try:
-        return db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
-    finally:
-        db.close()
-
-
-def export(root: Path) -> int:
-    """Write the seed-format dataset from the database: <split>/<request_id>.<ext> and
-    <split>/groundtruth.csv for every record; images no record names are removed. Returns
-    the number of records."""
-    root = Path(root)
-    if not (root / DATABASE).is_file():
-        return 0
-    db = connect(root)
-    try:
-        rows = db.execute("SELECT file, image, true_label FROM feedback ORDER BY file").fetchall()
-    finally:
-        db.close()
-    for split in SPLITS:
-        chosen = [row for row in rows if row[0].startswith(f"{split}/")]
-        keep = {Path(file).name for file, _, _ in chosen} | {CSV_NAME}
-        folder = root / split
-        if chosen:
-            folder.mkdir(exist_ok=True)
-        for path in folder.iterdir() if folder.is_dir() else ():
-            if path.name not in keep and path.is_file():
-                path.unlink()
-        for file, image, _ in chosen:
-            _place(root / image, root / file)
-        if chosen:
-            text = io.StringIO()
-            writer = csv.writer(text, lineterminator="\n")
-            writer.writerow(("filename", "label"))
-            writer.writerows((Path(file).name, label) for file, _, label in chosen)
-            _write(folder / CSV_NAME, text.getvalue().encode())
-    return len(rows)
-
-
-def _place(source: Path, target: Path) -> None:
-    """target as a hard link to source (a copy where links fail); left as it is when it
-    already is that file."""
-    if target.is_file() and os.path.samefile(source, target):
-        return
-    tmp = target.with_name(f".tmp-{target.name}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(source, tmp)
-    except OSError:
-        _write(tmp, source.read_bytes())
-    os.replace(tmp, target)
 
 
 def _as_stored(image: bytes) -> tuple[bytes, str]:

@@ -37,7 +37,6 @@ requests in flight finish (for at least --drain-seconds, at most --shutdown-time
 the process exits with status 0 (1 when the first load failed).
 """
 
-import argparse
 import base64
 import binascii
 import ctypes
@@ -47,7 +46,6 @@ import sys
 import threading
 import traceback
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -57,23 +55,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from deployment.server import human, oip, pointer
-from deployment.server.bundle import BACKENDS
+from deployment.server import human, oip, options
 from deployment.server.inference import ApiError, decode_images, pinned
 from deployment.server.lifecycle import Config, DrainingServer, Lifecycle, State
 from deployment.server.telemetry import Guard
 
 __all__ = ["Config", "DrainingServer", "Lifecycle", "State", "create_app", "main"]
 SERVER = {"name": "reprovision", "version": "0.1.0", "extensions": oip.EXTENSIONS}
-NO_MODEL = (
-    "serve: no production model yet ({pointer} does not exist). Make one with `dvc repro` "
-    "(it trains, gates and promotes a model), or serve a bundle with --bundle PATH "
-    "(for example models/runs/digits-cnn-base/bundle after `dvc repro`).{then}"
-)
-WAITING = (
-    " Serving meanwhile: /v2/health/live is 200, readiness 503 until the pointer appears, "
-    "then its model is loaded as it would be on a hot reload."
-)
 INLINE_BYTES = 64 << 10  # infer requests up to this size may run on the event loop (_inline)
 
 
@@ -251,125 +239,6 @@ def create_app(config: Config) -> FastAPI:
     return app
 
 
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"want an integer >= 1, got {text!r}")
-    return int(text)
-
-
-def _parse_args() -> argparse.Namespace:
-    prog = f"python -m {__spec__.name}" if __spec__ else None  # the server imports no cli
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
-    )
-    parser.add_argument("--port", type=int, default=8080, help="default: %(default)s")
-    parser.add_argument("--bundle", type=Path, help="serve this bundle (no pointer, no reload)")
-    parser.add_argument("--pointer", type=Path, default=pointer.PATH, help="default: %(default)s")
-    parser.add_argument(
-        "--watch-pointer",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="reload when the pointer changes (serving the pointer only; default: on)",
-    )
-    parser.add_argument(
-        "--watch-interval", type=float, default=2.0, help="seconds between pointer checks"
-    )
-    parser.add_argument(
-        "--feedback-dir",
-        type=Path,
-        default=Config.feedback_dir,
-        help="the feedback database and images (feedback_store.py; default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=Config.max_body_bytes,
-        help="larger request bodies get 413 before they are read (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--max-pixels",
-        type=_positive,
-        default=Config.max_pixels,
-        help="pixels a request's images may hold in all, read from their headers before "
-        "decoding; more: 413 (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--decode-slots",
-        type=_positive,
-        default=Config.decode_slots,
-        help="images decoding at once, across requests: with --max-pixels, what bounds "
-        "decoding memory (default: the cores, %(default)s)",
-    )
-    parser.add_argument(
-        "--backend",
-        choices=BACKENDS,
-        default=Config.backend,
-        help="onnx (onnxruntime, no TensorFlow), tf, or auto: onnx when the bundle has "
-        "model.onnx (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--intra-op",
-        type=int,
-        help="threads within one model op (env SERVE_INTRA_OP; default: 1 on onnx, the "
-        "cores on tf)",
-    )
-    parser.add_argument(
-        "--inter-op",
-        type=int,
-        help="threads across model ops (env SERVE_INTER_OP; default: 1 on onnx, 2 on tf)",
-    )
-    parser.add_argument(
-        "--drift-window",
-        type=_positive,
-        default=Config.drift_window,
-        help="predictions compared with the bundle's reference.json (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-max-size",
-        type=_positive,
-        default=Config.batch_max_size,
-        help="images per micro-batch; 1: no batching (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--batch-timeout-ms",
-        type=float,
-        default=Config.batch_timeout_ms,
-        help="the longest an image waits for a batch to fill (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--drain-seconds",
-        type=float,
-        default=Config.drain_seconds,
-        help="on SIGTERM, readiness is 503 at least this long before exit (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--shutdown-timeout",
-        type=float,
-        default=Config.shutdown_timeout,
-        help="on SIGTERM, the longest wait for requests in flight (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--require-model",
-        action="store_true",
-        help="exit (status 2) when there is no production model yet, instead of waiting "
-        "for the pointer to appear",
-    )
-    args = parser.parse_args()
-    if args.bundle is None and not args.pointer.exists():
-        waiting = args.watch_pointer and not args.require_model
-        print(
-            NO_MODEL.format(pointer=args.pointer, then=WAITING if waiting else ""), file=sys.stderr
-        )
-        if not waiting:
-            sys.exit(2)
-        return args
-    bundle = args.bundle or pointer.read(args.pointer).bundle
-    if not (bundle / "model.keras").is_file():
-        parser.error(f"{bundle} is not a bundle (no model.keras)")
-    return args
-
-
 def _few_malloc_arenas(arenas: int = 2) -> None:
     """glibc gives each thread that allocates its own malloc arena and keeps what a decode
     freed in it: 8 clients sending 36 Mpx images grew the server 303 MB with the default
@@ -384,25 +253,8 @@ def _few_malloc_arenas(arenas: int = 2) -> None:
 
 def main() -> None:
     _few_malloc_arenas()  # before any thread allocates
-    args = _parse_args()
-    config = Config(
-        bundle=args.bundle,
-        pointer=None if args.bundle else args.pointer,
-        watch_interval=args.watch_interval if args.watch_pointer and not args.bundle else None,
-        feedback_dir=args.feedback_dir,
-        max_body_bytes=args.max_body_bytes,
-        max_pixels=args.max_pixels,
-        decode_slots=args.decode_slots,
-        intra_op=args.intra_op,
-        inter_op=args.inter_op,
-        backend=args.backend,
-        drift_window=args.drift_window,
-        batch_max_size=args.batch_max_size,
-        batch_timeout_ms=args.batch_timeout_ms,
-        drain_seconds=args.drain_seconds,
-        shutdown_timeout=args.shutdown_timeout,
-    )
-    app = create_app(config)
+    args = options.parse(doc=__doc__)
+    app = create_app(options.config(args))
     server_config = uvicorn.Config(
         app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5
     )

@@ -1,0 +1,75 @@
+"""The served feedback as a seed-format dataset, for continuous training (the watch).
+
+Under the feedback root, from the server's database (deployment/server/feedback_store.py):
+
+    <split>/<request_id>.<ext>      the image (a hard link into images/ where possible)
+    <split>/groundtruth.csv         filename,label: every record of the split, sorted
+
+.dvcignore keeps the database and images/ out of the `dvc add`ed snapshot.
+"""
+
+import csv
+import io
+import os
+import shutil
+from pathlib import Path
+
+from data_processing.core.io import write_text
+from deployment.server.feedback_store import CSV_NAME, DATABASE, SPLITS, connect
+
+
+def count(root: Path) -> int:
+    """How many labelled records the database under root holds (0 when there is none)."""
+    if not (Path(root) / DATABASE).is_file():
+        return 0
+    db = connect(Path(root))
+    try:
+        return db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+    finally:
+        db.close()
+
+
+def export(root: Path) -> int:
+    """Write the seed-format dataset from the database: <split>/<request_id>.<ext> and
+    <split>/groundtruth.csv for every record; images no record names are removed. Returns
+    the number of records."""
+    root = Path(root)
+    if not (root / DATABASE).is_file():
+        return 0
+    db = connect(root)
+    try:
+        rows = db.execute("SELECT file, image, true_label FROM feedback ORDER BY file").fetchall()
+    finally:
+        db.close()
+    for split in SPLITS:
+        chosen = [row for row in rows if row[0].startswith(f"{split}/")]
+        keep = {Path(file).name for file, _, _ in chosen} | {CSV_NAME}
+        folder = root / split
+        if chosen:
+            folder.mkdir(exist_ok=True)
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path.name not in keep and path.is_file():
+                path.unlink()
+        for file, image, _ in chosen:
+            _place(root / image, root / file)
+        if chosen:
+            text = io.StringIO()
+            writer = csv.writer(text, lineterminator="\n")
+            writer.writerow(("filename", "label"))
+            writer.writerows((Path(file).name, label) for file, _, label in chosen)
+            write_text(folder / CSV_NAME, text.getvalue())
+    return len(rows)
+
+
+def _place(source: Path, target: Path) -> None:
+    """target as a hard link to source (a copy where links fail); left as it is when it
+    already is that file."""
+    if target.is_file() and os.path.samefile(source, target):
+        return
+    tmp = target.with_name(f".tmp-{target.name}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)

@@ -1,0 +1,138 @@
+"""The server's command line: its flags, and the Config they make (lifecycle.Config)."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from deployment.server import pointer
+from deployment.server.bundle import BACKENDS
+from deployment.server.lifecycle import Config
+
+NO_MODEL = (
+    "serve: no production model yet ({pointer} does not exist). Make one with `dvc repro` "
+    "(it trains, gates and promotes a model), or serve a bundle with --bundle PATH "
+    "(for example models/runs/digits-cnn-base/bundle after `dvc repro`).{then}"
+)
+WAITING = (
+    " Serving meanwhile: /v2/health/live is 200, readiness 503 until the pointer appears, "
+    "then its model is loaded as it would be on a hot reload."
+)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"want an integer >= 1, got {text!r}")
+    return int(text)
+
+
+# flag -> argparse keywords; "(default: %(default)s)" is added where there is a default
+FLAGS = {
+    "--host": dict(default="127.0.0.1", help="address to listen on"),
+    "--port": dict(type=int, default=8080, help="port to listen on"),
+    "--bundle": dict(type=Path, help="serve this bundle (no pointer, no reload)"),
+    "--pointer": dict(type=Path, default=pointer.PATH, help="the production pointer"),
+    "--watch-pointer": dict(
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reload when the pointer changes (serving the pointer only)",
+    ),
+    "--watch-interval": dict(type=float, default=2.0, help="seconds between pointer checks"),
+    "--feedback-dir": dict(
+        type=Path, default=Config.feedback_dir, help="the feedback database and images"
+    ),
+    "--max-body-bytes": dict(
+        type=int,
+        default=Config.max_body_bytes,
+        help="larger request bodies get 413 before they are read",
+    ),
+    "--max-pixels": dict(
+        type=_positive,
+        default=Config.max_pixels,
+        help="pixels a request's images may hold in all, read from their headers before "
+        "decoding; more: 413",
+    ),
+    "--decode-slots": dict(
+        type=_positive,
+        default=Config.decode_slots,
+        help="images decoding at once, across requests: with --max-pixels, what bounds "
+        "decoding memory (the cores)",
+    ),
+    "--backend": dict(
+        choices=BACKENDS,
+        default=Config.backend,
+        help="onnx (onnxruntime, no TensorFlow), tf, or auto: onnx when the bundle has model.onnx",
+    ),
+    "--intra-op": dict(
+        type=int,
+        help="threads within one model op (env SERVE_INTRA_OP; default: 1 on onnx, the "
+        "cores on tf)",
+    ),
+    "--inter-op": dict(
+        type=int,
+        help="threads across model ops (env SERVE_INTER_OP; default: 1 on onnx, 2 on tf)",
+    ),
+    "--drift-window": dict(
+        type=_positive,
+        default=Config.drift_window,
+        help="predictions compared with the bundle's reference.json",
+    ),
+    "--batch-max-size": dict(
+        type=_positive, default=Config.batch_max_size, help="images per micro-batch; 1: off"
+    ),
+    "--batch-timeout-ms": dict(
+        type=float,
+        default=Config.batch_timeout_ms,
+        help="the longest an image waits for a batch to fill",
+    ),
+    "--drain-seconds": dict(
+        type=float,
+        default=Config.drain_seconds,
+        help="on SIGTERM, readiness is 503 at least this long before exit",
+    ),
+    "--shutdown-timeout": dict(
+        type=float,
+        default=Config.shutdown_timeout,
+        help="on SIGTERM, the longest wait for requests in flight",
+    ),
+    "--require-model": dict(
+        action="store_true",
+        help="exit (status 2) when there is no production model yet, instead of waiting "
+        "for the pointer to appear",
+    ),
+}
+CONFIG_FIELDS = (  # copied from the flags as they are
+    "feedback_dir max_body_bytes max_pixels decode_slots intra_op inter_op backend "
+    "drift_window batch_max_size batch_timeout_ms drain_seconds shutdown_timeout"
+).split()
+
+
+def parse(argv: list[str] | None = None, doc: str = "") -> argparse.Namespace:
+    """The flags; exits 2 on a bad bundle, or with no model and nothing to wait for."""
+    prog = "python -m deployment.server.serve"  # the server imports no repo cli helpers
+    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0] if doc else None)
+    for flag, options in FLAGS.items():
+        if options.get("default") is not None and options.get("action") != "store_true":
+            options = {**options, "help": options["help"] + " (default: %(default)s)"}
+        parser.add_argument(flag, **options)
+    args = parser.parse_args(argv)
+    if args.bundle is None and not args.pointer.exists():
+        waiting = args.watch_pointer and not args.require_model
+        then = WAITING if waiting else ""
+        print(NO_MODEL.format(pointer=args.pointer, then=then), file=sys.stderr)
+        if not waiting:
+            sys.exit(2)
+        return args
+    bundle = args.bundle or pointer.read(args.pointer).bundle
+    if not (bundle / "model.keras").is_file():
+        parser.error(f"{bundle} is not a bundle (no model.keras)")
+    return args
+
+
+def config(args: argparse.Namespace) -> Config:
+    """The server's Config for parsed flags: a --bundle is served as is, with no reload."""
+    return Config(
+        bundle=args.bundle,
+        pointer=None if args.bundle else args.pointer,
+        watch_interval=args.watch_interval if args.watch_pointer and not args.bundle else None,
+        **{name: getattr(args, name) for name in CONFIG_FIELDS},
+    )
