@@ -166,7 +166,7 @@ def test_broken_candidate_keeps_the_old_model(server: Server, releases, case, re
 
 def test_feedback_becomes_a_seed_dataset(server: Server) -> None:
     from data_processing.sources import seed
-    from deployment.server.feedback_store import export
+    from deployment.release.feedback_export import export
 
     uploads, stored = [png(0, seed=7), png(2, seed=8)], []
     for data, label in zip(uploads, ("bar", "diagonal"), strict=True):
