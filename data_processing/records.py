@@ -174,38 +174,8 @@ def assemble(
     """
     table = RecordTable.of(records)
     cat_id = {n: i for i, n in enumerate(categories, start=1)}
-    ids: dict[tuple[str, ...], tuple[int, ...]] = {}  # one id tuple per distinct label set
-
-    def label_ids(names: tuple[str, ...]) -> tuple[int, ...]:
-        if names not in ids:
-            ids[names] = tuple(sorted({cat_id[n] for n in names}))
-        return ids[names]
-
     order = sorted(range(len(table)), key=table.file_names.__getitem__)
-    labels, counts, masks, annotations = [], {}, {}, []
-    for new, old in enumerate(order):
-        names, boxes = table.labels[old], table.boxes.get(old, ())
-        if names is None and boxes:
-            names = tuple(b.name for b in boxes)
-        labels.append(None if names is None else label_ids(names))
-        given = table.counts.get(old)  # given counts are kept, so schema.validate can check them
-        if given is None and boxes:
-            given = dict(Counter(b.name for b in boxes))
-        if given is not None:
-            counts[new] = dict(sorted(given.items()))
-        if old in table.masks:
-            masks[new] = table.masks[old]
-        for b in boxes:
-            bbox = (coord(b.x), coord(b.y), coord(b.w), coord(b.h))
-            annotations.append(
-                Annotation(
-                    id=len(annotations) + 1,
-                    image_id=new + 1,
-                    category_id=cat_id[b.name],
-                    bbox=bbox,
-                    area=coord(bbox[2] * bbox[3]),
-                )
-            )
+    labels, counts, masks, annotations = _per_image(table, order, cat_id)
     sizes = array("I", (v for old in order for v in table.sizes[2 * old : 2 * old + 2]))
     images = ImageTable(
         file_names=[table.file_names[old] for old in order],
@@ -225,3 +195,32 @@ def assemble(
         images=images,
         annotations=tuple(annotations),
     )
+
+
+def _per_image(table: "RecordTable", order: list[int], cat_id: dict[str, int]):
+    """(labels, counts, masks, annotations) of the images in `order`: labels from boxes
+    where there are none, counts from the box tally where none were given (given ones are
+    kept, so schema.validate can check them), one annotation per box."""
+    ids: dict[tuple[str, ...], tuple[int, ...]] = {}  # one id tuple per distinct label set
+    labels, counts, masks, annotations = [], {}, {}, []
+    for new, old in enumerate(order):
+        names, boxes = table.labels[old], table.boxes.get(old, ())
+        if names is None and boxes:
+            names = tuple(b.name for b in boxes)
+        if names is not None and names not in ids:
+            ids[names] = tuple(sorted({cat_id[n] for n in names}))
+        labels.append(None if names is None else ids[names])
+        given = table.counts.get(old)
+        if given is None and boxes:
+            given = dict(Counter(b.name for b in boxes))
+        if given is not None:
+            counts[new] = dict(sorted(given.items()))
+        if old in table.masks:
+            masks[new] = table.masks[old]
+        for b in boxes:
+            bbox = (coord(b.x), coord(b.y), coord(b.w), coord(b.h))
+            area = coord(bbox[2] * bbox[3])
+            annotations.append(
+                Annotation(len(annotations) + 1, new + 1, cat_id[b.name], bbox, area)
+            )
+    return labels, counts, masks, annotations

@@ -20,6 +20,7 @@ Reads the XML files and image/mask headers. No writes.
 
 import os
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
 from data_processing.core.errors import DataError
@@ -189,29 +190,11 @@ def _box(
             )
         for tag in (lo, hi):
             value = corners[tag]
-            over = max(-value, value - extent)  # pixels outside the image, <= 0 inside
-            if over <= 0:
-                continue
-            side = ("left", "right") if axis == "x" else ("top", "bottom")
-            if over >= 1:
-                raise DataError(
-                    path,
-                    f"{lo} and {hi} within {shift:g}..{extent} ({convention} on the "
-                    f"{size[0]}x{size[1]} image; less than 1 pixel beyond is clipped)",
-                    field=f"object[{k}]/bndbox/{tag}",
-                    found=f"{tag}={value + offset[tag]:g} on {name!r}, {over:g} pixel(s) past "
-                    f"the {side[value > 0]} edge",
-                    hint="exactly 1 pixel out: is the file in the other convention? see params "
-                    "normalize.voc_coordinates"
-                    if over == 1
-                    else None,
-                )
             corners[tag] = min(max(value, 0.0), float(extent))
-            fixes.append(
-                f"{where}, field object[{k}]/bndbox/{tag}: {tag}={value + offset[tag]:g} on "
-                f"{name!r} is {over:g} pixel past the {side[value > 0]} edge of the "
-                f"{size[0]}x{size[1]} image; clipped to {tag}={corners[tag] + offset[tag]:g}"
-            )
+            if corners[tag] != value:
+                field = f"object[{k}]/bndbox/{tag}"
+                out = _Outside(path, where, field, name, size, convention, shift)
+                fixes.append(out.check(tag, value, extent, offset[tag], (lo, hi)))
         if corners[hi] <= corners[lo]:  # both corners clipped onto the same edge
             raise DataError(
                 path,
@@ -222,6 +205,46 @@ def _box(
     warnings += fixes
     x0, y0, x1, y1 = (corners[t] for t in CORNERS)
     return Box(name, x0, y0, x1 - x0, y1 - y0)
+
+
+@dataclass
+class _Outside:
+    """A corner outside the image: clipped with a warning when less than a pixel out."""
+
+    path: Path
+    where: str  # split/file, for the warning
+    field: str
+    name: str
+    size: tuple[int, int]
+    convention: str
+    shift: float  # 1.0 for one-based corners
+
+    def check(self, tag: str, value: float, extent: int, offset: float, pair) -> str:
+        """The warning for clipping `value` (continuous) into 0..extent; DataError when it is
+        a pixel or more outside."""
+        over = max(-value, value - extent)  # pixels outside the image
+        edge = ("left", "right") if tag[0] == "x" else ("top", "bottom")
+        edge = edge[value > 0]
+        clipped = min(max(value, 0.0), float(extent))
+        w, h = self.size
+        if over >= 1:
+            raise DataError(
+                self.path,
+                f"{pair[0]} and {pair[1]} within {self.shift:g}..{extent} ({self.convention} on "
+                f"the {w}x{h} image; less than 1 pixel beyond is clipped)",
+                field=self.field,
+                found=f"{tag}={value + offset:g} on {self.name!r}, {over:g} pixel(s) past "
+                f"the {edge} edge",
+                hint="exactly 1 pixel out: is the file in the other convention? see params "
+                "normalize.voc_coordinates"
+                if over == 1
+                else None,
+            )
+        return (
+            f"{self.where}, field {self.field}: {tag}={value + offset:g} on {self.name!r} is "
+            f"{over:g} pixel past the {edge} edge of the {w}x{h} image; clipped to "
+            f"{tag}={clipped + offset:g}"
+        )
 
 
 def _check_size(path: Path, size: tuple[int, int], declared: tuple) -> None:
