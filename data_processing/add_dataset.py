@@ -90,7 +90,7 @@ def check_data(path: Path, fmt: str, params: ValidateParams) -> tuple[str, dict]
         raise DataError("--format", f"a source format: {known}", found=repr(fmt))
     resolved = normalize.resolve_format(Path(path), fmt)
     options = load_params("normalize", normalize.NormalizeParams).options(resolved)
-    splits = normalize.normalize(Path(path), resolved, options)
+    splits = normalize.parse(Path(path), resolved, options)
     with tempfile.TemporaryDirectory() as tmp:
         normalize.write(splits, Path(tmp) / "normalized")  # the same files the stage writes
         found = validate(Path(path), load_splits(Path(tmp) / "normalized"), params)

@@ -259,20 +259,12 @@ def image_stats(scan: Scan, split: str, top: int = 10) -> dict:
     }
 
 
-def class_counts(dataset: schema.Dataset) -> Counter:
-    """Category name -> images labelled with it; unknown ids are skipped (check_schema flags)."""
-    names = {c.id: c.name for c in dataset.categories}
-    counts = Counter({name: 0 for name in names.values()})
-    counts.update(names[c] for i in dataset.images for c in i.labels or () if c in names)
-    return counts
-
-
 def check_labels(
     train: schema.Dataset, test: schema.Dataset, max_imbalance: float, min_per_class: int
 ) -> tuple[list[str], list[str]]:
     """Return (errors, warnings): test labels unknown to train; imbalance; small classes."""
     errors, warnings = [], []
-    train_counts, test_counts = class_counts(train), class_counts(test)
+    train_counts, test_counts = schema.class_counts(train), schema.class_counts(test)
     names = {c.id: c.name for c in test.categories}
     expected = sorted(n for n, k in train_counts.items() if k)
     for image in test.images:

@@ -78,12 +78,17 @@ def normalize(
 
     `options`: keyword arguments for the importer's parse (NormalizeParams.options).
     """
-    fmt = resolve_format(raw_dir, fmt)
+    return parse(raw_dir, resolve_format(raw_dir, fmt), options)
+
+
+def parse(raw_dir: Path, fmt: str, options: dict[str, str] | None = None) -> dict:
+    """`normalize` with a resolved importer name. A split that fails the schema (ids,
+    references, boxes, counts) is refused on its first problem, so no such file is written;
+    validate checks the files it reads again and lists every problem in its report."""
     with _gc_paused():
         splits = sources.get(fmt).parse(Path(raw_dir), Path(raw_dir).name, **(options or {}))
     for split, dataset in splits.items():
-        problems = schema.validate(dataset)
-        if problems:
+        if problems := schema.validate(dataset):
             raise DataError(f"{raw_dir} ({split})", "a consistent dataset", found=problems[0])
     return splits
 
@@ -104,7 +109,7 @@ def main() -> None:
     )
     params = load_params("normalize", NormalizeParams)
     fmt = resolve_format(raw_dir, params.formats.get(raw_dir.name, AUTO))
-    splits = normalize(raw_dir, fmt, params.options(fmt))
+    splits = parse(raw_dir, fmt, params.options(fmt))
     if "train" in splits:
         merge = load_params("feedback", feedback.FeedbackParams)
         splits["train"] = feedback.merge(splits["train"], raw_dir, merge)

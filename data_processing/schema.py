@@ -50,12 +50,9 @@ class Annotation:
 
 
 class ImageTable(Sequence):
-    """A split's images as columns, ids 1..N in order; each Image is made when read.
-
-    What normalize builds (records.assemble): a Python object per image and field would take
-    about 0.9 KB an image, and normalize's memory would grow with the dataset several times
-    faster (bench/scale.py). Compares equal to any sequence of the same Images.
-    """
+    """A split's images as columns, ids 1..N in order; each Image is made when read, so
+    normalize's memory grows slowly with the dataset (bench/scale.py). Compares equal to any
+    sequence of the same Images."""
 
     __slots__ = ("_names", "_sizes", "_labels", "_counts", "_masks", "_sources", "_lines")
 
@@ -295,8 +292,9 @@ def _count_problems(dataset: Dataset, image_of) -> list[str]:
 
 
 def class_counts(dataset: Dataset) -> Counter:
-    """Return category name -> number of images labelled with it (every category present)."""
-    counts = Counter({c.name: 0 for c in dataset.categories})
+    """Category name -> images labelled with it (every category present; ids that name no
+    category are skipped: `validate` reports them)."""
     names = {c.id: c.name for c in dataset.categories}
-    counts.update(names[c] for image in dataset.images for c in image.labels or ())
+    counts = Counter({name: 0 for name in names.values()})
+    counts.update(names[c] for image in dataset.images for c in image.labels or () if c in names)
     return counts

@@ -73,7 +73,7 @@ def validate(
             "images": len(dataset.images),
             "boxes": len(dataset.annotations),
             **checks.image_stats(scan, split),
-            "class_counts": dict(checks.class_counts(dataset)),
+            "class_counts": dict(schema.class_counts(dataset)),
         }
     errors, warnings, found["leakage"] = duplicates.check_leakage(
         scan, params.near_duplicate_distance, params.max_listed

@@ -74,6 +74,11 @@ def train(
             loss,
             bn_images,
         )
+    return summary(result, val, spec, shards)
+
+
+def summary(result: dict, val: np.ndarray, spec: ModelSpec, shards: Shards) -> dict:
+    """train.json: timing, epochs, the split sizes, the model spec, classes and history."""
     epochs, n_train = len(result["history"]["loss"]), int((~val).sum())
     return {
         "seconds": round(result["seconds"], 3),

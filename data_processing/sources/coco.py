@@ -22,16 +22,18 @@ from data_processing.schema import Dataset
 from data_processing.sources._common import (
     SPLITS,
     build,
-    check_unlisted,
     find_image,
-    get,
     image_size,
     inside,
     list_images,
-    load_json,
     mask_file,
-    number,
+    require_listed,
     split_dir,
+)
+from data_processing.sources._fields import (
+    get,
+    load_json,
+    number,
 )
 
 ANNOTATIONS = "annotations/instances_{split}.json"
@@ -91,7 +93,7 @@ def _read_split(raw_dir: Path, split: str) -> tuple[list[Record], list[str]]:
             field=f"annotations[{first[image_id]}].image_id",
             found=str(image_id),
         )
-    check_unlisted(folder, on_disk, set(seen), path)
+    require_listed(folder, on_disk, set(seen), path)
     return records, list(cats.values())
 
 

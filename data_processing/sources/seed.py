@@ -33,8 +33,10 @@ from data_processing.sources._common import (
     image_size,
     inside,
     list_images,
-    read_text,
     split_dir,
+)
+from data_processing.sources._fields import (
+    read_text,
 )
 
 CSV_NAME = "groundtruth.csv"

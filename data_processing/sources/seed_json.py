@@ -24,16 +24,18 @@ from data_processing.schema import Dataset
 from data_processing.sources._common import (
     SPLITS,
     build,
-    check_unlisted,
     find_image,
-    get,
     image_size,
     inside,
     list_images,
-    load_json,
     mask_file,
-    number,
+    require_listed,
     split_dir,
+)
+from data_processing.sources._fields import (
+    get,
+    load_json,
+    number,
     unknown_keys,
 )
 
@@ -89,7 +91,7 @@ def _read_split(raw_dir: Path, split: str, warnings: list[str]) -> list[Record]:
             )
         seen[filename] = row
         records.append(_record(raw_dir, split, path, row, entry, filename, warnings))
-    check_unlisted(folder, on_disk, set(seen), path)
+    require_listed(folder, on_disk, set(seen), path)
     return records
 
 

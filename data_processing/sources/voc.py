@@ -34,9 +34,11 @@ from data_processing.sources._common import (
     image_size,
     inside,
     list_images,
+    split_dir,
+)
+from data_processing.sources._fields import (
     parse_number,
     read_text,
-    split_dir,
 )
 
 ZERO_BASED, ONE_BASED = "zero_based", "one_based"

@@ -25,10 +25,12 @@ from data_processing.sources._common import (
     image_size,
     inside,
     list_images,
-    parse_number,
-    read_text,
     split_dir,
     suggest,
+)
+from data_processing.sources._fields import (
+    parse_number,
+    read_text,
 )
 
 CLASS_FILES = ("classes.txt", "obj.names")

@@ -116,12 +116,33 @@ class Shards:
             return self._in_memory(
                 split, chosen, batch_size, shuffle_seed, shuffle_buffer, with_index
             )
+        ds = self._stream(split, keep, shuffle_seed)
+        k, (h, w), c = self.meta["label_bytes"], self.image_size, self.channels
+        single = self.label_mode == "single"
+
+        def parse(index, record):  # a batch of records
+            raw = tf.io.decode_raw(record, tf.uint8)
+            images = tf.reshape(raw[:, k:], [-1, h, w, c])
+            labels = raw[:, :k]
+            targets = tf.argmax(labels, axis=1) if single else tf.cast(labels, tf.float32)
+            return (index, images, targets) if with_index else (images, targets)
+
+        if shuffle_seed is not None:
+            ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-len(chosen) // batch_size)))
+        return ds.prefetch(tf.data.AUTOTUNE)
+
+    def _stream(self, split: str, keep: np.ndarray | None, shuffle_seed: int | None):
+        """(index, record bytes) of the split's chosen records, read shard by shard (in a
+        shuffled shard order, 4 shards interleaved, when shuffle_seed is given)."""
+        import tensorflow as tf
+
         info = self.meta["splits"][split]
         files = [str(self.root / s["file"]) for s in info["shards"]]
         counts = [int(s["count"]) for s in info["shards"]]
         starts = np.cumsum([0] + counts[:-1]).tolist()
-        size, k = self.meta["record_bytes"], self.meta["label_bytes"]
-        (h, w), c = self.image_size, self.channels
+        size = self.meta["record_bytes"]
         ds = tf.data.Dataset.from_tensor_slices(
             (files, tf.constant(starts, tf.int64), tf.constant(counts, tf.int64))
         )
@@ -148,20 +169,7 @@ class Shards:
                 tf.boolean_mask(r, tf.gather(mask, i)),
             )
             ds = ds.batch(256).map(kept).unbatch()
-        single = self.label_mode == "single"
-
-        def parse(index, record):  # a batch of records
-            raw = tf.io.decode_raw(record, tf.uint8)
-            images = tf.reshape(raw[:, k:], [-1, h, w, c])
-            labels = raw[:, :k]
-            targets = tf.argmax(labels, axis=1) if single else tf.cast(labels, tf.float32)
-            return (index, images, targets) if with_index else (images, targets)
-
-        if shuffle_seed is not None:
-            ds = ds.shuffle(shuffle_buffer, seed=shuffle_seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-len(chosen) // batch_size)))
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return ds
 
     def _in_memory(self, split, chosen, batch_size, shuffle_seed, shuffle_buffer, with_index):
         """`dataset` for a small selection: one array, shuffled and batched as from memory."""

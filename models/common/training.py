@@ -69,36 +69,20 @@ def fit(
 ) -> dict:
     """Compile and train; keep the best checkpoint at out_dir/model.keras.
 
-    Args:
-        model: an uncompiled model from an architecture's `build`.
-        train_ds, val_ds: batched tf.data datasets of (uint8 images, targets).
-        params: the `train` section.
-        hparams: the cell's hyperparameter set.
-        live: an open dvclive.Live.
-        out_dir: receives model.keras and tensorboard/.
-        loss: a Keras loss name.
-        bn_images: uint8 training images that re-estimate BatchNorm statistics before each
-            validation (models/common/precise_bn.py), in batches of at least 256 (4x cheaper
-            than 32 on digits); None keeps Keras's moving averages.
+    `model` is uncompiled (an architecture's `build`); train_ds and val_ds are batched
+    tf.data datasets of (uint8 images, targets); `live` an open dvclive.Live; out_dir gets
+    model.keras and tensorboard/. bn_images, when given, re-estimate BatchNorm statistics
+    before each validation (models/common/precise_bn.py).
 
     Returns:
         {"history": {keras metric: [per epoch]}, "seconds": float, "best_epoch": int}
     """
     steps = int(train_ds.cardinality())  # Shards.dataset states it
-    model.compile(
-        optimizer=optimizer(hparams, steps),
-        loss=loss,
-        metrics=["accuracy"],
-        jit_compile=False,
-    )  # XLA is 5-6x slower on this CPU
+    # XLA is slower on CPU (bench/README.md)
+    model.compile(optimizer(hparams, steps), loss=loss, metrics=["accuracy"], jit_compile=False)
     monitor = keras_name(params.early_stopping.monitor)
     mode = "min" if monitor.endswith("loss") else "max"
-    callbacks = (
-        []
-        if bn_images is None
-        else [PreciseBatchNorm(bn_images, max(hparams.batch_size, 256), steps)]
-    )
-    callbacks += [
+    callbacks = [
         keras.callbacks.EarlyStopping(
             monitor=monitor,
             mode=mode,
@@ -111,6 +95,9 @@ def fit(
         keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), write_graph=False),
         LiveLogger(live),
     ]
+    if bn_images is not None:  # first: statistics are fixed before validation sees them
+        batch = max(hparams.batch_size, 256)  # larger batches: cheaper (bench/README.md)
+        callbacks.insert(0, PreciseBatchNorm(bn_images, batch, steps))
     start = time.perf_counter()
     # One iterator over the repeated epochs (the same batches, in the same order): the
     # streaming reader then fills the next epoch's shuffle buffer during this epoch's last
