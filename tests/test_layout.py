@@ -74,3 +74,32 @@ def test_a_wrong_direction_import_breaks_its_contract(
     broken = [line for line in result.stdout.splitlines() if line.endswith("BROKEN")]
     assert len(broken) == 1 and broken[0].startswith(contract), result.stdout
     assert module.removesuffix(".py").replace("/", ".") in result.stdout  # names the importer
+
+
+def oversized(max_file_lines: int = 300, max_function_lines: int = 60) -> list[str]:
+    """Source files and functions (docstring included) over the size guides."""
+    import ast
+
+    found = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            relative = path.relative_to(ROOT)
+            if relative.parts[1] in ("runs", "production", "previous"):
+                continue
+            text = path.read_text()
+            if (lines := text.count("\n")) > max_file_lines:
+                found.append(f"{relative}: {lines} lines")
+            for node in ast.walk(ast.parse(text)):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    length = node.end_lineno - node.lineno + 1
+                    if length > max_function_lines:
+                        found.append(f"{relative}:{node.lineno} {node.name}: {length} lines")
+    return found
+
+
+def test_no_file_or_function_over_the_size_guides() -> None:
+    assert oversized() == []
+
+
+if __name__ == "__main__":  # python tests/test_layout.py [MAX_FILE MAX_FUNCTION]: the list
+    print("\n".join(oversized(*map(int, sys.argv[1:3]))) or "none")
