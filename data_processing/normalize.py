@@ -60,8 +60,8 @@ def resolve_format(raw_dir: Path, fmt: str) -> str:
 
 @contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector: a parse builds ~10^5 acyclic objects, and
-    collecting them midway costs about 10% of the stage (bench/ingest.py)."""
+    """Pause the cyclic garbage collector: a parse builds many acyclic objects, and
+    collecting them midway only costs time (bench/README.md, ingest)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
@@ -104,7 +104,7 @@ def write(splits: dict[str, schema.Dataset], out_dir: Path) -> None:
 def main() -> None:
     raw_dir, out_dir = cli.paths(
         __doc__,
-        ("raw_dir", "the raw dataset folder (datasets/raw/<name>)"),
+        cli.RAW_DIR,
         ("out_dir", "where <split>.json are written (datasets/normalized/<name>)"),
     )
     params = load_params("normalize", NormalizeParams)

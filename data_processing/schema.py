@@ -134,7 +134,7 @@ def make_info(name: str, split: str, label_mode: str, source_format: str) -> dic
 
 
 def _image_json(image: Image) -> dict:
-    """One image record; None extensions are left out (asdict would deep-copy: 3x slower)."""
+    """One image record; None extensions are left out (asdict would deep-copy them)."""
     record = {
         "id": image.id,
         "file_name": image.file_name,

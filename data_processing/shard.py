@@ -222,8 +222,8 @@ def shard(raw_dir: Path, norm_dir: Path, out: Path, params: ShardParams, seed: i
 def main() -> None:
     raw_dir, norm_dir, out_dir = cli.paths(
         __doc__,
-        ("raw_dir", "the raw dataset folder (datasets/raw/<name>)"),
-        ("norm_dir", "its normalized JSON (datasets/normalized/<name>)"),
+        cli.RAW_DIR,
+        cli.NORM_DIR,
         ("out_dir", "where the shards are written (datasets/shards/<name>)"),
     )
     params = load_params("shard", ShardParams)

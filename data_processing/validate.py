@@ -101,8 +101,8 @@ def fail_on_errors(raw_dir: Path, found: dict) -> None:
 def main() -> None:
     raw_dir, norm_dir, out_dir = cli.paths(
         __doc__,
-        ("raw_dir", "the raw dataset folder (datasets/raw/<name>)"),
-        ("norm_dir", "its normalized JSON (datasets/normalized/<name>)"),
+        cli.RAW_DIR,
+        cli.NORM_DIR,
         ("out_dir", "where the report is written (datasets/reports/<name>)"),
     )
     params = load_params("validate", ValidateParams)

@@ -135,6 +135,26 @@ def samples_with_probs(samples: dict, sampled: dict, categories: list[str]) -> d
     return {"categories": categories, **samples, "images": images}
 
 
+def metrics_record(scores: dict, summary: dict, profile: dict) -> dict:
+    """models/metrics/<cell>.json: test scores, training summary and runtime profile."""
+    test = {k: v if isinstance(v, bool) else round(v, 6) for k, v in scores.items()}
+    del test["per_class"]  # a plot of its own
+    train = {k: summary[k] for k in ("seconds", "epochs", "best_epoch", "images_per_second")}
+    return {"test": test, "train": train, "profile": {k: round(v, 4) for k, v in profile.items()}}
+
+
+def write_plots(cell: Cell, result: dict, history: dict) -> None:
+    """The cell's confusion, per-class and calibration data, failure grid and curves."""
+    write_json(cell.plot("confusion", "json"), result["confusion"])
+    write_json(cell.plot("per_class", "json"), result["scores"]["per_class"])
+    write_json(cell.plot("calibration", "json"), result["reliability"])
+    images, captions = result["failures"]
+    failures = plots.failures_png(images, captions, f"{cell.name}: most confident mistakes")
+    for kind, png in (("failures", failures), ("curves", plots.curves_png(history, cell.name))):
+        cell.plot(kind, "png").parent.mkdir(parents=True, exist_ok=True)
+        cell.plot(kind, "png").write_bytes(png)
+
+
 @exit_on_error
 def main() -> None:
     cell = Cell(*cli.parse(__doc__, *cli.CELL))
@@ -155,30 +175,8 @@ def main() -> None:
             samples_with_probs(samples, result["sampled"], shards.categories),
         )
     scores = result["scores"]
-    write_json(
-        cell.metrics,
-        {
-            "test": {
-                k: v if isinstance(v, bool) else round(v, 6)
-                for k, v in scores.items()
-                if k != "per_class"
-            },
-            "train": {
-                k: summary[k] for k in ("seconds", "epochs", "best_epoch", "images_per_second")
-            },
-            "profile": {k: round(v, 4) for k, v in result["profile"].items()},
-        },
-    )
-    write_json(cell.plot("confusion", "json"), result["confusion"])
-    write_json(cell.plot("per_class", "json"), scores["per_class"])
-    write_json(cell.plot("calibration", "json"), result["reliability"])
-    images, captions = result["failures"]
-    cell.plot("failures", "png").parent.mkdir(parents=True, exist_ok=True)
-    cell.plot("failures", "png").write_bytes(
-        plots.failures_png(images, captions, f"{cell.name}: most confident mistakes")
-    )
-    cell.plot("curves", "png").parent.mkdir(parents=True, exist_ok=True)
-    cell.plot("curves", "png").write_bytes(plots.curves_png(summary["history"], cell.name))
+    write_json(cell.metrics, metrics_record(scores, summary, result["profile"]))
+    write_plots(cell, result, summary["history"])
     print(
         f"evaluate: {cell.name}: accuracy {scores['accuracy']:.4f}, "
         f"macro F1 {scores['f1_macro']:.4f} -> {cell.metrics}"

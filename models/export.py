@@ -106,7 +106,7 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     import_tensorflow()
     import keras
 
-    def step(what: str) -> None:  # export takes 10-30 s: say where it is
+    def step(what: str) -> None:  # export takes a while: say where it is
         print(f"export: {cell.name}: {what}", file=sys.stderr, flush=True)
 
     summary = json.loads((cell.train_dir / "train.json").read_text())

@@ -58,9 +58,10 @@ def start(
     cwd: Path | None = None,
     feedback: Path | None = None,
     timeout: float = READY_TIMEOUT,
+    wait: bool = True,
 ) -> Server:
     """`python -m deployment.server.serve --port P --feedback-dir ... *flags` in cwd (root),
-    once it answers ready; its log is root/<name>-<port>.log."""
+    once it answers ready (at once with wait=False); its log is root/<name>-<port>.log."""
     port = free_port()
     log = root / f"{name}-{port}.log"
     feedback = feedback or root / f"{name}-{port}-feedback"
@@ -72,8 +73,16 @@ def start(
     flag_list = list(map(str, flags))
     if "--bundle" in flag_list:
         srv.bundle = Path(flag_list[flag_list.index("--bundle") + 1])
-    wait_ready(proc, srv.url, log, timeout)
+    if wait:
+        wait_ready(proc, srv.url, log, timeout)
     return srv
+
+
+def start_watching(repo: Path) -> Server:
+    """The server of a project copy, serving its production pointer (checked every 0.3 s)
+    and storing feedback where the watch reads it."""
+    flags = ("--pointer", "deployment/production.json", "--watch-interval", "0.3")
+    return start(repo, *flags, cwd=repo, feedback=Path("datasets/raw/feedback"), timeout=90)
 
 
 def stop(srv: Server, timeout: float = 15) -> None:

@@ -16,6 +16,8 @@ import psutil
 import pytest
 from conftest import BIN, copy_project, edit_params, sh, write_seed_dataset
 
+N_FEEDBACK = 4  # labelled records the watch waits for (params feedback.min_records)
+
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 CELLS = ("tiny-cnn-quick", "tiny-mlp-quick")
 
@@ -96,26 +98,15 @@ def test_8_processes_post_500_feedback_records_each(tmp_path: Path) -> None:
     4,000 rows, no duplicate, every fifth (in arrival order) in the test split."""
     import multiprocessing
     import sqlite3
-    import sys
 
-    from conftest import build_bundle, free_port, stop_process, wait_ready
+    from conftest import build_bundle, stop_process
+    from servers import start
 
     bundle = build_bundle(tmp_path / "project")
-    port, log, feedback = free_port(), tmp_path / "server.log", tmp_path / "feedback"
-    cmd = [
-        sys.executable,
-        "-m",
-        "deployment.server.serve",
-        "--bundle",
-        str(bundle),
-        "--port",
-        str(port),
-    ]
-    with open(log, "wb") as out:
-        server = subprocess.Popen([*cmd, "--feedback-dir", str(feedback)], stdout=out, stderr=out)
+    feedback = tmp_path / "feedback"
+    server = start(tmp_path, "--bundle", str(bundle), feedback=feedback)
+    url, log = server.url, server.log
     try:
-        url = f"http://127.0.0.1:{port}"
-        wait_ready(server, url, log)
         ctx = multiprocessing.get_context("spawn")
         clients = [ctx.Process(target=_post_feedback, args=(url, w, 500)) for w in range(8)]
         for c in clients:
@@ -124,7 +115,7 @@ def test_8_processes_post_500_feedback_records_each(tmp_path: Path) -> None:
             c.join(timeout=600)
         assert [c.exitcode for c in clients] == [0] * 8, log.read_text()[-3000:]
     finally:
-        stop_process(server)
+        stop_process(server.proc)
     with sqlite3.connect(feedback / "feedback.sqlite3") as db:
         rows = db.execute("SELECT seq, request_id, split FROM feedback ORDER BY seq").fetchall()
     assert len(rows) == 4000 and len({r[1] for r in rows}) == 4000
@@ -139,8 +130,7 @@ def test_watch_killed_mid_cycle_loses_and_doubles_no_feedback(tmp_path: Path) ->
     import sys
 
     from conftest import commit_and_repro, stop_process
-    from servers import call, png
-    from test_watch import N_FEEDBACK, start
+    from servers import call, png, start_watching
 
     repo = copy_project(tmp_path / "repo", models=("mlp",))
     edit_params(
@@ -151,7 +141,7 @@ def test_watch_killed_mid_cycle_loses_and_doubles_no_feedback(tmp_path: Path) ->
     )
     write_seed_dataset(repo / "datasets/raw/tiny", {"train": 12, "test": 4})
     commit_and_repro(repo, "tiny", "project with a tiny dataset")
-    server = start(repo)
+    server = start_watching(repo)
     try:
         for i in range(N_FEEDBACK):
             image = png(i % 3, seed=500 + i)

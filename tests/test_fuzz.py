@@ -30,9 +30,13 @@ def parses_or_data_error(fmt: str, raw: Path) -> None:
     try:
         splits = sources.get(fmt).parse(raw)
     except DataError as err:
-        assert str(err)  # the message itself must render
+        where = Path(err.file).resolve()
+        assert where == raw.resolve() or raw.resolve() in where.parents, err.file
+        assert err.expected and str(err).startswith(f"{err.file}") and "expected" in str(err)
         return
     assert set(splits) == {"train", "test"}
+    for dataset in splits.values():  # what parsed names only files that are there
+        assert all((raw / image.file_name).is_file() for image in dataset.images)
 
 
 META = Path("train") / "meta.json"

@@ -4,8 +4,10 @@ real `dvc repro`, `dvc exp run`, `dvc exp show`, `dvc plots show` and `dvc plots
 import json
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import BIN, commit_and_repro, copy_project, edit_params, sh, write_seed_dataset
@@ -24,21 +26,46 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return repo
 
 
+def _truth_and_predictions(repo: Path, cell: str) -> tuple[list[str], list[str]]:
+    """(true class, predicted class) of every test image, from the normalized test split and
+    evaluate's predictions.jsonl."""
+    from data_processing import schema
+
+    test = schema.load(repo / "datasets/normalized/tiny/test.json")
+    names = {c.id: c.name for c in test.categories}
+    truth = {i.file_name: names[i.labels[0]] for i in test.images}
+    lines = (repo / f"models/runs/{cell}/eval/predictions.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    labels = sorted(names.values())
+    return [truth[r["file"]] for r in rows], [labels[int(np.argmax(r["probs"]))] for r in rows]
+
+
 def test_repro_writes_metrics_for_every_cell(repo: Path) -> None:
+    from PIL import Image
+    from sklearn.metrics import accuracy_score, f1_score
+
     for model in ("mlp", "cnn"):
-        metrics = json.loads((repo / f"models/metrics/tiny-{model}-quick.json").read_text())
-        assert 0.0 <= metrics["test"]["f1_macro"] <= 1.0
+        cell = f"tiny-{model}-quick"
+        metrics = json.loads((repo / f"models/metrics/{cell}.json").read_text())
+        truth, predicted = _truth_and_predictions(repo, cell)
+        assert len(truth) == 12  # 3 classes x 4 test images
+        f1 = f1_score(truth, predicted, average="macro", zero_division=0)
+        assert metrics["test"]["f1_macro"] == pytest.approx(f1, abs=1e-6)
+        assert metrics["test"]["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
         assert metrics["profile"]["params"] > 0 and metrics["profile"]["infer_ms_b1"] > 0
         assert metrics["profile"]["saved_model_mb"] > 0
-        for kind, ext in (
-            ("confusion", "json"),
-            ("failures", "png"),
-            ("curves", "png"),
-            ("loss", "tsv"),
-            ("accuracy", "tsv"),
-            ("per_class", "json"),
-        ):
-            assert (repo / f"models/plots/{kind}/tiny-{model}-quick.{ext}").stat().st_size > 0
+        confusion = json.loads((repo / f"models/plots/confusion/{cell}.json").read_text())
+        pairs = Counter(zip(truth, predicted, strict=True))
+        assert {(r["actual"], r["predicted"]): r["count"] for r in confusion} == pairs
+        epochs = json.loads((repo / f"models/runs/{cell}/train/train.json").read_text())["epochs"]
+        for kind in ("loss", "accuracy"):
+            rows = (repo / f"models/plots/{kind}/{cell}.tsv").read_text().splitlines()
+            assert rows[0] == "epoch\ttrain\tval" and len(rows) == epochs + 1
+        per_class = json.loads((repo / f"models/plots/per_class/{cell}.json").read_text())
+        assert sum(r["support"] for r in per_class) == 12
+        for kind in ("failures", "curves"):
+            with Image.open(repo / f"models/plots/{kind}/{cell}.png") as image:
+                assert image.format == "PNG" and min(image.size) >= 100
     shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo, stdout_only=True))
     data = shown[""]["data"]  # "" is the workspace
     assert {"models/metrics/tiny-mlp-quick.json", "models/metrics/tiny-cnn-quick.json"} <= set(

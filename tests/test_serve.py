@@ -18,7 +18,6 @@ import pytest
 from conftest import (
     CLASSES,
     build_bundle,
-    free_port,
     stop_process,
 )
 from PIL import Image
@@ -32,6 +31,7 @@ from servers import (
     multipart,
     png,
     running,
+    start,
 )
 
 from deployment.release import feedback_export
@@ -45,22 +45,11 @@ MAX_PIXELS = 1_000_000
 def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("serve")
     bundle = build_bundle(root / "project")
-    port, log = free_port(), root / "server.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "deployment.server.serve",
-        "--port",
-        str(port),
-        "--bundle",
-        bundle,
-    ]
-    cmd += ["--feedback-dir", root / "feedback", "--max-body-bytes", str(MAX_BODY)]
-    cmd += ["--max-pixels", str(MAX_PIXELS), "--drain-seconds", "0"]  # SIGTERM: test_reload
-    cmd += ["--backend", "tf"]  # onnx loads in ~0.1 s: too fast to see the server not ready
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(list(map(str, cmd)), cwd=root, stdout=out, stderr=out)
-    srv = Server(f"http://127.0.0.1:{port}", port, proc, log, root / "feedback", bundle)
+    flags = ["--bundle", bundle, "--max-body-bytes", MAX_BODY, "--max-pixels", MAX_PIXELS]
+    flags += ["--drain-seconds", 0]  # SIGTERM: test_reload
+    flags += ["--backend", "tf"]  # onnx loads in ~0.1 s: too fast to see the server not ready
+    srv = start(root, *map(str, flags), feedback=root / "feedback", wait=False)
+    proc, log = srv.proc, srv.log
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         while (status := call(srv, "GET", "/v2/health/ready")[0]) != 200:
@@ -328,25 +317,35 @@ def _check_feedback(server: Server, rid: str, label: str, upload: bytes) -> None
     ).read_text() == f"filename,label\n{rid}.png,{wrong}\n"
 
 
+def _samples(server: Server) -> dict[str, float]:
+    """/metrics as {series: value}."""
+    text = call(server, "GET", "/metrics")[1].decode()
+    pairs = (line.rsplit(" ", 1) for line in text.splitlines() if line and line[0] != "#")
+    return {series: float(value) for series, value in pairs}
+
+
 def test_metrics_count_requests_and_predictions(server: Server) -> None:
-    status, text = call(server, "GET", "/metrics")
-    text = text.decode()
-    version = call(server, "GET", "/v2")[1]["model_version"]
+    """Exact increments for this test's own requests (the module's tests run in order on
+    one worker, so nothing else reaches the server meanwhile)."""
     route = 'route="/v2/models/{name}/infer"'
-    for line in (
-        f'serve_requests_total{{method="POST",{route},status="200"}}',
-        f'serve_requests_total{{method="POST",{route},status="400"}}',
-        f'serve_requests_total{{method="POST",{route},status="413"}}',
-        'serve_requests_total{method="POST",route="/predict",status="415"}',
-        f'serve_model_info{{name="{server.name}",version="{version}"}} 1.0',
-        "serve_prediction_confidence_count",
-        "serve_predicted_class_total{label=",
-        f"serve_request_seconds_count{{{route}}}",
-    ):
-        assert line in text, line
-    ok = f'serve_requests_total{{method="POST",{route},status="200"}}'
-    count = next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(ok))
-    assert count >= len(BAD_INFER)  # one success after each bad case
+    requests = {
+        s: f'serve_requests_total{{method="POST",{route},status="{s}"}}' for s in (200, 400, 413)
+    }
+    requests[415] = 'serve_requests_total{method="POST",route="/predict",status="415"}'
+    before = _samples(server)
+    assert _infer(server, image_input(png(0), png(1, seed=3)))[0] == 200  # 2 predictions
+    assert _infer(server, b"[1, 2]")[0] == 400
+    assert _infer(server, _pixels([0], shape=(1, 1001, 1000, 1)))[0] == 413
+    assert call(server, "POST", "/predict", b"text", {"Content-Type": "text/plain"})[0] == 415
+    after = _samples(server)
+    grew = {k: after[k] - before.get(k, 0.0) for k in after}
+    assert {s: grew[key] for s, key in requests.items()} == {200: 1, 400: 1, 413: 1, 415: 1}
+    assert grew["serve_prediction_confidence_count"] == 2
+    classes = [k for k in after if k.startswith("serve_predicted_class_total{label=")]
+    assert sum(grew[k] for k in classes) == 2 and len(classes) <= len(CLASSES)
+    assert grew[f"serve_request_seconds_count{{{route}}}"] == 3
+    version = call(server, "GET", "/v2")[1]["model_version"]
+    assert after[f'serve_model_info{{name="{server.name}",version="{version}"}}'] == 1.0
 
 
 RELOAD = """

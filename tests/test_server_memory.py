@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from conftest import build_bundle, free_port, stop_process, wait_ready
+from conftest import build_bundle, stop_process
 from PIL import Image
+from servers import start
 
 from bench.server_memory import CASES, black_png, bound, post, run_cases, v2_body
 
@@ -32,23 +33,10 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def serving(bundle: Path, root: Path):
     """A real server on 127.0.0.1 with the default budget and 2 decode slots, warmed up;
     yields (process, infer URL)."""
-    port, log = free_port(), root / "server.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "deployment.server.serve",
-        "--bundle",
-        bundle,
-        "--port",
-        str(port),
-    ]
-    cmd += ["--max-pixels", str(MAX_PIXELS), "--decode-slots", str(SLOTS)]
-    cmd += ["--feedback-dir", root / "feedback", "--backend", "onnx"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(list(map(str, cmd)), cwd=root, stdout=out, stderr=out)
-    url = f"http://127.0.0.1:{port}"
+    flags = ["--bundle", bundle, "--max-pixels", MAX_PIXELS, "--decode-slots", SLOTS]
+    srv = start(root, *map(str, flags), "--backend", "onnx", feedback=root / "feedback")
+    proc, url = srv.proc, srv.url
     try:
-        wait_ready(proc, url, log)
         infer = f"{url}/v2/models/tiny-mlp-quick/infer"
         assert post(infer, v2_body(black_png(64), 1))[0] == 200  # warm-up
         yield proc, infer

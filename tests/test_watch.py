@@ -9,7 +9,6 @@ none of which fails. Rollback then brings the first version back, in the registr
 
 import hashlib
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -20,13 +19,11 @@ from conftest import (
     commit_and_repro,
     copy_project,
     edit_params,
-    free_port,
     sh,
     stop_process,
-    wait_ready,
     write_seed_dataset,
 )
-from servers import Server, call, png
+from servers import Server, call, png, start_watching
 
 pytestmark = pytest.mark.slow
 CELL = "tiny-mlp-quick"
@@ -66,21 +63,9 @@ def test_registry_says_what_to_commit_then_tags(repo: Path) -> None:
     assert fetched == pointer(repo)["sha256"]
 
 
-def start(repo: Path) -> Server:
-    port, log = free_port(), repo / "serve.log"
-    cmd = [sys.executable, "-m", "deployment.server.serve", "--port", str(port)]
-    cmd += ["--pointer", "deployment/production.json", "--watch-interval", "0.3"]
-    cmd += ["--feedback-dir", "datasets/raw/feedback"]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=repo, stdout=out, stderr=out)
-    srv = Server(f"http://127.0.0.1:{port}", port, proc, log, repo / "datasets/raw/feedback")
-    wait_ready(proc, srv.url, log, timeout=90)
-    return srv
-
-
 @pytest.fixture(scope="module")
 def server(repo: Path):
-    srv = start(repo)
+    srv = start_watching(repo)
     yield srv
     stop_process(srv.proc, timeout=15)
 

@@ -54,6 +54,8 @@ def paths(doc: str, *arguments: tuple[str, str], argv: list[str] | None = None) 
     return [Path(value) for value in parse(doc, *arguments, argv=argv)]
 
 
+RAW_DIR = ("raw_dir", "the raw dataset folder (datasets/raw/<name>)")
+NORM_DIR = ("norm_dir", "its normalized JSON (datasets/normalized/<name>)")
 CELL = (
     ("dataset", "a dataset of params.yaml `datasets`"),
     ("model", "an architecture of params.yaml `models` (models/<name>.py)"),

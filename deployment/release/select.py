@@ -103,15 +103,9 @@ def eligible(report: dict, runs_dir: Path, rejected: list[str]):
     return first or (None, None)
 
 
-@exit_on_error
-def main() -> None:
-    metrics_dir, runs_dir, pointer = cli.paths(
-        __doc__,
-        ("metrics_dir", "every cell's metrics (models/metrics)"),
-        ("runs_dir", "every cell's outputs (models/runs)"),
-        ("pointer", "the production pointer to write (deployment/production.json)"),
-    )
-    params, grid = load_params("select", SelectParams), read_params()
+def read_candidates(metrics_dir: Path, grid: dict) -> tuple[dict, dict]:
+    """({cell: its dataset, model and hparams}, {cell: its metrics}) for every cell of the
+    grid in params.yaml (DataError when one has no metrics)."""
     cells = {
         f"{d}-{m}-{h}": {"dataset": d, "model": m, "hparams": h}
         for d in grid["datasets"]
@@ -124,39 +118,53 @@ def main() -> None:
         if not path.is_file():
             raise DataError(path, "the metrics of every cell", found="no such file")
         candidates[name] = json.loads(path.read_text())
-    _, report = choose(candidates, params)
+    return cells, candidates
+
+
+def current_production(pointer: Path) -> tuple[dict | None, list[str]]:
+    """(the pointer, when its folder holds its model; the versions rolled back)."""
     current = production.read(pointer)
     rejected = current.get("rejected", []) if current else []
     folder = production.folders(pointer)[0]
     if current and production.bundle_sha256(folder) != current.get("sha256"):
         print(f"select: {folder} does not hold {pointer}'s model; choosing afresh")
         current = None  # an older pointer format, or a folder lost: no production to beat
-    best, sha = eligible(report, runs_dir, rejected)
-    promote, reason = decide(best, report, current, sha, params.margin)
-    write_json(
-        GATE_REPORT,
-        {
-            "gate": params.model_dump(),
-            "selected": best,
-            "promoted": promote,
-            "reason": reason,
-            "candidates": report,
-        },
+    return current, rejected
+
+
+def report(params: SelectParams, best, promote: bool, reason: str, candidates: dict) -> None:
+    """Write deployment/gate.json and print each candidate's verdict."""
+    gate = {"gate": params.model_dump(), "selected": best, "promoted": promote}
+    write_json(GATE_REPORT, {**gate, "reason": reason, "candidates": candidates})
+    for name, r in sorted(candidates.items()):
+        verdict = "passes" if r["passed"] else "fails: " + "; ".join(r["reasons"])
+        print(f"select: {name}: F1 {r['f1_macro']:.4f} {verdict}")
+
+
+@exit_on_error
+def main() -> None:
+    metrics_dir, runs_dir, pointer = cli.paths(
+        __doc__,
+        ("metrics_dir", "every cell's metrics (models/metrics)"),
+        ("runs_dir", "every cell's outputs (models/runs)"),
+        ("pointer", "the production pointer to write (deployment/production.json)"),
     )
-    for name, r in sorted(report.items()):
-        print(
-            f"select: {name}: F1 {r['f1_macro']:.4f} "
-            f"{'passes' if r['passed'] else 'fails: ' + '; '.join(r['reasons'])}"
-        )
+    params = load_params("select", SelectParams)
+    cells, candidates = read_candidates(metrics_dir, read_params())
+    _, verdicts = choose(candidates, params)
+    current, rejected = current_production(pointer)
+    best, sha = eligible(verdicts, runs_dir, rejected)
+    promote, reason = decide(best, verdicts, current, sha, params.margin)
+    report(params, best, promote, reason, verdicts)
     if not promote:
-        if current is not None:
-            print(f"select: {reason}; {pointer} left unchanged")
-            return
-        raise CheckError(
-            pointer,
-            "a candidate that passes the gate in params.yaml `select`",
-            found="none, and no previous pointer to keep",
-        )
+        if current is None:
+            raise CheckError(
+                pointer,
+                "a candidate that passes the gate in params.yaml `select`",
+                found="none, and no previous pointer to keep",
+            )
+        print(f"select: {reason}; {pointer} left unchanged")
+        return
     entry = {"name": best, "version": sha[:12], "sha256": sha, **cells[best]}
     entry["metrics"] = candidates[best]["test"]
     bundle, samples = runs_dir / best / "bundle", runs_dir / best / "eval" / "samples.json"

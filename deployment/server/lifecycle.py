@@ -1,13 +1,17 @@
-"""The server's state and lifecycle: its configuration, the served bundle (first load, hot
-reload, swap), request pinning, and the draining shutdown.
+"""The server's state and lifecycle: the served bundle (first load, hot reload, swap),
+request pinning, and the draining shutdown.
 
-Used by deployment/server/serve.py (the routes and `main`); writes nothing but log lines.
+Hot reload (serving the pointer, --watch-pointer, on by default): when the pointer's bytes
+change, the bundle it names is loaded, sha256-checked and self-checked in the background
+(reload.py), then made current with one assignment. Each request is pinned to the bundle
+current when it arrived, so requests in flight finish on the old model, and model_version
+names the one that served it. A bad candidate leaves the old model serving and counts
+serve_model_load_failures_total{reason}. A pointer to another cell renames the model in the
+URLs.
 
-`State.load` loads the first bundle (--bundle, or the one the production pointer names) in
-a background thread; `State.reload` is the PointerWatcher's callback (deployment/server/reload.py).
-`_swap` makes a checked bundle current with one assignment, after resetting the drift
-window (deployment/server/drift.py) to it. `Lifecycle` pins that bundle to each request on
-arrival; `DrainingServer` turns SIGTERM into a drain (see serve.py's docstring).
+SIGTERM: readiness turns 503 at once, new requests get 503 {"error": "shutting down"},
+requests in flight finish (for at least --drain-seconds, at most --shutdown-timeout), then
+the process exits with status 0 (1 when the first load failed).
 """
 
 import json
@@ -188,7 +192,7 @@ class State:
 
 class Lifecycle:
     """ASGI middleware: pin the current bundle to each request and count requests in
-    flight; once draining (SIGTERM), answer 503 to all but health and metrics."""
+    flight; once draining, answer 503 to all but health and metrics."""
 
     def __init__(self, app, state: State) -> None:
         self.app, self.state = app, state

@@ -24,17 +24,8 @@ reference.json (serve_drift_psi and friends, deployment/server/drift.py). --batc
 gathers concurrent one-image requests into model calls of up to N images, waiting at most
 --batch-timeout-ms (deployment/server/batching.py).
 
-Hot reload (serving the pointer, --watch-pointer, on by default): when the pointer's bytes
-change, the bundle it names is loaded, sha256-checked and self-checked in the background
-(reload.py), then swapped in with one assignment (lifecycle.py). Each
-request is pinned to the bundle current when it arrived, so in-flight requests finish on the
-old model and its model_version is the one that served it. A bad candidate leaves the old
-model serving and counts serve_model_load_failures_total{reason}. A pointer to another cell
-renames the model in the URLs; clients that name the old cell then get 404.
-
-SIGTERM: readiness turns 503 at once, new requests get 503 {"error": "shutting down"},
-requests in flight finish (for at least --drain-seconds, at most --shutdown-timeout), then
-the process exits with status 0 (1 when the first load failed).
+Serving the pointer, the server hot-reloads when it changes, and SIGTERM drains before exit:
+both are in lifecycle.py.
 """
 
 import base64
@@ -134,9 +125,8 @@ def _route_infer(app: FastAPI, state: State) -> None:
 
 def _inline(state: State, bundle, body: bytes, parsed: object) -> bool:
     """Run this infer on the event loop? Only a small tensor request on ONNX Runtime with no
-    batcher: there the ~0.1 ms model call costs less than the hop to a worker thread (bench/
-    README.md: +20% requests/s at c=8). Encoded images always go to a thread: a small PNG may
-    hold many pixels to decompress."""
+    batcher: there the model call costs less than the hop to a worker thread (bench/README.md,
+    serve). Encoded images always go to a thread: a small PNG may hold many pixels."""
     inputs = parsed.get("inputs") if isinstance(parsed, dict) else None
     return (
         state.batcher is None
@@ -241,8 +231,8 @@ def create_app(config: Config) -> FastAPI:
 
 def _few_malloc_arenas(arenas: int = 2) -> None:
     """glibc gives each thread that allocates its own malloc arena and keeps what a decode
-    freed in it: 8 clients sending 36 Mpx images grew the server 303 MB with the default
-    arenas and 111 MB with 2 (bench/README.md). MALLOC_ARENA_MAX, when set, wins."""
+    freed in it; with 2 the server grows far less under large images (bench/README.md,
+    server_memory). MALLOC_ARENA_MAX, when set, wins."""
     if sys.platform != "linux" or "MALLOC_ARENA_MAX" in os.environ:
         return
     try:
