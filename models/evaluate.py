@@ -137,8 +137,9 @@ def samples_with_probs(samples: dict, sampled: dict, categories: list[str]) -> d
 
 def metrics_record(scores: dict, summary: dict, profile: dict) -> dict:
     """models/metrics/<cell>.json: test scores, training summary and runtime profile."""
-    test = {k: v if isinstance(v, bool) else round(v, 6) for k, v in scores.items()}
-    del test["per_class"]  # a plot of its own
+    test = {  # per_class is a plot of its own
+        k: v if isinstance(v, bool) else round(v, 6) for k, v in scores.items() if k != "per_class"
+    }
     train = {k: summary[k] for k in ("seconds", "epochs", "best_epoch", "images_per_second")}
     return {"test": test, "train": train, "profile": {k: round(v, 4) for k, v in profile.items()}}
 

@@ -14,16 +14,10 @@ request:
                                     negative: the model is less sure than on its test set
 
 PSI (Population Stability Index) = sum_i (live_i - ref_i) * ln(live_i / ref_i) over the bins,
-each fraction floored at EPSILON so an empty bin counts as rare rather than infinite. The
-usual reading: < 0.1 stable, 0.1-0.25 moderate shift, > 0.25 significant shift. With n
-predictions in the window PSI reads about (bins - 1) / n even without drift (sampling
-noise: 0.02 for 10 classes at n = 500), so read it once the window is full.
-
-A bundle without reference.json (or one whose labels differ from the bundle's) has no
-reference: the three comparison gauges are absent; serve_drift_window_predictions still
-counts. With a reference but an empty window they read NaN. A model swap (hot reload)
-empties the window and loads the new bundle's reference; predictions still finishing on
-the old bundle are not counted.
+each fraction floored at EPSILON (an empty bin is rare, not infinite); < 0.1 reads stable,
+> 0.25 a significant shift. Sampling noise alone gives about (bins - 1) / n for n predictions,
+so read it once the window is full. Without a usable reference.json the comparison gauges
+are absent; with an empty window they read NaN. A model swap empties the window.
 """
 
 import json

@@ -1,22 +1,11 @@
-"""Hot reload of the served model: read the production pointer, load and check a candidate.
+"""Hot reload's candidate: load the bundle the production pointer names, and check it.
 
-Reads deployment/production.json (written by deployment/release/select.py):
-    {name, dataset, model, hparams, bundle, sha256, eval_samples, metrics}
-Relative paths in it are relative to the repo root, the parent of the pointer's folder.
-Writes nothing.
-
-`load_candidate` loads the bundle the pointer names (deployment.server.bundle.load_bundle, which
-refuses a model.keras whose sha256 differs from the pointer's), warms it up and self-checks
-it: the warm-up probabilities must be finite, in [0, 1], of the bundle's label count and,
-for a single-label bundle (params.json spec.label_mode), sum to 1; and when the pointer
-names the cell's eval samples (eval/samples.json: raw test files, embedded, with the
-probabilities evaluate recorded), a few of them must predict what evaluation recorded (to
-EVAL_ATOL). Any failure
-raises CandidateError with a short `reason`, the label of serve_model_load_failures_total.
-
-`PointerWatcher` polls the pointer's bytes every `interval` seconds in a daemon thread and
-calls back when they change (a `touch` alone does not reload). The server (serve.py) swaps
-the new bundle in only after load_candidate returns.
+`load_candidate` loads it (load_bundle refuses a model.keras whose sha256 is not the
+pointer's), warms it up and self-checks it: probabilities finite, in [0, 1], one per label,
+summing to 1 for a single-label bundle; and a few of the pointer's eval samples (raw test
+files with the probabilities evaluate recorded) must predict what evaluation recorded, to
+EVAL_ATOL. Any failure raises CandidateError; its `reason` labels
+serve_model_load_failures_total. `PointerWatcher` calls back when the pointer's bytes change.
 """
 
 import base64
