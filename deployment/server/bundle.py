@@ -111,6 +111,34 @@ def _check_files(path: Path, backend: str, sha256: str | None) -> str:
     return digest
 
 
+class _Legacy:
+    """The predictor of a bundle whose code/ predates serving.load: its own Predictor or
+    OnnxPredictor, with the same prepare / predict / predict_images."""
+
+    def __init__(self, serving: ModuleType, path: Path, backend: str, intra_op) -> None:
+        if backend == "onnx" and not hasattr(serving, "OnnxPredictor"):
+            raise RuntimeError(f"{path}/code predates ONNX serving: use backend='tf'")
+        if backend == "onnx":
+            old = serving.OnnxPredictor(path, *_threads("onnx", intra_op, None))
+            self.predict = old.predict_batch
+        else:
+            old = serving.Predictor(path)
+            self.predict = lambda batch: np.asarray(old._fn(batch))
+        self.prepare, self.backend = old.prepare, backend
+        self.labels, self.channels = list(old.labels), int(old.channels)
+
+    def predict_images(self, images: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([self.predict(image[None]) for image in images])
+
+
+def _foreign(serving: ModuleType, code_dir: Path) -> list[str]:
+    """Bundled-package modules loaded from outside code_dir (the bundle's own check; older
+    bundles' version also lists deployment's, which the server loads from its own place)."""
+    if hasattr(serving, "load"):
+        return serving.foreign_modules(code_dir, BUNDLED_PACKAGES)
+    return [m for m in serving.foreign_modules(code_dir) if m.split(".")[0] in BUNDLED_PACKAGES]
+
+
 def _threads(backend: str, intra_op: int | None, inter_op: int | None) -> tuple[int, int]:
     """onnx: 1 and 1 (a one-image call is too small to split; requests already run side by
     side); tf: every core within an op, 2 across. Env SERVE_INTRA_OP / SERVE_INTER_OP win
@@ -142,17 +170,19 @@ def load_bundle(
         FileNotFoundError: a file the bundle or the backend needs is missing.
         ValueError: model.keras or model.onnx has another sha256, or an unknown backend.
         RuntimeError: a bundled module was loaded from outside code/, or the bundle's code
-            predates `serving.load`.
+            predates ONNX serving and backend is onnx.
     """
     path = Path(path).resolve()
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
     digest = _check_files(path, backend, sha256)
     serving = _import_serving(path / "code")
-    if not hasattr(serving, "load"):
-        raise RuntimeError(f"{path}/code predates serving.load: export the cell again")
-    backend = serving.resolve_backend(path, backend)
-    predictor = serving.load(path, backend, *_threads(backend, intra_op, inter_op))
-    if bad := serving.foreign_modules(path / "code", BUNDLED_PACKAGES):
+    if hasattr(serving, "load"):
+        backend = serving.resolve_backend(path, backend)
+        predictor = serving.load(path, backend, *_threads(backend, intra_op, inter_op))
+    else:  # exported before serving.load: still served (a rollback may return to one)
+        backend = "onnx" if backend == "auto" and (path / "model.onnx").is_file() else backend
+        predictor = _Legacy(serving, path, "tf" if backend == "auto" else backend, intra_op)
+    if bad := _foreign(serving, path / "code"):
         raise RuntimeError(f"bundle modules loaded from outside {path / 'code'}: {bad}")
     return Bundle(path, _name(path), digest[:12], predictor, serving)
