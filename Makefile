@@ -43,8 +43,8 @@ run: install
 	@echo "  dvc plots show          # curves, confusion matrices, failure cases -> dvc_plots/index.html"
 	@echo "  dvc exp show            # experiments table (dvc exp run -S hparams.quick.epochs=5 makes one)"
 	@echo "  cat deployment/production.json   # the promoted model: name, version, sha256, bundle"
-	@echo "  python -m deployment.server.serve       # serve it on http://127.0.0.1:8080 (page, v2, v1, /metrics)"
-	@echo "  python -m deployment.release.registry    # after a commit: register it in the GTO registry as prod"
+	@echo "  python -m deployment.server.serve   # serve it on http://127.0.0.1:8080 (page, v2, v1, /metrics)"
+	@echo "  python -m deployment.release.registry  # after a commit: register it in the GTO registry as prod"
 	@echo "  source .venv/bin/activate        # to use dvc and python interactively"
 
 # Debian's chromium and its driver, for tests/test_page.py (the web page in a real browser).
