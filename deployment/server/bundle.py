@@ -85,9 +85,18 @@ def _name(path: Path) -> str:
     return path.parent.name if path.name == "bundle" else path.name  # runs/<cell>/bundle
 
 
+def _backend(path: Path, backend: str) -> str:
+    """The backend to load: auto is onnx when the bundle has model.onnx, else tf."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
+    if backend == "auto":
+        return "onnx" if (path / "model.onnx").is_file() else "tf"
+    return backend
+
+
 def _check_files(path: Path, backend: str, sha256: str | None) -> str:
-    """The sha256 of model.keras, after checking the files `backend` needs (and model.onnx
-    against lineage.json's record of it)."""
+    """The sha256 of model.keras, after checking the files `backend` (onnx or tf) needs, and
+    model.onnx against lineage.json's record of it."""
     for required in ("model.keras", "labels.json", "code/models/common/serving.py"):
         if not (path / required).is_file():
             raise FileNotFoundError(f"{path}: not a bundle, {required} missing")
@@ -95,7 +104,7 @@ def _check_files(path: Path, backend: str, sha256: str | None) -> str:
     if sha256 is not None and digest != sha256:
         raise ValueError(f"{path}/model.keras has sha256 {digest}, expected {sha256}")
     onnx = path / "model.onnx"
-    if backend == "onnx" or (backend == "auto" and onnx.is_file()):
+    if backend == "onnx":
         if not onnx.is_file():
             raise FileNotFoundError(
                 f"{path}: no model.onnx for the onnx backend (export writes it)"
@@ -115,13 +124,19 @@ class _Legacy:
     """The predictor of a bundle whose code/ predates serving.load: its own Predictor or
     OnnxPredictor, with the same prepare / predict / predict_images."""
 
-    def __init__(self, serving: ModuleType, path: Path, backend: str, intra_op) -> None:
+    def __init__(self, serving: ModuleType, path: Path, backend: str, threads) -> None:
         if backend == "onnx" and not hasattr(serving, "OnnxPredictor"):
             raise RuntimeError(f"{path}/code predates ONNX serving: use backend='tf'")
         if backend == "onnx":
-            old = serving.OnnxPredictor(path, *_threads("onnx", intra_op, None))
+            old = serving.OnnxPredictor(path, *threads)
             self.predict = old.predict_batch
-        else:
+        else:  # its code has no configure_tensorflow: set the pools as serving.load does
+            tf = importlib.import_module("models.common.quiet").import_tensorflow()
+            try:
+                tf.config.threading.set_intra_op_parallelism_threads(threads[0])
+                tf.config.threading.set_inter_op_parallelism_threads(threads[1])
+            except RuntimeError:  # TF already initialised: the first setting stays
+                pass
             old = serving.Predictor(path)
             self.predict = lambda batch: np.asarray(old._fn(batch))
         self.prepare, self.backend = old.prepare, backend
@@ -173,16 +188,14 @@ def load_bundle(
             predates ONNX serving and backend is onnx.
     """
     path = Path(path).resolve()
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose from {list(BACKENDS)}")
+    backend = _backend(path, backend)
     digest = _check_files(path, backend, sha256)
     serving = _import_serving(path / "code")
+    threads = _threads(backend, intra_op, inter_op)
     if hasattr(serving, "load"):
-        backend = serving.resolve_backend(path, backend)
-        predictor = serving.load(path, backend, *_threads(backend, intra_op, inter_op))
+        predictor = serving.load(path, backend, *threads)
     else:  # exported before serving.load: still served (a rollback may return to one)
-        backend = "onnx" if backend == "auto" and (path / "model.onnx").is_file() else backend
-        predictor = _Legacy(serving, path, "tf" if backend == "auto" else backend, intra_op)
+        predictor = _Legacy(serving, path, backend, threads)
     if bad := _foreign(serving, path / "code"):
         raise RuntimeError(f"bundle modules loaded from outside {path / 'code'}: {bad}")
     return Bundle(path, _name(path), digest[:12], predictor, serving)

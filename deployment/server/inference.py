@@ -1,4 +1,4 @@
-"""Shared by every endpoint: the JSON error type, image decoding with limits, batched predict.
+"""Shared by every endpoint: the JSON error type, image decoding with limits, top-k.
 
 Images arrive as encoded bytes (PNG/JPEG/...) or as uint8 arrays. Encoded bytes go through
 the bundle's own `Predictor.prepare` (its copy of data_processing.images.shrink: JPEG draft

@@ -2,6 +2,7 @@
 
 import argparse
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from deployment.server import pointer
@@ -100,10 +101,7 @@ FLAGS = {
         "for the pointer to appear",
     ),
 }
-CONFIG_FIELDS = (  # copied from the flags as they are
-    "feedback_dir max_body_bytes max_pixels decode_slots intra_op inter_op backend "
-    "drift_window batch_max_size batch_timeout_ms drain_seconds shutdown_timeout"
-).split()
+DERIVED = ("bundle", "pointer", "watch_interval")  # Config fields `config` works out
 
 
 def parse(argv: list[str] | None = None, doc: str = "") -> argparse.Namespace:
@@ -134,5 +132,5 @@ def config(args: argparse.Namespace) -> Config:
         bundle=args.bundle,
         pointer=None if args.bundle else args.pointer,
         watch_interval=args.watch_interval if args.watch_pointer and not args.bundle else None,
-        **{name: getattr(args, name) for name in CONFIG_FIELDS},
+        **{f.name: getattr(args, f.name) for f in fields(Config) if f.name not in DERIVED},
     )
