@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install install-browser run test test-scale test-fault test-zoo test-grid lint bench clean
+.PHONY: help install install-browser run test test-scale test-fault test-zoo test-grid test-cluster lint bench clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
@@ -66,6 +66,9 @@ test-fault: install  # fault injection and the wrk soak (minutes); .ci/run runs 
 
 test-zoo: install  # every model trained on small photo sets (minutes); .ci/run runs it
 	$(BIN)/python -m pytest -q -m zoo
+
+test-cluster: install  # grid cells as a scheduler runs them, through git and S3 remotes on 127.0.0.1
+	$(BIN)/python -m pytest -q -m cluster
 
 test-grid: install  # the full sweep grid: 2 datasets x 3 models x 2 sets, about 6 minutes
 	$(BIN)/python -m pytest -q -m grid

@@ -11,8 +11,14 @@
    (done, running, failed, ETA), print the log of every failed experiment, and end with a
    leaderboard: a table here, plus models/leaderboard.md and models/leaderboard.png.
 
+Past one machine, the same plan goes to a scheduler people already run, each cell one
+`python -m models.sweep worker` (models/sweep_worker.py): `--emit k8s|slurm|github` writes the
+job (models/sweep_emit.py) for the commit --rev and the git remote --repo.
+
 Run: python -m models.sweep [--dry-run] [-j 2] [--models cnn,mlp]
          [-S hparams.base.learning_rate=0.001,0.01]
+     python -m models.sweep --emit k8s --rev $(git rev-parse HEAD) > sweep-job.yaml
+     python -m models.sweep worker digits-cnn-base --rev $(git rev-parse HEAD)
 """
 
 import argparse
@@ -28,6 +34,7 @@ from pathlib import Path
 from data_processing.core import cli
 from data_processing.core.errors import CommandError, DataError, exit_on_error
 from data_processing.core.params import Params, load_params, read_params
+from models import sweep_emit, sweep_worker
 from models.common import leaderboard
 from models.common.paths import RAW, Cell
 
@@ -189,7 +196,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="queue existing names again")
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait")
     parser.add_argument("--poll", type=float, default=3.0, help="seconds between polls")
+    parser.add_argument("--emit", choices=sweep_emit.FORMATS, help="write a scheduler's job")
+    parser.add_argument("--rev", help="--emit: the commit to run (default: HEAD)")
+    parser.add_argument("--repo", help="--emit: the git remote workers clone (default: origin)")
     return parser.parse_args(argv)
+
+
+def git_out(*args: str) -> str:
+    out = subprocess.run(["git", *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise CommandError(f"git {' '.join(args)}", "a git checkout", found=out.stderr.strip())
+    return out.stdout.strip()
 
 
 def run(combos: list[Combo], args: argparse.Namespace, jobs: int) -> dict[str, str]:
@@ -218,11 +235,20 @@ def run(combos: list[Combo], args: argparse.Namespace, jobs: int) -> dict[str, s
 
 @exit_on_error
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:
+        return sweep_worker.main(argv[1:])
     args = parse_args(argv)
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
     sweep = load_params("sweep", SweepParams)
     pick = {"datasets": args.datasets, "models": args.models, "hparams": args.hparams}
     combos = plan(read_params(), sweep, pick, parse_grid(args.grid))
+    if args.emit:
+        rev = git_out("rev-parse", args.rev or "HEAD")
+        repo = args.repo or git_out("remote", "get-url", "origin")
+        jobs = args.jobs or sweep.jobs
+        print(sweep_emit.emit(args.emit, combos, rev, repo, jobs), end="")
+        return
     for i, combo in enumerate(combos, start=1):
         print(f"{i:3d}. {combo.name:32s} {' '.join(combo.command()[6:])}")
     if args.dry_run:

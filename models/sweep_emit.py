@@ -1,0 +1,148 @@
+"""The grid as a job for a scheduler people already run, each task one `models.sweep worker`.
+
+- k8s: a Kubernetes Indexed Job (`completionMode: Indexed`); the task's index comes from
+  $JOB_COMPLETION_INDEX, failed indices are retried (`backoffLimitPerIndex`).
+- slurm: a Slurm array script (`sbatch`); the index is $SLURM_ARRAY_TASK_ID, and `--requeue`
+  runs a task again when its node fails.
+- github: a GitHub Actions workflow with one matrix job per index (`fail-fast: false`).
+
+Every task runs the same command, `python -m models.sweep worker --index I --rev SHA`, with the
+ordered plan in $REPROVISION_PLAN: lower indices are the higher-priority cells, and every one
+of these schedulers starts them in index order. Credentials come from the scheduler's own
+secrets (AWS_* for the S3 remote, a git token in the remote's URL), never from the file.
+"""
+
+import json
+import shlex
+
+import yaml
+
+from models.sweep_worker import PLAN_ENV
+
+IMAGE = "reprovision-train:latest"  # deployment/Dockerfile.train
+SECRET = "reprovision-remotes"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION
+AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+FORMATS = ("k8s", "slurm", "github")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Lists indented under their key, as yamllint's default style and kubectl write them."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False):
+        return super().increase_indent(flow, False)
+
+
+def dump(document: dict) -> str:
+    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000)
+
+
+def plan_json(combos) -> str:
+    """The ordered plan, one entry per task index (what the worker's --index reads)."""
+    entries = [
+        {"cell": c.cell.name, "name": c.name, "set": [f"{k}={v}" for k, v in c.overrides]}
+        for c in combos
+    ]
+    return json.dumps(entries, separators=(",", ":"))
+
+
+def worker_args(rev: str, repo: str, index: str) -> list[str]:
+    command = ["python", "-m", "models.sweep", "worker", "--index", index]
+    return [*command, "--rev", rev, "--repo", repo]
+
+
+def secret_env(key: str) -> dict:
+    return {"name": key, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": key}}}
+
+
+def k8s(combos, rev: str, repo: str, parallel: int, image: str = IMAGE) -> str:
+    n = len(combos)
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": f"reprovision-sweep-{rev[:8]}", "labels": {"app": "reprovision"}},
+        "spec": {
+            "completions": n,
+            "parallelism": min(parallel, n),
+            "completionMode": "Indexed",
+            "backoffLimitPerIndex": 2,  # a task whose pod died runs again, twice at most
+            "maxFailedIndexes": n,  # a failing cell never stops the others
+            "template": {
+                "metadata": {"labels": {"app": "reprovision"}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "worker",
+                            "image": image,
+                            "command": ["/bin/sh", "-c"],
+                            "args": [" ".join(worker_args(rev, repo, "$JOB_COMPLETION_INDEX"))],
+                            "env": [
+                                {"name": PLAN_ENV, "value": plan_json(combos)},
+                                *[secret_env(key) for key in AWS_KEYS],
+                            ],
+                            "resources": {"requests": {"cpu": "2", "memory": "4Gi"}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    return dump(job)
+
+
+def slurm(combos, rev: str, repo: str, parallel: int) -> str:
+    n = len(combos)
+    command = " ".join(worker_args(rev, repo, '"$SLURM_ARRAY_TASK_ID"'))
+    return f"""#!/bin/bash
+# The grid at {rev[:8]}: {n} cells, one array task each, in priority order.
+# Submit from a checkout with .venv installed (make install): sbatch sweep.slurm
+#SBATCH --job-name=reprovision-sweep
+#SBATCH --array=0-{n - 1}%{min(parallel, n)}
+#SBATCH --cpus-per-task=2
+#SBATCH --mem=4G
+#SBATCH --requeue
+#SBATCH --output=sweep-%A_%a.log
+set -euo pipefail
+# AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY come from the submitting environment.
+export {PLAN_ENV}={shlex.quote(plan_json(combos))}
+source .venv/bin/activate
+{command}
+"""
+
+
+def github(combos, rev: str, repo: str, parallel: int) -> str:
+    n = len(combos)
+    workflow = {
+        "name": "reprovision sweep",
+        "on": {"workflow_dispatch": {}},
+        "jobs": {
+            "cell": {
+                "runs-on": "ubuntu-latest",
+                "timeout-minutes": 360,
+                "strategy": {
+                    "fail-fast": False,
+                    "max-parallel": min(parallel, n),
+                    "matrix": {"index": list(range(n))},
+                },
+                "env": {
+                    PLAN_ENV: plan_json(combos),
+                    **{key: f"${{{{ secrets.{key} }}}}" for key in AWS_KEYS},
+                },
+                "steps": [
+                    {"uses": "actions/checkout@v4", "with": {"ref": rev, "fetch-depth": 0}},
+                    {"uses": "actions/setup-python@v5", "with": {"python-version": "3.11"}},
+                    {"run": "make install"},
+                    {
+                        "run": "source .venv/bin/activate && "
+                        + " ".join(worker_args(rev, repo, "${{ matrix.index }}")),
+                    },
+                ],
+            }
+        },
+    }
+    # PyYAML writes the key `on` quoted, as GitHub reads it (unquoted YAML 1.1 makes it true).
+    return dump(workflow)
+
+
+def emit(kind: str, combos, rev: str, repo: str, parallel: int) -> str:
+    return {"k8s": k8s, "slurm": slurm, "github": github}[kind](combos, rev, repo, parallel)

@@ -1,0 +1,139 @@
+"""One grid cell run the way a cluster runs it: the command of the emitted Kubernetes Indexed
+Job, run here with its index and plan, against a bare git remote and a real S3 endpoint on
+127.0.0.1 (moto's server, from PyPI). A fresh clone then gets the experiment back from both
+remotes, and `dvc repro` of that cell is a no-op. `make test-cluster`; .ci/run runs it."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import (
+    BIN,
+    copy_project,
+    edit_params,
+    free_port,
+    http_status,
+    sh,
+    stop_process,
+    write_seed_dataset,
+)
+
+CELL = "tiny-mlp-quick"
+BUCKET = "grid"
+
+
+@pytest.fixture
+def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """moto's S3 server on 127.0.0.1 with one bucket; yield its URL. The AWS_* variables are
+    the ones a user sets for a real bucket (README "Beyond one machine")."""
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    port = free_port()
+    log = (tmp_path / "moto.log").open("w")
+    proc = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while http_status(url + "/moto-api/") == 0:
+        assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
+        time.sleep(0.2)
+    import boto3
+
+    boto3.client("s3", endpoint_url=url).create_bucket(Bucket=BUCKET)
+    yield url
+    stop_process(proc)
+
+
+def objects(url: str) -> int:
+    import boto3
+
+    listing = boto3.client("s3", endpoint_url=url).list_objects_v2(Bucket=BUCKET)
+    return listing.get("KeyCount", 0)
+
+
+def project_with_remotes(tmp_path: Path, s3_url: str) -> tuple[Path, Path]:
+    """A one-cell project pushed to a bare git remote and the S3 remote; return both."""
+    repo = copy_project(tmp_path / "repo", models=("mlp",))
+    edit_params(repo / "params.yaml", datasets=["tiny"])
+    write_seed_dataset(repo / "datasets" / "raw" / "tiny", {"train": 6, "test": 3})
+    sh("dvc", "add", "-q", "datasets/raw/tiny", cwd=repo)
+    sh("dvc", "remote", "add", "-d", "store", f"s3://{BUCKET}/dvc", cwd=repo)
+    sh("dvc", "remote", "modify", "store", "endpointurl", s3_url, cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "one cell on an S3 remote", cwd=repo)
+    remote = tmp_path / "remote.git"
+    sh("git", "init", "-q", "--bare", "--initial-branch=main", str(remote), cwd=tmp_path)
+    sh("git", "remote", "add", "origin", str(remote), cwd=repo)
+    sh("git", "push", "-q", "origin", "HEAD:main", cwd=repo)
+    sh("dvc", "push", cwd=repo)
+    return repo, remote
+
+
+@pytest.mark.cluster
+def test_emitted_k8s_task_runs_a_cell_through_git_and_s3(tmp_path: Path, s3: str) -> None:
+    repo, remote = project_with_remotes(tmp_path, s3)
+    pushed = objects(s3)
+    rev = sh("git", "rev-parse", "HEAD", cwd=repo, stdout_only=True).strip()
+    emitted = sh(
+        str(BIN / "python"), "-m", "models.sweep", "--emit", "k8s", "--rev", rev,
+        cwd=repo, stdout_only=True,
+    )  # fmt: skip
+    container = yaml.safe_load(emitted)["spec"]["template"]["spec"]["containers"][0]
+    plan = next(e["value"] for e in container["env"] if e["name"] == "REPROVISION_PLAN")
+    assert [e["name"] for e in json.loads(plan)] == [CELL]
+    work = tmp_path / "work"
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "JOB_COMPLETION_INDEX": "0",  # what Kubernetes sets in the pod of index 0
+        "REPROVISION_PLAN": plan,
+        "TMPDIR": str(work),
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    work.mkdir()
+    # The pod's own command, from a folder that is not the project (a container's /).
+    proc = subprocess.run(
+        [*container["command"], *container["args"]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"worker: {CELL} done" in proc.stdout
+    assert not [p for p in work.iterdir() if p.name.startswith(CELL)]  # the clone is gone
+    assert objects(s3) > pushed  # the cell's outputs and run cache went to S3
+
+    refs = sh("git", "ls-remote", str(remote), "refs/exps/*", cwd=tmp_path, stdout_only=True)
+    assert refs.strip().endswith(f"/{CELL}")
+    # A fresh clone gets the experiment from git and its data from S3: nothing to rerun.
+    fresh = tmp_path / "fresh"
+    sh("git", "clone", "-q", str(remote), str(fresh), cwd=tmp_path)
+    listed = sh("dvc", "exp", "list", "origin", "--name-only", cwd=fresh, stdout_only=True)
+    assert listed.split() == [CELL]
+    sh("dvc", "exp", "pull", "origin", CELL, cwd=fresh)
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=fresh, stdout_only=True))
+    exp = next(e for b in shown for e in (b.get("experiments") or []) if e.get("name") == CELL)
+    metrics = exp["revs"][0]["data"]["metrics"][f"models/metrics/{CELL}.json"]["data"]
+    assert 0.0 <= metrics["test"]["f1_macro"] <= 1.0
+    # The cell's dvc.lock from the experiment's commit (`dvc exp apply` would also check out
+    # every other stage's outputs, which this one-cell grid never made).
+    sh("git", "checkout", exp["revs"][0]["rev"], "--", "dvc.lock", cwd=fresh)
+    sh("dvc", "pull", f"export@{CELL}", "--with-deps", cwd=fresh)
+    assert (fresh / f"models/runs/{CELL}/bundle/model.onnx").is_file()
+    again = sh("dvc", "repro", f"export@{CELL}", cwd=fresh)
+    assert "Running stage" not in again, again
