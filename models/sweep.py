@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     combos = plan(read_params(), sweep, pick, parse_grid(args.grid))
     if args.emit:
         rev = git_out("rev-parse", args.rev or "HEAD")
-        repo = args.repo or git_out("remote", "get-url", "origin")
+        repo = args.repo or sweep_worker.origin_url()
         jobs = args.jobs or sweep.jobs
         print(sweep_emit.emit(args.emit, combos, rev, repo, jobs), end="")
         return

@@ -22,7 +22,6 @@ from models.sweep_worker import PLAN_ENV
 IMAGE = "reprovision-train:latest"  # deployment/Dockerfile.train
 SECRET = "reprovision-remotes"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION
 AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-FORMATS = ("k8s", "slurm", "github")
 
 
 class _Dumper(yaml.SafeDumper):
@@ -144,5 +143,9 @@ def github(combos, rev: str, repo: str, parallel: int) -> str:
     return dump(workflow)
 
 
+EMITTERS = {"k8s": k8s, "slurm": slurm, "github": github}
+FORMATS = tuple(EMITTERS)
+
+
 def emit(kind: str, combos, rev: str, repo: str, parallel: int) -> str:
-    return {"k8s": k8s, "slurm": slurm, "github": github}[kind](combos, rev, repo, parallel)
+    return EMITTERS[kind](combos, rev, repo, parallel)

@@ -42,7 +42,10 @@ def plan_entry(index: int, plan_json: str | None) -> dict:
     if not isinstance(plan, list) or not 0 <= index < len(plan):
         size = len(plan) if isinstance(plan, list) else "not a list"
         raise DataError(f"${PLAN_ENV}", f"a list with an entry {index}", found=size)
-    return plan[index]
+    entry = plan[index]
+    if not isinstance(entry, dict) or not isinstance(entry.get("cell"), str):
+        raise DataError(f"${PLAN_ENV}", f'entry {index} with a "cell"', found=repr(entry))
+    return entry
 
 
 def run(cmd: list[str], cwd: Path, what: str) -> None:
@@ -60,17 +63,15 @@ def origin_url() -> str:
     return out.stdout.strip()
 
 
-def work(entry: dict, rev: str, repo: str, clone: Path) -> None:
+def work(cell: str, name: str, sets: list[str], rev: str, repo: str, clone: Path) -> None:
     """Steps 1-4 in `clone`, a new empty folder."""
-    cell, name = entry["cell"], entry.get("name") or entry["cell"]
-    workdir = clone.parent
-    run(["git", "clone", "-q", "--no-checkout", repo, str(clone)], workdir, "the git remote")
+    run(["git", "clone", "-q", "--no-checkout", repo, str(clone)], clone.parent, "the git remote")
     run(["git", "checkout", "-q", rev], clone, f"commit {rev} in {repo}")
     target = f"export@{cell}"
     pull = ["dvc", "pull", "--with-deps", "--allow-missing", "--run-cache", target]
     run(pull, clone, "the cell's data from the DVC remote")
-    sets = [arg for kv in entry.get("set", []) for arg in ("-S", kv)]
-    run(["dvc", "exp", "run", "-n", name, *sets, target], clone, f"experiment {name} trained")
+    overrides = [arg for kv in sets for arg in ("-S", kv)]
+    run(["dvc", "exp", "run", "-n", name, *overrides, target], clone, f"experiment {name} trained")
     push = ["dvc", "exp", "push", "--run-cache", "origin", name]
     run(push, clone, f"experiment {name} pushed to origin and the DVC remote")
 
@@ -101,12 +102,13 @@ def main(argv: list[str] | None = None) -> None:
         entry = plan_entry(args.index, os.environ.get(PLAN_ENV))
     else:
         entry = {"cell": args.cell, "name": args.name, "set": args.set}
+    cell, sets = entry["cell"], entry.get("set") or []
+    name = entry.get("name") or cell
     workdir = args.workdir or Path(tempfile.gettempdir())
     workdir.mkdir(parents=True, exist_ok=True)
-    name = entry.get("name") or entry["cell"]
     clone = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=workdir))
     try:
-        work(entry, args.rev, args.repo or origin_url(), clone)
+        work(cell, name, sets, args.rev, args.repo or origin_url(), clone)
     finally:  # a retried task starts from a new clone; a failed one leaves no disk behind
         if not args.keep:
             shutil.rmtree(clone, ignore_errors=True)

@@ -94,10 +94,10 @@ BIN = Path(sys.executable).parent
 OFFLINE_TEMPLATE = ".dvc/plots/offline.html"  # built by `make install`
 
 
-def sh(*cmd: str, cwd: Path, check: bool = True, stdout_only: bool = False) -> str:
-    """Run a command with the venv first on PATH (as the Makefile does); return its output
-    (stdout and stderr, or stdout alone, for JSON)."""
-    env = {
+def tool_env(**extra: str) -> dict[str, str]:
+    """The environment `sh` runs tools in (the venv first on PATH, as the Makefile does; a
+    git identity), plus `extra`."""
+    return {
         **os.environ,
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
@@ -107,7 +107,14 @@ def sh(*cmd: str, cwd: Path, check: bool = True, stdout_only: bool = False) -> s
         "GIT_AUTHOR_EMAIL": "t@t",
         "GIT_COMMITTER_NAME": "t",
         "GIT_COMMITTER_EMAIL": "t@t",
+        **extra,
     }
+
+
+def sh(*cmd: str, cwd: Path, check: bool = True, stdout_only: bool = False) -> str:
+    """Run a command in `tool_env()`; return its output (stdout and stderr, or stdout alone,
+    for JSON)."""
+    env = tool_env()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check:
         assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

@@ -94,6 +94,7 @@ def test_github_matrix_workflow(tmp_path: Path) -> None:
         (None, "$REPROVISION_PLAN: expected the plan's JSON"),
         ("[{", "$REPROVISION_PLAN: expected valid JSON"),
         ('[{"cell": "a-b-c"}]', "expected a list with an entry 3"),
+        ("[0, 1, 2, 3]", 'expected entry 3 with a "cell"'),
     ],
 )
 def test_worker_refuses_a_bad_plan(plan: str | None, expected: str) -> None:

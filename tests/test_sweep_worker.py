@@ -4,7 +4,6 @@ Job, run here with its index and plan, against a bare git remote and a real S3 e
 remotes, and `dvc repro` of that cell is a no-op. `make test-cluster`; .ci/run runs it."""
 
 import json
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from conftest import (
     http_status,
     sh,
     stop_process,
+    tool_env,
     write_seed_dataset,
 )
 
@@ -91,18 +91,8 @@ def test_emitted_k8s_task_runs_a_cell_through_git_and_s3(tmp_path: Path, s3: str
     plan = next(e["value"] for e in container["env"] if e["name"] == "REPROVISION_PLAN")
     assert [e["name"] for e in json.loads(plan)] == [CELL]
     work = tmp_path / "work"
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "JOB_COMPLETION_INDEX": "0",  # what Kubernetes sets in the pod of index 0
-        "REPROVISION_PLAN": plan,
-        "TMPDIR": str(work),
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
+    # JOB_COMPLETION_INDEX is what Kubernetes sets in the pod of index 0.
+    env = tool_env(JOB_COMPLETION_INDEX="0", REPROVISION_PLAN=plan, TMPDIR=str(work))
     work.mkdir()
     # The pod's own command, from a folder that is not the project (a container's /).
     proc = subprocess.run(
