@@ -2,6 +2,9 @@
 
     model.keras      the best checkpoint        saved_model/   serving SavedModel (model.export)
     model.onnx       the same model for onnxruntime, checked on test images (common/onnx_export)
+    triton/<cell>/   a Triton model repository for model.onnx: config.pbtxt, 1/model.onnx
+    kserve/          InferenceServices: custom.yaml (our server's image), triton.yaml (Triton)
+                     (common/standard_servers; <cell> is the model's name on every server)
     labels.json      output index -> class      params.json    resolved params and model spec
     metrics.json     the cell's test metrics    lineage.json   git commit, data hashes, versions
     MODEL_CARD.md    what it is, its data, metrics, intended use and limits
@@ -21,7 +24,7 @@ from data_processing.core import cli
 from data_processing.core.errors import exit_on_error
 from data_processing.core.io import staged_dir, write_json, write_text
 from data_processing.core.params import BaseParams, load_params
-from models.common import lineage
+from models.common import lineage, standard_servers
 from models.common.card import model_card
 from models.common.onnx_export import export_onnx, load_check_images
 from models.common.paths import Cell
@@ -116,6 +119,8 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     model.export(str(out_dir / "saved_model"), format="tf_saved_model", verbose=False)
     step("ONNX, checked against Keras on test images")
     onnx = export_onnx(model, out_dir / "model.onnx", load_check_images(cell.shards))
+    step("Triton model repository and KServe manifests")
+    standard_servers.write(out_dir, cell.name, summary["categories"], cell.bundle_dir)
     step("code, lineage and model card")
     write_json(out_dir / "labels.json", summary["categories"])
     write_json(out_dir / "params.json", resolved_params(cell, summary["spec"]))

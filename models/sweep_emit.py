@@ -15,8 +15,7 @@ secrets (AWS_* for the S3 remote, a git token in the remote's URL), never from t
 import json
 import shlex
 
-import yaml
-
+from models.common.yaml_dump import dump
 from models.sweep_worker import PLAN_ENV
 
 IMAGE = "reprovision-train:latest"  # deployment/Dockerfile.train
@@ -24,24 +23,16 @@ SECRET = "reprovision-remotes"  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_
 AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
 
 
-class _Dumper(yaml.SafeDumper):
-    """Lists indented under their key, as yamllint's default style and kubectl write them."""
-
-    def increase_indent(self, flow: bool = False, indentless: bool = False):
-        return super().increase_indent(flow, False)
-
-
-def dump(document: dict) -> str:
-    return yaml.dump(document, Dumper=_Dumper, sort_keys=False, width=1000)
-
-
-def plan_json(combos) -> str:
+def plan_entries(combos) -> list[dict]:
     """The ordered plan, one entry per task index (what the worker's --index reads)."""
-    entries = [
+    return [
         {"cell": c.cell.name, "name": c.name, "set": [f"{k}={v}" for k, v in c.overrides]}
         for c in combos
     ]
-    return json.dumps(entries, separators=(",", ":"))
+
+
+def plan_json(combos) -> str:
+    return json.dumps(plan_entries(combos), separators=(",", ":"))
 
 
 def worker_args(rev: str, repo: str, index: str) -> list[str]:

@@ -60,8 +60,10 @@ def model_card(
         "- Scores are not calibrated probabilities.",
         "",
         "## Files",
-        "model.keras, saved_model/ (serving signature: uint8 [N, H, W, C]), labels.json, "
-        "params.json, metrics.json, lineage.json, code/ "
-        "(`python -B -E -s code --bundle . --images IMAGES.json --out OUT.json`).",
+        "model.keras, saved_model/ (serving signature: uint8 [N, H, W, C]), model.onnx, "
+        "labels.json, params.json, metrics.json, lineage.json, code/ "
+        "(`python -B -E -s code --bundle . --images IMAGES.json --out OUT.json`), "
+        f"triton/{lineage['cell']}/ (a Triton model repository) and kserve/ "
+        "(InferenceServices for our server's image and for Triton).",
     ]
     return "\n".join(lines) + "\n"
