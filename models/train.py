@@ -3,7 +3,8 @@
 Reads datasets/shards/<dataset>/ (train records, streamed) and params `base`, `train`,
 `hparams.<set>` and `models.<model>`.
 Writes models/runs/<cell>/train/ (model.keras, train.json, live/ from dvclive, tensorboard/)
-and the per-epoch curves models/plots/{loss,accuracy}/<cell>.tsv.
+and the per-epoch curves models/plots/{loss,accuracy}/<cell>.tsv. Several GPUs train
+data-parallel, and mixed precision is a switch (train.devices etc., models/common/devices.py).
 
 Run: python -m models.train digits cnn base
 """
@@ -29,7 +30,7 @@ def train(
     """Train `cell` into out_dir; return the train summary written to train.json."""
     from dvclive import Live
 
-    from models.common import precise_bn  # imports keras: not before --help is parsed
+    from models.common import devices, precise_bn  # import keras: not before --help is parsed
     from models.common.training import fit, seed_everything
 
     seed_everything(seed)
@@ -42,39 +43,45 @@ def train(
         label_mode=shards.label_mode,
         standardize=params.standardize,
     )
-    model = models.get(cell.model).build(spec, arch_params)
+    strategy, policy = devices.strategy(params), devices.precision(params)
+    run = devices.scaled(hparams, params, strategy.num_replicas_in_sync)  # the global batch
+    distribution = devices.summary(strategy, run, policy)
+    print(f"train: {cell.name}: {devices.describe(distribution)}")
     cache = params.cache_mb << 20
     loss = (
         "sparse_categorical_crossentropy" if spec.label_mode == "single" else "binary_crossentropy"
     )
-    bn_images = None  # only models with BatchNorm need them
-    if params.precise_bn_images and precise_bn.trainable_batch_norms(model):
-        sample = precise_bn.sample(np.flatnonzero(~val), params.precise_bn_images, seed)
-        bn_images = shards.images("train", sample)
-    with Live(str(out_dir / "live"), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-        live.log_params(
-            {
-                "cell": cell.name,
-                "seed": seed,
-                "train": params.model_dump(mode="json"),
-                "hparams": hparams.model_dump(mode="json"),
-                "arch": arch_params.model_dump(mode="json"),
-            }
-        )
-        result = fit(
-            model,
-            shards.dataset(
-                "train", hparams.batch_size, ~val, seed, params.shuffle_buffer, cache_bytes=cache
-            ),
-            shards.dataset("train", hparams.batch_size, val, cache_bytes=cache),
-            params,
-            hparams,
-            live,
-            out_dir,
-            loss,
-            bn_images,
-        )
-    return summary(result, val, spec, shards)
+    with strategy.scope(), devices.dtype_policy(policy):  # variables, compile and fit
+        model = models.get(cell.model).build(spec, arch_params)
+        bn_images = None  # only models with BatchNorm need them
+        if params.precise_bn_images and precise_bn.trainable_batch_norms(model):
+            sample = precise_bn.sample(np.flatnonzero(~val), params.precise_bn_images, seed)
+            bn_images = shards.images("train", sample)
+        with Live(str(out_dir / "live"), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+            live.log_params(
+                {
+                    "cell": cell.name,
+                    "seed": seed,
+                    "train": params.model_dump(mode="json"),
+                    "hparams": hparams.model_dump(mode="json"),
+                    "arch": arch_params.model_dump(mode="json"),
+                    "distribution": distribution,
+                }
+            )
+            result = fit(
+                model,
+                shards.dataset(
+                    "train", run.batch_size, ~val, seed, params.shuffle_buffer, cache_bytes=cache
+                ),
+                shards.dataset("train", run.batch_size, val, cache_bytes=cache),
+                params,
+                run,
+                live,
+                out_dir,
+                loss,
+                bn_images,
+            )
+    return summary(result, val, spec, shards) | {"distribution": distribution}
 
 
 def summary(result: dict, val: np.ndarray, spec: ModelSpec, shards: Shards) -> dict:

@@ -59,6 +59,13 @@ def batch_norm() -> keras.layers.BatchNormalization:
 
 
 def head(x: keras.KerasTensor, spec: ModelSpec) -> keras.KerasTensor:
-    """Class scores: softmax for single-label data, sigmoid for multi-label."""
+    """Class scores: softmax for single-label data, sigmoid for multi-label.
+
+    Always float32, also under a mixed-precision policy (train.mixed_precision): a float16
+    softmax under- and overflows, and the loss and the served probabilities stay float32.
+    """
     activation = "softmax" if spec.label_mode == "single" else "sigmoid"
-    return keras.layers.Dense(spec.num_classes, activation=activation, name="scores")(x)
+    scores = keras.layers.Dense(
+        spec.num_classes, activation=activation, name="scores", dtype="float32"
+    )
+    return scores(x)

@@ -3,7 +3,8 @@
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from data_processing.core.params import Params
 
@@ -41,6 +42,20 @@ class TrainParams(Params):
     early_stopping: EarlyStopping = EarlyStopping()
     standardize: bool = True  # each image to zero mean, unit variance in the graph; false: /255
     precise_bn_images: int = Field(default=1024, ge=0)  # re-estimate BatchNorm stats; 0: off
+    # Where training runs (models/common/devices.py): "auto" mirrors over every visible GPU when
+    # there are 2+; an int N mirrors over N GPUs (N logical CPUs when there is no GPU); 1: one.
+    devices: Literal["auto"] | int = "auto"
+    scale_batch: bool = True  # global batch = batch_size x replicas (each replica: batch_size)
+    # the learning rate x the factor the global batch grew by (linear), its square root, or not
+    scale_learning_rate: Literal["linear", "sqrt", "none"] = "linear"
+    mixed_precision: bool = False  # float16 (bfloat16 without GPU) compute, float32 weights
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _auto_or_a_count(cls, value: object) -> object:
+        if value == "auto" or (type(value) is int and value >= 1):  # not True, 2.0 or 0
+            return value
+        raise PydanticCustomError("devices", "'auto' or a number of devices (an integer >= 1)")
 
 
 class HParams(Params):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keras
 
+from models.common.devices import save_float32
 from models.common.precise_bn import PreciseBatchNorm
 from models.common.spec import HParams, TrainParams
 
@@ -72,7 +73,8 @@ def fit(
     `model` is uncompiled (an architecture's `build`); train_ds and val_ds are batched
     tf.data datasets of (uint8 images, targets); `live` an open dvclive.Live; out_dir gets
     model.keras and tensorboard/. bn_images, when given, re-estimate BatchNorm statistics
-    before each validation (models/common/precise_bn.py).
+    before each validation (models/common/precise_bn.py). For several devices or mixed
+    precision, build and fit under models/common/devices.py's strategy and dtype policy.
 
     Returns:
         {"history": {keras metric: [per epoch]}, "seconds": float, "best_epoch": int}
@@ -111,6 +113,7 @@ def fit(
         verbose=2,
     )
     seconds = time.perf_counter() - start
+    save_float32(model, out_dir / "model.keras")  # a mixed-precision model's checkpoint
     scores = history.history[monitor]
     best = scores.index(min(scores) if mode == "min" else max(scores))
     return {"history": history.history, "seconds": seconds, "best_epoch": best + 1}
