@@ -11,12 +11,16 @@
    (done, running, failed, ETA), print the log of every failed experiment, and end with a
    leaderboard: a table here, plus models/leaderboard.md and models/leaderboard.png.
 
-Past one machine, the same plan goes to a scheduler people already run, each cell one
-`python -m models.sweep worker` (models/sweep_worker.py): `--emit k8s|slurm|github` writes the
-job (models/sweep_emit.py) for the commit --rev and the git remote --repo.
+Past one machine, the same plan goes to an engine people already run, each cell one
+`python -m models.sweep worker` (models/sweep_worker.py) working in its own clone of the commit
+and pushing its experiment to the git remote --repo and the DVC remote:
+- `--engine ray [--address HOST:PORT]` runs each cell as a Ray task (models/sweep_ray.py),
+  then pulls the experiments back (`dvc exp pull`) for the same leaderboard;
+- `--emit k8s|slurm|github` writes the scheduler's job (models/sweep_emit.py) for --rev.
 
 Run: python -m models.sweep [--dry-run] [-j 2] [--models cnn,mlp]
          [-S hparams.base.learning_rate=0.001,0.01]
+     python -m models.sweep --engine ray --address 127.0.0.1:6379
      python -m models.sweep --emit k8s --rev $(git rev-parse HEAD) > sweep-job.yaml
      python -m models.sweep worker digits-cnn-base --rev $(git rev-parse HEAD)
 """
@@ -34,7 +38,7 @@ from pathlib import Path
 from data_processing.core import cli
 from data_processing.core.errors import CommandError, DataError, exit_on_error
 from data_processing.core.params import Params, load_params, read_params
-from models import sweep_emit, sweep_worker
+from models import sweep_emit, sweep_ray, sweep_worker
 from models.common import leaderboard
 from models.common.paths import RAW, Cell
 
@@ -136,24 +140,29 @@ def dvc(*args: str, log: Path | None = None) -> subprocess.CompletedProcess:
         return subprocess.run(["dvc", *args], stdout=out, stderr=subprocess.STDOUT)
 
 
-def queue_status() -> dict[str, str]:
-    """Experiment name -> Queued | Running | Success | Failed, from `dvc queue status`."""
+def queue_status() -> tuple[dict[str, str], int]:
+    """Experiment name -> Queued | Running | Success | Failed, and the number of live queue
+    workers (active or idle), from `dvc queue status`."""
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     log = LOG_DIR / "status.txt"
     dvc("queue", "status", log=log)
-    status = {}
+    status, workers = {}, 0
     for line in log.read_text().splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[-1] in ("Queued", "Running", "Success", "Failed"):
             status[parts[1]] = parts[-1]
-    return status
+        elif line.startswith("Worker status:"):  # "Worker status: 1 active, 0 idle"
+            workers = sum(int(p) for p in parts[2:] if p.isdigit())
+    return status, workers
 
 
-def wait(names: list[str], poll: float, timeout: float) -> dict[str, str]:
-    """Poll the queue until every name has finished; print progress with an ETA."""
-    start, last = time.monotonic(), ""
+def wait(names: list[str], poll: float, timeout: float, jobs: int) -> dict[str, str]:
+    """Poll the queue until every name has finished; print progress with an ETA. A queue
+    worker can stop while experiments are still queued (kombu's file broker reads a message
+    half-written, treeverse/dvc#9143 and alike): after two such polls, start one again."""
+    start, last, stalled = time.monotonic(), "", 0
     while True:
-        status = queue_status()
+        status, workers = queue_status()
         mine = {n: status.get(n, "Queued") for n in names}
         done = sum(s in ("Success", "Failed") for s in mine.values())
         running = sum(s == "Running" for s in mine.values())
@@ -168,6 +177,11 @@ def wait(names: list[str], poll: float, timeout: float) -> dict[str, str]:
             last = line
         if done == len(names):
             return mine
+        stalled = stalled + 1 if workers == 0 and not running else 0
+        if stalled >= 2:
+            print("sweep: no queue worker is running; starting one again", flush=True)
+            dvc("queue", "start", "-j", str(jobs), log=LOG_DIR / "queue-start.txt")
+            stalled = 0
         if elapsed > timeout:
             raise CommandError(
                 "dvc queue", f"the sweep to finish within {timeout:.0f}s", found=line
@@ -196,9 +210,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--force", action="store_true", help="queue existing names again")
     parser.add_argument("--timeout", type=float, default=6 * 3600, help="seconds to wait")
     parser.add_argument("--poll", type=float, default=3.0, help="seconds between polls")
+    parser.add_argument(
+        "--engine", choices=("local", "ray"), default="local", help="DVC's queue, or Ray"
+    )
+    parser.add_argument("--address", help="ray: the cluster (default: RAY_ADDRESS or local)")
+    parser.add_argument("--retries", type=int, default=2, help="ray: retries of a cell")
+    parser.add_argument("--cpus", type=float, default=1.0, help="ray: CPUs a cell reserves")
     parser.add_argument("--emit", choices=sweep_emit.FORMATS, help="write a scheduler's job")
-    parser.add_argument("--rev", help="--emit: the commit to run (default: HEAD)")
-    parser.add_argument("--repo", help="--emit: the git remote workers clone (default: origin)")
+    parser.add_argument("--rev", help="ray, --emit: the commit to run (default: HEAD)")
+    parser.add_argument("--repo", help="ray, --emit: the git remote (default: origin)")
     return parser.parse_args(argv)
 
 
@@ -209,14 +229,37 @@ def git_out(*args: str) -> str:
     return out.stdout.strip()
 
 
+def fresh(combos: list[Combo], existing: set[str], force: bool) -> list[Combo]:
+    """The combinations still to run: an existing experiment is skipped unless `force`."""
+    todo = []
+    for combo in combos:
+        if combo.name in existing and not force:
+            print(f"sweep: {combo.name} exists, skipped (--force runs it again)")
+            continue
+        todo.append(combo)
+    return todo
+
+
+def run_ray(combos: list[Combo], args: argparse.Namespace) -> dict[str, str]:
+    """Run the combinations not yet on the git remote as Ray tasks; gather them here."""
+    repo = args.repo or sweep_worker.origin_url()
+    existing = set(dvc("exp", "list", repo, "--name-only").stdout.split())
+    todo = fresh(combos, existing, args.force)
+    if not todo:
+        return {}
+    rev = git_out("rev-parse", args.rev or "HEAD")
+    entries = sweep_emit.plan_entries(todo)
+    return sweep_ray.run(
+        entries, rev, repo, args.address,
+        retries=args.retries, cpus=args.cpus, timeout=args.timeout, poll=args.poll,
+    )  # fmt: skip
+
+
 def run(combos: list[Combo], args: argparse.Namespace, jobs: int) -> dict[str, str]:
     """Queue the combinations in order, start the workers and wait for them."""
     existing = set(dvc("exp", "list", "--name-only").stdout.split())
     queued = []
-    for combo in combos:
-        if combo.name in existing and not args.force:
-            print(f"sweep: {combo.name} exists, skipped (--force queues it again)")
-            continue
+    for combo in fresh(combos, existing, args.force):
         proc = subprocess.run(combo.command(), capture_output=True, text=True)
         if proc.returncode != 0:
             raise CommandError("dvc exp run --queue", f"{combo.name} queued", found=proc.stderr)
@@ -225,7 +268,7 @@ def run(combos: list[Combo], args: argparse.Namespace, jobs: int) -> dict[str, s
         return {}
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     dvc("queue", "start", "-j", str(jobs), log=LOG_DIR / "queue-start.txt")
-    status = wait(queued, args.poll, args.timeout)
+    status = wait(queued, args.poll, args.timeout, jobs)
     for name, state in status.items():
         if state == "Failed":
             log = dvc("queue", "logs", name)
@@ -253,7 +296,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{i:3d}. {combo.name:32s} {' '.join(combo.command()[6:])}")
     if args.dry_run:
         return
-    status = run(combos, args, args.jobs or sweep.jobs)
+    if args.engine == "ray":
+        status = run_ray(combos, args)
+    else:
+        status = run(combos, args, args.jobs or sweep.jobs)
     board = leaderboard.collect({c.name: c.cell for c in combos})
     print(leaderboard.write(board, Path("models")))
     if any(s == "Failed" for s in status.values()):

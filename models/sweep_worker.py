@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -94,10 +95,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def stop_steps_on_sigterm() -> None:
+    """When this worker leads its process group (a Ray task starts it so, and a dying task
+    sends SIGTERM), pass SIGTERM on to git, dvc and training, then exit through `finally` so the
+    clone is removed; the retry starts clean."""
+    if os.getpgrp() != os.getpid():
+        return
+
+    def stop(signum: int, frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        os.killpg(os.getpgrp(), signal.SIGTERM)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 @exit_on_error
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    stop_steps_on_sigterm()
     if args.index is not None:
         entry = plan_entry(args.index, os.environ.get(PLAN_ENV))
     else:

@@ -5,82 +5,27 @@ remotes, and `dvc repro` of that cell is a no-op. `make test-cluster`; .ci/run r
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import (
-    BIN,
-    copy_project,
-    edit_params,
-    free_port,
-    http_status,
-    sh,
-    stop_process,
-    tool_env,
-    write_seed_dataset,
-)
+from conftest import BIN, sh, tool_env
+from remotes import AWS_ENV, moto_s3, objects, project_with_remotes
 
 CELL = "tiny-mlp-quick"
-BUCKET = "grid"
 
 
 @pytest.fixture
 def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """moto's S3 server on 127.0.0.1 with one bucket; yield its URL. The AWS_* variables are
-    the ones a user sets for a real bucket (README "Beyond one machine")."""
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
+    for key, value in AWS_ENV.items():
         monkeypatch.setenv(key, value)
-    port = free_port()
-    log = (tmp_path / "moto.log").open("w")
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while http_status(url + "/moto-api/") == 0:
-        assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
-        time.sleep(0.2)
-    import boto3
-
-    boto3.client("s3", endpoint_url=url).create_bucket(Bucket=BUCKET)
-    yield url
-    stop_process(proc)
-
-
-def objects(url: str) -> int:
-    import boto3
-
-    listing = boto3.client("s3", endpoint_url=url).list_objects_v2(Bucket=BUCKET)
-    return listing.get("KeyCount", 0)
-
-
-def project_with_remotes(tmp_path: Path, s3_url: str) -> tuple[Path, Path]:
-    """A one-cell project pushed to a bare git remote and the S3 remote; return both."""
-    repo = copy_project(tmp_path / "repo", models=("mlp",))
-    edit_params(repo / "params.yaml", datasets=["tiny"])
-    write_seed_dataset(repo / "datasets" / "raw" / "tiny", {"train": 6, "test": 3})
-    sh("dvc", "add", "-q", "datasets/raw/tiny", cwd=repo)
-    sh("dvc", "remote", "add", "-d", "store", f"s3://{BUCKET}/dvc", cwd=repo)
-    sh("dvc", "remote", "modify", "store", "endpointurl", s3_url, cwd=repo)
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "commit", "-qm", "one cell on an S3 remote", cwd=repo)
-    remote = tmp_path / "remote.git"
-    sh("git", "init", "-q", "--bare", "--initial-branch=main", str(remote), cwd=tmp_path)
-    sh("git", "remote", "add", "origin", str(remote), cwd=repo)
-    sh("git", "push", "-q", "origin", "HEAD:main", cwd=repo)
-    sh("dvc", "push", cwd=repo)
-    return repo, remote
+    with moto_s3(tmp_path / "moto.log") as url:
+        yield url
 
 
 @pytest.mark.cluster
 def test_emitted_k8s_task_runs_a_cell_through_git_and_s3(tmp_path: Path, s3: str) -> None:
-    repo, remote = project_with_remotes(tmp_path, s3)
+    repo, remote = project_with_remotes(tmp_path, s3, ("tiny",), ("mlp",))
     pushed = objects(s3)
     rev = sh("git", "rev-parse", "HEAD", cwd=repo, stdout_only=True).strip()
     emitted = sh(
