@@ -7,7 +7,7 @@
 3. Queue one DVC experiment per combination, in that order (DVC's queue is first in, first
    out): `dvc exp run --queue -n NAME [-S ...] export@<cell>`. A name that already exists is
    skipped (use --force to queue it again); unchanged stages come from DVC's run cache.
-4. `dvc queue start -j N` (its output goes to a file: it blocks when piped), show progress
+4. `dvc queue start -j N` (models/sweep_queue.py; its output goes to a file), show progress
    (done, running, failed, ETA), print the log of every failed experiment, and end with a
    leaderboard: a table here, plus models/leaderboard.md and models/leaderboard.png.
 
@@ -31,18 +31,15 @@ import itertools
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from data_processing.core import cli
 from data_processing.core.errors import CommandError, DataError, exit_on_error
 from data_processing.core.params import Params, load_params, read_params
-from models import sweep_emit, sweep_ray, sweep_worker
+from models import sweep_emit, sweep_queue, sweep_ray, sweep_worker
 from models.common import leaderboard
 from models.common.paths import RAW, Cell
-
-LOG_DIR = Path(".dvc/tmp/sweep")
 
 
 class SweepParams(Params):
@@ -132,63 +129,6 @@ def plan(
     return sorted(combos, key=priority)
 
 
-def dvc(*args: str, log: Path | None = None) -> subprocess.CompletedProcess:
-    """Run dvc; with `log`, its output goes to that file (never a pipe: queue start blocks)."""
-    if log is None:
-        return subprocess.run(["dvc", *args], capture_output=True, text=True)
-    with open(log, "w") as out:
-        return subprocess.run(["dvc", *args], stdout=out, stderr=subprocess.STDOUT)
-
-
-def queue_status() -> tuple[dict[str, str], int]:
-    """Experiment name -> Queued | Running | Success | Failed, and the number of live queue
-    workers (active or idle), from `dvc queue status`."""
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    log = LOG_DIR / "status.txt"
-    dvc("queue", "status", log=log)
-    status, workers = {}, 0
-    for line in log.read_text().splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[-1] in ("Queued", "Running", "Success", "Failed"):
-            status[parts[1]] = parts[-1]
-        elif line.startswith("Worker status:"):  # "Worker status: 1 active, 0 idle"
-            workers = sum(int(p) for p in parts[2:] if p.isdigit())
-    return status, workers
-
-
-def wait(names: list[str], poll: float, timeout: float, jobs: int) -> dict[str, str]:
-    """Poll the queue until every name has finished; print progress with an ETA. A queue
-    worker can stop while experiments are still queued (kombu's file broker reads a message
-    half-written, treeverse/dvc#9143 and alike): after two such polls, start one again."""
-    start, last, stalled = time.monotonic(), "", 0
-    while True:
-        status, workers = queue_status()
-        mine = {n: status.get(n, "Queued") for n in names}
-        done = sum(s in ("Success", "Failed") for s in mine.values())
-        running = sum(s == "Running" for s in mine.values())
-        failed = sum(s == "Failed" for s in mine.values())
-        elapsed = time.monotonic() - start
-        eta = elapsed / done * (len(names) - done) if done else float("nan")
-        line = (
-            f"sweep: {done}/{len(names)} done, {running} running, {failed} failed, ETA {eta:.0f}s"
-        )
-        if line != last:
-            print(line, flush=True)
-            last = line
-        if done == len(names):
-            return mine
-        stalled = stalled + 1 if workers == 0 and not running else 0
-        if stalled >= 2:
-            print("sweep: no queue worker is running; starting one again", flush=True)
-            dvc("queue", "start", "-j", str(jobs), log=LOG_DIR / "queue-start.txt")
-            stalled = 0
-        if elapsed > timeout:
-            raise CommandError(
-                "dvc queue", f"the sweep to finish within {timeout:.0f}s", found=line
-            )
-        time.sleep(poll)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
     for axis in ("datasets", "models", "hparams"):
@@ -243,7 +183,7 @@ def fresh(combos: list[Combo], existing: set[str], force: bool) -> list[Combo]:
 def run_ray(combos: list[Combo], args: argparse.Namespace) -> dict[str, str]:
     """Run the combinations not yet on the git remote as Ray tasks; gather them here."""
     repo = args.repo or sweep_worker.origin_url()
-    existing = set(dvc("exp", "list", repo, "--name-only").stdout.split())
+    existing = set(sweep_queue.dvc("exp", "list", repo, "--name-only").stdout.split())
     todo = fresh(combos, existing, args.force)
     if not todo:
         return {}
@@ -255,25 +195,12 @@ def run_ray(combos: list[Combo], args: argparse.Namespace) -> dict[str, str]:
     )  # fmt: skip
 
 
-def run(combos: list[Combo], args: argparse.Namespace, jobs: int) -> dict[str, str]:
-    """Queue the combinations in order, start the workers and wait for them."""
-    existing = set(dvc("exp", "list", "--name-only").stdout.split())
-    queued = []
-    for combo in fresh(combos, existing, args.force):
-        proc = subprocess.run(combo.command(), capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise CommandError("dvc exp run --queue", f"{combo.name} queued", found=proc.stderr)
-        queued.append(combo.name)
-    if not queued:
-        return {}
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    dvc("queue", "start", "-j", str(jobs), log=LOG_DIR / "queue-start.txt")
-    status = wait(queued, args.poll, args.timeout, jobs)
-    for name, state in status.items():
-        if state == "Failed":
-            log = dvc("queue", "logs", name)
-            print(f"sweep: {name} FAILED; its log ends:\n{log.stdout[-3000:]}", file=sys.stderr)
-    return status
+def run_local(combos: list[Combo], args: argparse.Namespace, jobs: int) -> dict[str, str]:
+    """Queue the combinations not yet run on DVC's queue, in order, and wait for them."""
+    existing = set(sweep_queue.dvc("exp", "list", "--name-only").stdout.split())
+    todo = fresh(combos, existing, args.force)
+    commands = [(c.name, c.command()) for c in todo]
+    return sweep_queue.run(commands, jobs, args.poll, args.timeout)
 
 
 @exit_on_error
@@ -299,7 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.engine == "ray":
         status = run_ray(combos, args)
     else:
-        status = run(combos, args, args.jobs or sweep.jobs)
+        status = run_local(combos, args, args.jobs or sweep.jobs)
     board = leaderboard.collect({c.name: c.cell for c in combos})
     print(leaderboard.write(board, Path("models")))
     if any(s == "Failed" for s in status.values()):
