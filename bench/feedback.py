@@ -89,6 +89,7 @@ def measure(bundle: Path, count: int, posts: int) -> list[float]:
         root = Path(tmp) / "feedback"
         fill(root, count, labels)
         args = ["-m", "deployment.server.serve", "--bundle", str(bundle), "--backend", "onnx"]
+        args += ["--workers", "1"]  # the figures of bench/README.md: one process
         server = start("server", [*args, "--feedback-dir", str(root)], Path(tmp))
         try:
             wait_ready(server)

@@ -1,24 +1,33 @@
 """Serving benchmark: our server on ONNX Runtime against a naive Keras server and the HTTP ceiling.
 
-Starts, in one run so the ratios compare, three servers on 127.0.0.1 and loads each with `wrk`
+Starts, in one run so the ratios compare, these servers on 127.0.0.1 and loads each with `wrk`
 (`-t min(c, 2) -c c -d DURATION`, bench/wrk/request.lua) at concurrency 1, 8 and 32:
 
-    onnx      python -m deployment.server.serve --backend onnx: POST /v2/models/<cell>/infer
-              with one
-              8x8 digit as a UINT8 [1, 8, 8, 1] "pixels" tensor in JSON (deployment/server/oip.py)
-    ceiling   the same server's GET /v2/health/live: the HTTP stack with no model, the most
-              any model route can reach
-    tf        python -m deployment.server.serve --backend tf (one tf.function), the same request
+    onnx      python -m deployment.server.serve --backend onnx --workers 1:
+              POST /v2/models/<cell>/infer with one 8x8 digit as a UINT8 [1, 8, 8, 1] "pixels"
+              tensor in JSON (deployment/server/oip.py)
+    onnx-2w   the same server with --workers 2 (deployment/server/workers.py), the same request
+    ceiling   the 1-worker server's GET /v2/health/live: its HTTP stack and framework with no
+              model
+    bare      bench/bare_asgi.py on uvicorn (httptools, uvloop): a constant answer with no
+              framework, the most any route on this HTTP stack can reach (GET)
+    tf        python -m deployment.server.serve --backend tf --workers 1 (one tf.function),
+              the same request
     naive     bench/naive_server.py: FastAPI + keras `model.predict()` per request, the same
               request body; the baseline
 
-Cases run round-robin within each concurrency (onnx, ceiling, tf, naive), `--reps` times (the
-run with the most req/s counts), after a short warm-up, each only once every server is idle
-(its CPU time has stopped growing: a naive server may still be working through requests wrk
-gave up on). wrk shares the 2 cores with the servers, as a client on the same host does.
-Latencies are wrk's (send to last byte). Keep --duration at 5 s or more: at c=32 one naive
-response takes about 1.5 s.
-Server CPU ms per request is the server process's CPU time over the run / requests.
+Cases run round-robin within each concurrency (onnx, onnx-2w, ceiling, bare, tf, naive),
+`--reps` times (the run with the most req/s counts), after a short warm-up, each only once
+every server is idle (its CPU time has stopped growing: a naive server may still be working
+through requests wrk gave up on). wrk shares the 2 cores with the servers, as a client on the
+same host does. Latencies are wrk's (send to last byte). Keep --duration at 5 s or more: at
+c=32 one naive response takes about 1.5 s. Server CPU ms per request is the server's CPU time
+over the run (its worker processes included) / requests.
+
+Then a hot reload under load: a 2-worker server of a production pointer takes wrk at c=32 for
+DURATION while the pointer names another version of the bundle (the same model; its
+model.keras differs in a zip comment) a third of the way in and the first again two thirds in:
+each worker reloads twice, and no request may fail.
 
 A bundle without model.onnx (or whose code/ predates ONNX serving) is copied to a temporary
 folder: code/ gets the repo's serving modules and model.onnx is exported and checked as the
@@ -33,6 +42,7 @@ Run (from the repository root): .venv/bin/python -m bench.serve
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -41,13 +51,16 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "serve.json"
@@ -55,15 +68,20 @@ LUA = ROOT / "bench" / "wrk" / "request.lua"
 BUNDLE = Path("models/runs/digits-cnn-base/bundle")
 CONCURRENCY = (1, 8, 32)
 READY_TIMEOUT = 120  # seconds: a TF server imports TensorFlow first
-TICK = os.sysconf("SC_CLK_TCK")
+BARE = ["-m", "uvicorn", "bench.bare_asgi:app", "--http", "httptools", "--loop", "uvloop"]
+BARE += ["--lifespan", "off", "--log-level", "warning"]
 # (name, what, limit): checked on the onnx rows (see targets())
 TARGETS = (
     ("p50_c1", "p50 at c=1 <= 5 ms", 5.0),
     ("vs_naive_c8", "req/s at c=8 >= 60x naive", 60.0),
     ("vs_ceiling_c8", "req/s at c=8 >= 50% of the no-model ceiling", 0.5),
+    ("vs_bare_c8", "req/s at c=8 >= 60% of the bare ASGI ceiling", 0.6),
+    ("workers_c32", "req/s at c=32, 2 workers >= 1.3x 1 worker", 1.3),
     ("p99_c8", "p99 at c=8 <= 50 ms", 50.0),
-    ("failed", "failed requests (non-2xx + socket errors), all c == 0", 0),
+    ("failed", "failed requests (non-2xx + socket errors), all c, 1 and 2 workers == 0", 0),
+    ("reload_failed", "failed requests during 2 hot reloads of 2 workers at c=32 == 0", 0),
 )
+MOST = ("p50_c1", "p99_c8", "failed", "reload_failed")  # targets that are upper bounds
 
 
 @dataclass
@@ -161,9 +179,16 @@ def stop(server: Server) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process, all its threads."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14, 15)
+    """User + system CPU seconds of a process and its children (--workers), all threads."""
+    process = psutil.Process(pid)
+    total = 0.0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def wait_idle(servers: list[Server], timeout: float = 60.0) -> None:
@@ -214,21 +239,24 @@ def _rps(rows: list[dict], case: str, concurrency: int) -> float:
     )
 
 
-def targets(rows: list[dict]) -> list[dict]:
-    """PASS/FAIL for each target on the onnx rows."""
+def targets(rows: list[dict], reload: dict) -> list[dict]:
+    """PASS/FAIL for each target on the onnx rows (and the reload row)."""
     ours = {r["concurrency"]: r for r in rows if r["case"] == "onnx"}
-    naive, ceiling = _rps(rows, "naive", 8), _rps(rows, "ceiling", 8)
+    naive, ceiling, bare = (_rps(rows, case, 8) for case in ("naive", "ceiling", "bare"))
     values = {
         "p50_c1": ours[1]["p50_ms"],
         "vs_naive_c8": round(ours[8]["rps"] / naive, 1) if naive else float("inf"),
         "vs_ceiling_c8": round(ours[8]["rps"] / ceiling, 3) if ceiling else 0.0,
+        "vs_bare_c8": round(ours[8]["rps"] / bare, 3) if bare else 0.0,
+        "workers_c32": round(_rps(rows, "onnx-2w", 32) / ours[32]["rps"], 2),
         "p99_c8": ours[8]["p99_ms"],
-        "failed": sum(r["failed"] for r in ours.values()),
+        "failed": sum(r["failed"] for r in rows if r["case"] in ("onnx", "onnx-2w")),
+        "reload_failed": reload["failed"],
     }
     checks = []
     for name, what, limit in TARGETS:
         value = values[name]
-        ok = value <= limit if name in ("p50_c1", "p99_c8", "failed") else value >= limit
+        ok = value <= limit if name in MOST else value >= limit
         checks.append({"target": what, "value": value, "pass": bool(ok)})
     return checks
 
@@ -254,6 +282,7 @@ def machine() -> dict:
     """Describe where the figures come from."""
     wrk_version = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout
     packages = ("onnxruntime", "tensorflow", "keras", "fastapi", "uvicorn", "numpy")
+    packages += ("httptools", "uvloop", "orjson")
     return {
         "cpus": len(os.sched_getaffinity(0)),
         "platform": platform.platform(),
@@ -267,11 +296,14 @@ def machine() -> dict:
 def server_specs(bundle: Path, name: str, work: Path, with_tf: bool) -> dict[str, list[str]]:
     """The python arguments (less --port) of each server to start."""
     ours = ["-m", "deployment.server.serve", "--bundle", str(bundle), "--feedback-dir"]
-    specs = {"onnx": [*ours, str(work / "fb-onnx"), "--backend", "onnx"]}
+    specs = {
+        "onnx": [*ours, str(work / "fb-onnx"), "--backend", "onnx", "--workers", "1"],
+        "onnx-2w": [*ours, str(work / "fb-onnx-2w"), "--backend", "onnx", "--workers", "2"],
+    }
     if with_tf:
-        specs["tf"] = [*ours, str(work / "fb-tf"), "--backend", "tf"]
+        specs["tf"] = [*ours, str(work / "fb-tf"), "--backend", "tf", "--workers", "1"]
     naive = ["-m", "bench.naive_server", "--model", str(bundle / "model.keras"), "--name", name]
-    return {**specs, "naive": naive}
+    return {**specs, "naive": naive, "bare": [*BARE, "--host", "127.0.0.1"]}
 
 
 def agreement(servers: dict[str, Server], path: str, body: Path) -> float:
@@ -279,6 +311,8 @@ def agreement(servers: dict[str, Server], path: str, body: Path) -> float:
     the benchmark request (RuntimeError above 1e-4: a fast wrong answer is no result)."""
     probs = {}
     for key, server in servers.items():
+        if key == "bare":
+            continue
         request = urllib.request.Request(server.url + path, body.read_bytes(), method="POST")
         request.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -323,12 +357,14 @@ def run(bundle: Path, seconds: float, reps: int, with_tf: bool, work: Path) -> d
             servers[key] = start(key, args, work)  # one at a time: start-ups do not overlap
             ready_s[key] = round(wait_ready(servers[key]), 2)
         diff = agreement(servers, infer, body)
-        cases = {"onnx": ("onnx", infer, body), "ceiling": ("onnx", "/v2/health/live", None)}
+        cases = {k: (k, infer, body) for k in ("onnx", "onnx-2w")}
+        cases |= {"ceiling": ("onnx", "/v2/health/live", None), "bare": ("bare", "/", None)}
         cases |= {k: (k, infer, body) for k in ("tf", "naive") if k in servers}
         rows = measure(servers, cases, seconds, reps)
     finally:
         for server in servers.values():
             stop(server)
+    reload = reload_under_load(bundle, body, infer, seconds, work)
     return {
         "benchmark": "serve",
         "date": datetime.date.today().isoformat(),
@@ -343,8 +379,65 @@ def run(bundle: Path, seconds: float, reps: int, with_tf: bool, work: Path) -> d
         "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # shared
         "machine": machine(),
         "rows": rows,
-        "targets": targets(rows),
+        "reload": reload,
+        "targets": targets(rows, reload),
     }
+
+
+def _twin(bundle: Path, work: Path) -> Path:
+    """A copy of `bundle` whose model.keras differs in its zip comment only: the same model
+    under another version (sha256), so a reload to it changes nothing else."""
+    twin = Path(shutil.copytree(bundle, work / "twin"))
+    with zipfile.ZipFile(twin / "model.keras", "a") as archive:
+        archive.comment = b"bench.serve: the same model, another version"
+    return twin
+
+
+def _point(pointer: Path, bundle: Path) -> None:
+    """Write the production pointer to `bundle` atomically, as the release stage does."""
+    sha256 = hashlib.sha256((bundle / "model.keras").read_bytes()).hexdigest()
+    tmp = pointer.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"bundle": str(bundle), "sha256": sha256}))
+    os.replace(tmp, pointer)
+
+
+def _metric(server: Server, name: str) -> float:
+    with urllib.request.urlopen(server.url + "/metrics", timeout=10) as response:
+        lines = response.read().decode().splitlines()
+    return sum(float(line.split()[-1]) for line in lines if line.startswith(name + " "))
+
+
+def reload_under_load(bundle: Path, body: Path, path: str, seconds: float, work: Path) -> dict:
+    """wrk at c=32 on a 2-worker server of a pointer that switches to the twin bundle and
+    back during the run (the module docstring): the row, with the reloads counted."""
+    pointer = work / "deployment" / "production.json"
+    pointer.parent.mkdir()
+    twin = _twin(bundle, work)
+    _point(pointer, bundle)
+    args = ["-m", "deployment.server.serve", "--pointer", str(pointer), "--workers", "2"]
+    args += ["--watch-interval", "0.5", "--backend", "onnx", "--feedback-dir", str(work / "fb")]
+    server = start("reload", args, work)
+    try:
+        wait_ready(server)
+        wrk(server.url + path, 8, min(2.0, seconds), body)  # warm-up
+        wait_idle([server])
+        cpu, found = cpu_seconds(server.proc.pid), {}
+        load = threading.Thread(
+            target=lambda: found.update(wrk(server.url + path, 32, seconds, body))
+        )
+        load.start()
+        for target in (twin, bundle):
+            time.sleep(seconds / 3)
+            _point(pointer, target)
+        load.join()
+        if not found:
+            raise RuntimeError(f"wrk failed during the reload run: see {server.log}")
+        new = row("onnx-2w reload", 32, found, cpu_seconds(server.proc.pid) - cpu)
+        reloads = _metric(server, "serve_model_reloads_total")
+    finally:
+        stop(server)
+    print(f"  reload   c=32  {new['rps']:>9,.0f} req/s, {new['failed']} failed", flush=True)
+    return {**new, "reloads": reloads, "reloads_expected": 4}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -384,8 +477,8 @@ def main(argv: list[str] | None = None) -> None:
         f"\nserve: {results['model']}, wrk {args.duration:g} s per case, ready in "
         f"{results['ready_s']} s, load average {results['load_average_1min']} (before, after)\n"
     )
-    print(table(results["rows"]))
-    print()
+    print(table([*results["rows"], results["reload"]]))
+    print(f"\nreloads counted during the reload run: {results['reload']['reloads']:g} (want 4)\n")
     for check in results["targets"]:
         print(f"{'PASS' if check['pass'] else 'FAIL'}  {check['target']}: {check['value']}")
     print(f"\n-> {args.out}")

@@ -133,7 +133,7 @@ def main() -> None:
     parser.add_argument("--backend", default="onnx")
     args = parser.parse_args()
     flags = ["--max-pixels", str(args.max_pixels), "--decode-slots", str(args.decode_slots)]
-    flags += ["--backend", args.backend]
+    flags += ["--backend", args.backend, "--workers", "1"]  # the RSS of one process
     with tempfile.TemporaryDirectory() as tmp:
         serve_args = ["-m", "deployment.server.serve", "--bundle", str(args.bundle), *flags]
         server = start("server", [*serve_args, "--feedback-dir", f"{tmp}/feedback"], Path(tmp))

@@ -59,16 +59,22 @@ def start(
     feedback: Path | None = None,
     timeout: float = READY_TIMEOUT,
     wait: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Server:
     """`python -m deployment.server.serve --port P --feedback-dir ... *flags` in cwd (root),
-    once it answers ready (at once with wait=False); its log is root/<name>-<port>.log."""
+    once it answers ready (at once with wait=False); its log is root/<name>-<port>.log. One
+    process (--workers 1) unless flags say otherwise; `env` replaces the environment."""
     port = free_port()
     log = root / f"{name}-{port}.log"
     feedback = feedback or root / f"{name}-{port}-feedback"
     cmd = [sys.executable, "-m", "deployment.server.serve", "--port", str(port)]
+    if "--workers" not in map(str, flags):
+        cmd += ["--workers", "1"]
     cmd += ["--feedback-dir", feedback, *flags]
     with open(log, "wb") as out:
-        proc = subprocess.Popen(list(map(str, cmd)), cwd=cwd or root, stdout=out, stderr=out)
+        proc = subprocess.Popen(
+            list(map(str, cmd)), cwd=cwd or root, stdout=out, stderr=out, env=env
+        )
     srv = Server(f"http://127.0.0.1:{port}", port, proc, log, Path(cwd or root, feedback))
     flag_list = list(map(str, flags))
     if "--bundle" in flag_list:

@@ -1,6 +1,8 @@
 """Static checks of deployment/Dockerfile.{train,serve} and .dockerignore (Docker cannot run
 here): bases, pinned installs, COPY sources that exist and are not ignored, the serve image's
-entry point, port, health check and user. See deployment/DOCKER.md."""
+entry point, port, health check and user, and its lock (deployment/requirements-serve.lock:
+the main lock's versions, no TensorFlow; tests/test_onnx.py serves with TensorFlow blocked).
+See deployment/DOCKER.md."""
 
 import ast
 import json
@@ -18,6 +20,8 @@ DOCKERFILES = {name: ROOT / f"deployment/Dockerfile.{name}" for name in ("train"
 BASE = "python:3.11-slim"
 BUILD_ARGS = {"BUNDLE": "models/runs/digits-cnn-base/bundle"}  # documented in DOCKER.md
 DOCS = ROOT / "deployment/DOCKER.md"
+LOCKS = {"train": "requirements.lock", "serve": "deployment/requirements-serve.lock"}
+NO_TENSORFLOW = ("tensorflow", "keras", "tf-keras", "tensorboard", "tf2onnx")  # not in serve
 
 
 @dataclass(frozen=True)
@@ -104,11 +108,41 @@ def test_slim_python_311_base(dockerfile) -> None:
 def test_installs_the_lock_then_the_package(dockerfile) -> None:
     name, instructions = dockerfile
     runs = [i.args for i in only(instructions, "RUN")]
-    lock = [k for k, r in enumerate(runs) if "pip install -r requirements.lock" in r]
+    lock_file = Path(LOCKS[name])
+    lock = [k for k, r in enumerate(runs) if f"pip install -r {lock_file.name}" in r]
     package = [k for k, r in enumerate(runs) if "pip install --no-deps" in r and " ." in r]
     assert lock and package and lock[0] < package[0], f"{name}: {runs}"
     copied = [src for i in only(instructions, "COPY") for src in words(i)[:-1]]
-    assert "requirements.lock" in copied and "pyproject.toml" in copied
+    assert str(lock_file) in copied and "pyproject.toml" in copied
+
+
+def _pins(path: Path) -> dict[str, str]:
+    """{normalized name: version} of a lock; every requirement must be name==version."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, sep, version = line.partition("==")
+            assert sep and version.strip(), f"{path.name}: not pinned: {line!r}"
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    return pins
+
+
+def test_serve_lock_is_the_main_locks_versions_without_tensorflow() -> None:
+    serve, main = _pins(ROOT / LOCKS["serve"]), _pins(ROOT / LOCKS["train"])
+    differ = {n: (v, main.get(n)) for n, v in serve.items() if main.get(n) != v}
+    assert not differ, f"serve lock version != requirements.lock (or missing there): {differ}"
+    assert not set(NO_TENSORFLOW) & set(serve), "the serve image must not install TensorFlow"
+    # what the server imports to serve ONNX (deployment/server, a bundle's serving.py)
+    for needed in ("fastapi", "uvicorn", "httptools", "uvloop", "orjson", "onnxruntime"):
+        assert needed in serve, needed
+    for needed in ("numpy", "pillow", "prometheus-client", "python-multipart"):
+        assert needed in serve, needed
+
+
+def test_serve_image_runs_onnx() -> None:
+    """No TensorFlow in the image: the onnx backend, so that a bundle without model.onnx
+    fails at start with a clear message, not on an import."""
+    assert flag(serve_cmd(), "--backend") == "onnx"
 
 
 def test_copy_sources_exist_and_are_in_the_context(dockerfile) -> None:

@@ -14,11 +14,13 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from data_processing.sources import seed
 from deployment.release.feedback_export import export
 from deployment.server.feedback_store import FeedbackStore
+from deployment.server.inference import ApiError
 
 LABELS = ["a", "b", "c"]
 
@@ -69,6 +71,26 @@ def test_a_restart_keeps_every_record_and_relabels_from_the_database(tmp_path: P
     record = again.record({"request_id": rid, "true_label": "a"})
     assert record["true_label"] == "a" and record["correct"] is True
     assert record["labels"] == LABELS and rows(tmp_path)[0]["true_label"] == "a"
+
+
+def test_shared_stores_see_each_others_predictions_within_the_bounds(tmp_path: Path) -> None:
+    """--workers N: a prediction one worker remembers gets feedback through another; the
+    pending table keeps the newest `capacity` predictions and at most max_bytes of images."""
+    images = [noise_png(60 + i) for i in range(4)]
+    size = len(images[0])
+    one = FeedbackStore(tmp_path, capacity=3, max_bytes=3 * size + 10, shared=True)
+    other = FeedbackStore(tmp_path, capacity=3, max_bytes=3 * size + 10, shared=True)
+    rids = [predicted(one, image) for image in images]  # the first is forgotten
+    with pytest.raises(ApiError) as err:
+        other.record({"request_id": rids[0], "true_label": "a"})
+    assert err.value.status == 404
+    record = other.record({"request_id": rids[1], "true_label": "b"})
+    assert record["model_version"] == "v1"
+    assert (tmp_path / record["image"]).read_bytes() == images[1]
+    # one image over max_bytes: it and all before it are forgotten, as in memory
+    predicted(one, noise_png(70) + b"\0" * (4 * size))
+    with sqlite3.connect(tmp_path / "feedback.sqlite3") as db:
+        assert db.execute("SELECT COUNT(*) FROM pending").fetchone() == (0,)
 
 
 def test_export_is_a_seed_dataset_the_importer_reads(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ load_bundle runs in fresh subprocesses, since it swaps the bundle's code/ onto s
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -107,6 +108,48 @@ def test_onnx_backend_never_imports_tensorflow(bundle: Path, images: list[Path])
     np.testing.assert_allclose(result["probs"][0], expected, rtol=0, atol=ATOL)
     keras_sha = hashlib.sha256((bundle / "model.keras").read_bytes()).hexdigest()
     assert result["version"] == keras_sha[:12]  # the model's identity, whatever the backend
+
+
+# sitecustomize for the server and its workers: TensorFlow and Keras cannot be imported, as in
+# the serve image (deployment/requirements-serve.lock)
+BLOCK_TENSORFLOW = """
+import importlib.abc, sys
+
+class NoTensorFlow(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
+            raise ImportError(f"{name} is blocked: the serve image has no TensorFlow")
+
+sys.meta_path.insert(0, NoTensorFlow())
+"""
+
+
+def test_the_server_serves_onnx_with_tensorflow_blocked(
+    bundle: Path, images: list[Path], tmp_path: Path
+):
+    """What the serve image promises: `serve --workers 2` on a bundle with model.onnx starts
+    and answers a v2 infer (the image as BYTES) with onnxruntime's probabilities while
+    tensorflow and keras cannot be imported, in the parent and in each worker."""
+    from servers import call, image_input, running
+
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site/sitecustomize.py").write_text(BLOCK_TENSORFLOW)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(ROOT)])}
+    blocked = subprocess.run(
+        [sys.executable, "-c", "import keras"], env=env, capture_output=True, text=True
+    )
+    assert "keras is blocked" in blocked.stderr  # the blocker works
+    onnx_predictor = serving.load(bundle, "onnx")
+    expected = onnx_predictor.predict(onnx_predictor.prepare(images[0])[None])[0]
+    name = json.loads((bundle / "lineage.json").read_text())["cell"]
+    flags = ("--bundle", bundle, "--workers", "2")
+    with running(tmp_path, *flags, cwd=ROOT, feedback=tmp_path / "feedback", env=env) as srv:
+        body = image_input(images[0].read_bytes())
+        status, answer = call(srv, "POST", f"/v2/models/{name}/infer", body)
+        log = srv.logged()
+    assert status == 200, answer
+    np.testing.assert_allclose(answer["outputs"][0]["data"], expected, rtol=0, atol=ATOL)
+    assert log.count("(backend onnx;") == 2 and "Traceback" not in log, log[-3000:]
 
 
 def test_tampered_onnx_is_refused(bundle: Path, tmp_path: Path, images: list[Path]):

@@ -310,3 +310,141 @@ def test_no_model_yet_serves_unready_then_loads_the_pointer(releases, tmp_path: 
         assert status == 200
     finally:
         stop(srv)
+
+
+# ---- --workers 2: every worker reloads, /metrics adds up, feedback crosses workers ----
+
+
+@pytest.fixture(scope="module")
+def workers(releases, tmp_path_factory: pytest.TempPathFactory):
+    """`serve --workers 2` on a pointer of its own (release a, absolute paths), polled every
+    0.2 s; (server, its project). Stopping it (SIGTERM) drains both workers: exit status 0."""
+    root, a, _ = releases
+    project = tmp_path_factory.mktemp("workers")
+    write_pointer(project, a.pointer(**_absolute(root, a)))
+    pointer = project / "deployment/production.json"
+    flags = ("--workers", "2", "--pointer", pointer, "--watch-interval", "0.2")
+    srv = start(project, *flags, "--drain-seconds", "0.2", name="workers")
+    yield srv, project
+    stop(srv)
+    assert srv.proc.returncode == 0 and "Traceback" not in srv.logged(), srv.logged()[-3000:]
+
+
+def _absolute(root: Path, release) -> dict:
+    return {"bundle": str(root / release.bundle), "eval_samples": str(root / release.eval_samples)}
+
+
+def _lives(srv: Server, count: int) -> list[tuple[int, str]]:
+    """(pid, model_version) of `count` GET /v2/health/live, each on a new connection (urllib
+    closes it), so the kernel may hand each to either worker."""
+    answers = []
+    for _ in range(count):
+        status, body = call(srv, "GET", "/v2/health/live")
+        assert status == 200, (status, body)
+        answers.append((body["pid"], body["model_version"]))
+    return answers
+
+
+def test_every_worker_reloads_the_pointer(workers, releases) -> None:
+    (srv, project), (root, a, b) = workers, releases
+    before = _lives(srv, 40)
+    pids = {pid for pid, _ in before}
+    assert len(pids) == 2 and {v for _, v in before} == {a.sha256[:12]}, before
+    write_pointer(project, b.pointer(**_absolute(root, b)))
+    deadline = time.monotonic() + RELOAD_TIMEOUT
+    while {v for _, v in _lives(srv, 10)} != {b.sha256[:12]}:
+        assert time.monotonic() < deadline, srv.logged()[-3000:]
+    after = _lives(srv, 40)
+    assert {pid for pid, _ in after} == pids, after  # the same two processes, both reloaded
+    assert {v for _, v in after} == {b.sha256[:12]}, after
+    assert len(re.findall(r"serve: ready: .* version " + b.sha256[:12], srv.logged())) == 2
+    for found in _scrapes(srv).values():  # each swap counts; a is served by no worker now
+        assert found[-1]["serve_model_reloads_total{}"] == 2
+        assert found[-1][f"serve_model_info{{name={CELL},version={b.sha256[:12]}}}"] == 1
+        assert found[-1][f"serve_model_info{{name={CELL},version={a.sha256[:12]}}}"] == 0
+
+
+def _scrape(srv: Server) -> tuple[int, dict[str, float]]:
+    """(pid, {series: value}) of one GET /metrics, the pid from a GET /v2/health/live on the
+    same connection (one connection is one worker's)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    try:
+        conn.request("GET", "/v2/health/live")
+        pid = json.loads(conn.getresponse().read())["pid"]
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            samples[f"{s.name}{{{labels}}}"] = s.value
+    return pid, samples
+
+
+def _scrapes(srv: Server, at_least: int = 4) -> dict[int, list[dict[str, float]]]:
+    """`_scrape`s until both workers have answered (and `at_least` in all), by pid."""
+    found: dict[int, list[dict[str, float]]] = {}
+    for _ in range(200):
+        pid, samples = _scrape(srv)
+        found.setdefault(pid, []).append(samples)
+        if len(found) == 2 and sum(map(len, found.values())) >= at_least:
+            return found
+    raise AssertionError(f"one worker answered 200 scrapes: {list(found)}")
+
+
+def test_metrics_add_up_across_workers(workers) -> None:
+    """K infers, each on a new connection: every worker's /metrics counts K more in all,
+    and the drift windows (each worker's own) grow by K in all, each worker's by some."""
+    srv, _ = workers
+    counter = "serve_requests_total{method=POST,route=/v2/models/{name}/infer,status=200}"
+    window = "serve_drift_window_predictions{}"
+    before = _scrapes(srv)
+    count = {s.get(counter, 0.0) for found in before.values() for s in found}
+    assert len(count) == 1, count
+    k = 30
+    pixels = {"name": "pixels", "datatype": "UINT8", "shape": [1, 8, 8, 1], "data": [7] * 64}
+    for _ in range(k):
+        status, body = call(srv, "POST", f"/v2/models/{CELL}/infer", {"inputs": [pixels]})
+        assert status == 200, body
+    after = _scrapes(srv, at_least=10)
+    assert {s[counter] for found in after.values() for s in found} == {count.pop() + k}
+    grown = {pid: after[pid][-1][window] - before[pid][-1][window] for pid in after}
+    assert sum(grown.values()) == k and min(grown.values()) > 0, grown
+
+
+def _connect(srv: Server, other_than: int | None = None) -> tuple[http.client.HTTPConnection, int]:
+    """A connection and the pid of the worker that holds it; another one's when asked."""
+    for _ in range(200):
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+        conn.request("GET", "/v2/health/live")
+        pid = json.loads(conn.getresponse().read())["pid"]
+        if pid != other_than:
+            return conn, pid
+        conn.close()
+    raise AssertionError(f"worker {other_than} answered 200 connections")
+
+
+def _post(conn: http.client.HTTPConnection, path: str, body: bytes, kind: str) -> tuple:
+    conn.request("POST", path, body, {"Content-Type": kind})
+    response = conn.getresponse()
+    return response.status, json.loads(response.read())
+
+
+def test_feedback_reaches_the_worker_that_did_not_predict(workers) -> None:
+    """/predict on one worker, /feedback on the other: stored (the recent predictions are in
+    the database with --workers > 1)."""
+    srv, _ = workers
+    for i in range(3):
+        conn, pid = _connect(srv)
+        status, answer = _post(conn, "/predict", png(i, seed=20 + i), "image/png")
+        conn.close()
+        assert status == 200, answer
+        conn, _ = _connect(srv, other_than=pid)
+        body = json.dumps({"request_id": answer["request_id"], "true_label": "bar"}).encode()
+        status, stored = _post(conn, "/feedback", body, "application/json")
+        conn.close()
+        assert status == 200 and stored["record"]["model_version"] == answer["model_version"]

@@ -111,9 +111,11 @@ class DriftWindow:
     def observe(self, bundle, probs: np.ndarray) -> None:
         """Add each row of probs [N, K]; rows from any bundle but the current one are
         dropped (requests still finishing on the old bundle after a swap)."""
-        if len(probs) == 0:
-            return
-        classes, scores = probs.argmax(axis=1), probs.max(axis=1)
+        if len(probs):
+            self.observe_top(bundle, probs.argmax(axis=1).tolist(), probs.max(axis=1).tolist())
+
+    def observe_top(self, bundle, classes: list[int], scores: list[float]) -> None:
+        """`observe` for rows already reduced to their top-1 class and top score."""
         with self._lock:
             if bundle is not self._owner:
                 return

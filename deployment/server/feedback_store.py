@@ -6,7 +6,8 @@
 /predict remembers recent predictions in memory (bounded by count and bytes); POST /feedback
 {request_id, true_label} stores one. A request's split is fixed at its first feedback (every
 `test_every`-th record goes to test), and posting again relabels it: the last answer wins.
-The watch exports it as a dataset (deployment/release/feedback_export.py).
+The watch exports it as a dataset (deployment/release/feedback_export.py). With --workers
+N > 1 (shared=True) the recent predictions are kept in the database instead (pending.py).
 
 Errors: a request_id that is not 32 hex characters (it names files) or a label the model does
 not know is 400; a full disk is 507, another write failure 503, and the database is left as
@@ -23,12 +24,11 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image as PILImage
 
+from deployment.server import pending
 from deployment.server.inference import ApiError
 
 REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex
@@ -61,13 +61,6 @@ CREATE TABLE IF NOT EXISTS feedback (
 """
 
 
-@dataclass
-class _Pending:
-    record: dict  # what was predicted, and by which model
-    labels: list[str]  # the serving model's classes: the valid true labels
-    image: bytes
-
-
 def connect(root: Path) -> sqlite3.Connection:
     """The feedback database under root (created when missing), in WAL mode: readers (the
     watch) never block the server, and a crash mid-write loses nothing committed."""
@@ -83,7 +76,8 @@ def connect(root: Path) -> sqlite3.Connection:
 
 
 class FeedbackStore:
-    """Remember recent predictions with their images; store feedback in the database."""
+    """Remember recent predictions with their images; store feedback in the database.
+    shared: remember them in the database, for every process on it (pending.Shared)."""
 
     def __init__(
         self,
@@ -91,28 +85,25 @@ class FeedbackStore:
         capacity: int = 1000,
         max_bytes: int = 256 << 20,  # 256 MiB of remembered uploads
         test_every: int = 5,
+        shared: bool = False,
     ) -> None:
         self.root = Path(root)
-        self.capacity, self.max_bytes, self.test_every = capacity, max_bytes, test_every
-        self._recent: OrderedDict[str, _Pending] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()  # the memory of recent predictions
+        self.test_every = test_every
         self._db_lock = threading.Lock()  # one connection, used by one thread at a time
         self._db = connect(self.root)
+        self.recent = (
+            pending.Shared(self._db, self._db_lock, capacity, max_bytes)
+            if shared
+            else pending.Memory(capacity, max_bytes)
+        )
         if (self.root / RECORDS).is_dir():
             self._migrate()
 
     def remember(self, request_id: str, image: bytes, record: dict, labels: list[str]) -> None:
         """Keep what was predicted for request_id and its image; forget the oldest past the
         bounds (one image over max_bytes is not kept: feedback on it is 404)."""
-        with self._lock:
-            record = {**record, "predicted_at": round(time.time(), 3)}
-            self._recent[request_id] = _Pending(record, list(labels), image)
-            self._bytes += len(image)
-            while self._recent and (
-                len(self._recent) > self.capacity or self._bytes > self.max_bytes
-            ):
-                self._bytes -= len(self._recent.popitem(last=False)[1].image)
+        record = {**record, "predicted_at": round(time.time(), 3)}
+        self.recent.remember(request_id, pending.Pending(record, list(labels), image))
 
     def record(self, body: object) -> dict:
         """Validate {request_id, true_label}; store the image (once) and the row.
@@ -129,11 +120,10 @@ class FeedbackStore:
         request_id, label = body["request_id"], body["true_label"]
         if not isinstance(request_id, str) or not REQUEST_ID.match(request_id):
             raise ApiError(400, "request_id must be the 32 hex characters /predict returned")
-        with self._lock:
-            pending = self._recent.get(request_id)
         try:
+            remembered = self.recent.get(request_id)
             with self._db_lock:
-                return self._store(request_id, label, pending)
+                return self._store(request_id, label, remembered)
         except (sqlite3.OperationalError, OSError) as err:
             status = _storage_status(err)
             if status is None:
@@ -142,11 +132,11 @@ class FeedbackStore:
             message = f"the feedback store's {problem} ({err}); nothing was stored"
             raise ApiError(status, message) from None
 
-    def _store(self, request_id: str, label: str, pending: "_Pending | None") -> dict:
+    def _store(self, request_id: str, label: str, remembered: pending.Pending | None) -> dict:
         stored = self.get(request_id)
-        if pending is None and stored is None:
+        if remembered is None and stored is None:
             raise ApiError(404, f"unknown request_id {request_id}")
-        labels = pending.labels if stored is None else stored["labels"]
+        labels = remembered.labels if stored is None else stored["labels"]
         if label not in labels:
             raise ApiError(400, f"unknown label {label!r}; the model knows {labels}")
         if stored is not None:
@@ -156,8 +146,8 @@ class FeedbackStore:
                     (label, int(label == stored["predicted_label"]), request_id),
                 )
             return {**stored, "true_label": label, "correct": label == stored["predicted_label"]}
-        image = self._write_image(pending.image)
-        record = {"request_id": request_id, **pending.record, "labels": labels}
+        image = self._write_image(remembered.image)
+        record = {"request_id": request_id, **remembered.record, "labels": labels}
         record |= {"true_label": label, "correct": label == record["predicted_label"]}
         self._db.execute("BEGIN IMMEDIATE")  # the split's count and the insert, together
         try:
@@ -199,12 +189,17 @@ class FeedbackStore:
 
     def _migrate(self) -> None:
         """Move records/<request_id>.json (older servers) into the database, in their
-        arrival order, keeping split and file; then rename the folder records.migrated."""
+        arrival order, keeping split and file; then rename the folder records.migrated. Of
+        several workers starting at once, each migrates what is not in the database yet (none
+        after the first), within one transaction, and the first rename wins."""
         folder = self.root / RECORDS
-        records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-        records.sort(key=lambda r: (r.get("predicted_at", 0), r["request_id"]))
         with self._db_lock:
             self._db.execute("BEGIN IMMEDIATE")
+            try:
+                records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+            except FileNotFoundError:  # another worker renamed the folder meanwhile
+                records = []
+            records.sort(key=lambda r: (r.get("predicted_at", 0), r["request_id"]))
             for record in records:
                 if (
                     self.get(record["request_id"]) is None
@@ -213,7 +208,10 @@ class FeedbackStore:
                     image = self._write_image((self.root / record["file"]).read_bytes())
                     self._insert(record | {"image": image})
             self._db.execute("COMMIT")
-        folder.rename(folder.with_name(f"{RECORDS}.migrated"))
+        try:
+            folder.rename(folder.with_name(f"{RECORDS}.migrated"))
+        except FileNotFoundError:
+            pass
 
 
 def _record(row: tuple) -> dict:

@@ -1,4 +1,5 @@
-"""Shared by every endpoint: the JSON error type, image decoding with limits, top-k.
+"""Shared by every endpoint: the JSON error type and response, image decoding with limits,
+top-k.
 
 Images arrive as encoded bytes (PNG/JPEG/...) or as uint8 arrays. Encoded bytes go through
 the bundle's own `Predictor.prepare` (its copy of data_processing.images.shrink: JPEG draft
@@ -11,12 +12,15 @@ of at most `max_pixels` each, whatever clients send.
 """
 
 import io
+import json
 import threading
 from contextlib import contextmanager
 
 import numpy as np
+import orjson
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
+from starlette import responses
 
 
 class ApiError(Exception):
@@ -26,6 +30,23 @@ class ApiError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class JSONResponse(responses.JSONResponse):
+    """Starlette's JSONResponse, rendered by orjson (several times faster than json.dumps);
+    what orjson refuses (a lone surrogate that a client's JSON escaped, an int over 64 bits)
+    falls back to json.dumps with ASCII escapes, never a 500."""
+
+    def render(self, content) -> bytes:
+        return dumps(content)
+
+
+def dumps(content) -> bytes:
+    """`content` as compact JSON bytes (JSONResponse's rendering); NaN is null."""
+    try:
+        return orjson.dumps(content)
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(content, separators=(",", ":")).encode()
 
 
 def pinned(request):

@@ -9,6 +9,9 @@ names the one that served it. A bad candidate leaves the old model serving and c
 serve_model_load_failures_total{reason}. A pointer to another cell renames the model in the
 URLs.
 
+With --workers N (workers.py) each worker process has its own State, and readiness is 200
+only once all N have their model: each marks itself ready with a file in env SERVE_READY_DIR.
+
 SIGTERM: readiness turns 503 at once, new requests get 503 {"error": "shutting down"},
 requests in flight finish (for at least --drain-seconds, at most --shutdown-timeout), then
 the process exits with status 0 (1 when the first load failed).
@@ -26,12 +29,11 @@ from pathlib import Path
 import numpy as np
 import uvicorn
 from fastapi import Request
-from fastapi.responses import JSONResponse
 
 from deployment.server.batching import Batcher
 from deployment.server.bundle import load_bundle
 from deployment.server.feedback_store import FeedbackStore
-from deployment.server.inference import ApiError, DecodeLimits, pinned
+from deployment.server.inference import ApiError, DecodeLimits, JSONResponse, pinned
 from deployment.server.reload import (
     CandidateError,
     PointerWatcher,
@@ -42,6 +44,7 @@ from deployment.server.reload import (
 from deployment.server.telemetry import Metrics
 
 ALWAYS_ANSWERED = ("/v2/health/live", "/v2/health/ready", "/metrics")  # also while draining
+READY_DIR = "SERVE_READY_DIR"  # --workers N > 1: a file per worker with a model (workers.py)
 
 
 @dataclass
@@ -61,6 +64,7 @@ class Config:
     batch_timeout_ms: float = 2.0  # the longest a single image waits for others to batch
     drain_seconds: float = 2.0  # SIGTERM: readiness is false at least this long before exit
     shutdown_timeout: float = 30.0  # SIGTERM: the longest wait for in-flight requests
+    workers: int = 1  # server processes on the port (workers.py), each with its own State
 
 
 class State:
@@ -85,7 +89,12 @@ class State:
 
     @property
     def ready(self) -> bool:
-        return self.bundle is not None and not self.draining
+        """A model is loaded and the server is not draining; with --workers N, in every
+        worker (a file each in SERVE_READY_DIR)."""
+        if self.bundle is None or self.draining:
+            return False
+        folder = os.environ.get(READY_DIR)
+        return not folder or len(os.listdir(folder)) >= self.config.workers
 
     def version(self) -> str | None:
         return self.bundle.version if self.bundle else None
@@ -118,7 +127,7 @@ class State:
         if config.pointer and config.watch_interval:  # before reading: no change is missed
             self.watcher = PointerWatcher(config.pointer, config.watch_interval, self.reload)
         try:
-            self.store = FeedbackStore(config.feedback_dir)
+            self.store = FeedbackStore(config.feedback_dir, shared=config.workers > 1)
             if config.bundle is not None:
                 started = time.perf_counter()
                 bundle = load_bundle(
@@ -173,13 +182,13 @@ class State:
         PILImage.MAX_IMAGE_PIXELS = self.config.max_pixels  # after the bundle's own value
         drift = self.metrics.drift.reset(bundle)  # before the swap: no old predictions in it
         old, self.bundle = self.bundle, bundle  # one assignment: requests see old or new
+        if old is None and (folder := os.environ.get(READY_DIR)):
+            Path(folder, str(os.getpid())).touch()  # this worker is ready (workers.py)
         seconds = time.perf_counter() - started
         self.metrics.load_seconds.set(seconds)
-        self.metrics.model.labels(bundle.name, bundle.version).set(1)
+        self.metrics.swap_model(old, bundle)
         if old is not None:
             self.metrics.reloads.inc()
-            if (old.name, old.version) != (bundle.name, bundle.version):
-                self.metrics.model.remove(old.name, old.version)
         where = f"from {bundle.path}; serving module {bundle.serving.__file__}"
         print(
             f"serve: ready: {bundle.name} version {bundle.version} {where} "

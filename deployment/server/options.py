@@ -1,8 +1,12 @@
-"""The server's command line: its flags, and the Config they make (lifecycle.Config)."""
+"""The server's command line: its flags, and the Config they make (lifecycle.Config), as JSON
+for the worker processes of --workers N (deployment/server/workers.py)."""
 
 import argparse
+import json
+import math
+import os
 import sys
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from deployment.server import pointer
@@ -20,6 +24,29 @@ WAITING = (
 )
 
 
+def cores() -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup CPU quota (a
+    container's --cpus or a Kubernetes CPU limit, which affinity does not show)."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    quota = _cpu_quota()
+    return max(1, min(count or 1, math.ceil(quota))) if quota else count or 1
+
+
+def _cpu_quota() -> float | None:
+    """CPUs' worth of time the cgroup may use (quota / period); None when unlimited."""
+    try:  # cgroup v2: "max 100000" or "200000 100000"
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+    except (OSError, ValueError):
+        try:  # cgroup v1: quota -1 is unlimited
+            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
+            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1") or not quota.isdigit() or not period.isdigit() or not int(period):
+        return None
+    return int(quota) / int(period)
+
+
 def _positive(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"want an integer >= 1, got {text!r}")
@@ -30,6 +57,13 @@ def _positive(text: str) -> int:
 FLAGS = {
     "--host": dict(default="127.0.0.1", help="address to listen on"),
     "--port": dict(type=int, default=8080, help="port to listen on"),
+    "--workers": dict(
+        type=_positive,
+        default=cores(),
+        help="server processes sharing the port, each with its own model and pointer "
+        "watcher (deployment/server/workers.py); 1: one process; the default is the cores "
+        "this process may use",
+    ),
     "--bundle": dict(type=Path, help="serve this bundle (no pointer, no reload)"),
     "--pointer": dict(type=Path, default=pointer.PATH, help="the production pointer"),
     "--watch-pointer": dict(
@@ -102,6 +136,7 @@ FLAGS = {
     ),
 }
 DERIVED = ("bundle", "pointer", "watch_interval")  # Config fields `config` works out
+PATHS = ("bundle", "pointer", "feedback_dir")  # Config's Path fields: strings in JSON
 
 
 def parse(argv: list[str] | None = None, doc: str = "") -> argparse.Namespace:
@@ -134,3 +169,14 @@ def config(args: argparse.Namespace) -> Config:
         watch_interval=args.watch_interval if args.watch_pointer and not args.bundle else None,
         **{f.name: getattr(args, f.name) for f in fields(Config) if f.name not in DERIVED},
     )
+
+
+def to_json(config: Config) -> str:
+    """`config` as JSON text, how --workers hands it to each worker process (no pickle)."""
+    return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()})
+
+
+def from_json(text: str) -> Config:
+    """The Config `to_json` wrote."""
+    data = json.loads(text)
+    return Config(**{k: Path(v) if k in PATHS and v is not None else v for k, v in data.items()})

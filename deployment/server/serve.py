@@ -5,10 +5,12 @@ through deployment.server.bundle.load_bundle (--backend auto | onnx | tf); write
 seed-format dataset under --feedback-dir (deployment/server/feedback_store.py).
 
 Run: python -m deployment.server.serve --host 127.0.0.1 --port 8080 [--bundle PATH]
-        [--backend auto] [--drift-window 500] [--batch-max-size 1 --batch-timeout-ms 2]
+        [--workers N] [--backend auto] [--drift-window 500]
+        [--batch-max-size 1 --batch-timeout-ms 2]
 
 Endpoints (every JSON answer carries model_version; errors are {"error": ...}):
-    GET  /v2/health/live, /v2/health/ready, /v2            server health and metadata
+    GET  /v2/health/live, /v2/health/ready, /v2            server health (live: with the
+                                                            answering process's pid) and metadata
     GET  /v2/models/{name}[/versions/{v}][/ready]          model metadata / readiness
     POST /v2/models/{name}[/versions/{v}]/infer            v2 infer (see deployment/server/oip.py)
     POST /v2/repository/index                              the one loaded model
@@ -25,14 +27,16 @@ gathers concurrent one-image requests into model calls of up to N images, waitin
 --batch-timeout-ms (deployment/server/batching.py).
 
 Serving the pointer, the server hot-reloads when it changes, and SIGTERM drains before exit:
-both are in lifecycle.py.
+both are in lifecycle.py. --workers N (default: the cores) runs N such servers as processes on
+one port, each reloading on its own; /metrics adds theirs up (deployment/server/workers.py).
+JSON is read and written with orjson; uvicorn runs on httptools and uvloop (uvicorn[standard]).
 """
 
 import base64
 import binascii
 import ctypes
-import json
 import os
+import socket
 import sys
 import threading
 import traceback
@@ -41,13 +45,13 @@ from contextlib import asynccontextmanager
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from deployment.server import human, oip, options
-from deployment.server.inference import ApiError, decode_images, pinned
+from deployment.server import human, oip, options, workers
+from deployment.server.inference import ApiError, JSONResponse, decode_images, dumps, pinned
 from deployment.server.lifecycle import Config, DrainingServer, Lifecycle, State
 from deployment.server.telemetry import Guard
 
@@ -57,33 +61,35 @@ INLINE_BYTES = 64 << 10  # infer requests up to this size may run on the event l
 
 
 def _routes_v2(app: FastAPI, state: State) -> None:
+    # async: answered on the event loop, without the hop to a worker thread a `def` route takes
     @app.get("/v2/health/live")
-    def live():
-        return state.reply({"live": True})
+    async def live():
+        return state.reply({"live": True, "pid": os.getpid()})  # which --workers process
 
     @app.get("/v2/health/ready")
-    def ready():
-        return state.reply({"ready": state.ready}, 200 if state.ready else 503)
+    async def ready():
+        ready = state.ready
+        return state.reply({"ready": ready}, 200 if ready else 503)
 
     @app.get("/v2")
-    def server_metadata():
+    async def server_metadata():
         return state.reply(SERVER)
 
     @app.post("/v2/repository/index")
-    def repository_index(request: Request):
+    async def repository_index(request: Request):
         bundle = pinned(request)
         models = [{"name": bundle.name, "version": bundle.version}] if bundle else []
         return JSONResponse([{**m, "state": "READY"} for m in models])
 
     @app.get("/v2/models/{name}")
     @app.get("/v2/models/{name}/versions/{version}")
-    def model_metadata(request: Request, name: str, version: str | None = None):
+    async def model_metadata(request: Request, name: str, version: str | None = None):
         bundle = state.model(request, name, version)
         return state.reply(oip.model_metadata(bundle), bundle=bundle)
 
     @app.get("/v2/models/{name}/ready")
     @app.get("/v2/models/{name}/versions/{version}/ready")
-    def model_ready(request: Request, name: str, version: str | None = None):
+    async def model_ready(request: Request, name: str, version: str | None = None):
         bundle = state.model(request, name, version)
         return state.reply({"name": bundle.name, "ready": True}, bundle=bundle)
 
@@ -111,7 +117,7 @@ def _route_infer(app: FastAPI, state: State) -> None:
         answer, raw = oip.response(parsed, probs, bundle)
         if not raw:
             return JSONResponse(answer)
-        head = json.dumps(answer).encode()
+        head = dumps(answer)
         return Response(
             head + raw,
             media_type="application/octet-stream",
@@ -140,7 +146,7 @@ def _inline(state: State, bundle, body: bytes, parsed: object) -> bool:
 def _routes_v1(app: FastAPI, state: State) -> None:
     @app.get("/v1/models/{name}")
     @app.get("/v1/models/{name}/versions/{version}")
-    def model_status(request: Request, name: str, version: str | None = None):
+    async def model_status(request: Request, name: str, version: str | None = None):
         bundle = state.model(request, name, version)
         status = {"error_code": "OK", "error_message": ""}
         version = {"version": bundle.version, "state": "AVAILABLE", "status": status}
@@ -209,7 +215,15 @@ def create_app(config: Config) -> FastAPI:
         state.stop()
 
     app = FastAPI(
-        title="reprovision", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan
+        title="reprovision",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+        # /metrics is Prometheus (telemetry.py); FastAPI's own OpenTelemetry looks for a
+        # configured provider on every request (about 10 us of the hot path)
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.serve = state
     _error_handlers(app, state)
@@ -217,7 +231,7 @@ def create_app(config: Config) -> FastAPI:
 
     @app.get("/metrics")
     def metrics():
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     _routes_v2(app, state)
     _routes_v1(app, state)
@@ -241,15 +255,35 @@ def _few_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
-def main() -> None:
+def run(
+    config: Config,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    sockets: list[socket.socket] | None = None,
+) -> int:
+    """Serve `config` in this process until SIGTERM (drained), on host:port or on `sockets`
+    already listening (a --workers process's); return the exit status, 1 when the first load
+    failed."""
     _few_malloc_arenas()  # before any thread allocates
-    args = options.parse(doc=__doc__)
-    app = create_app(options.config(args))
-    server_config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level="warning", timeout_graceful_shutdown=5
+    app = create_app(config)
+    server_config = uvicorn.Config(  # http and loop "auto": httptools and uvloop
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,  # not a logger call per request (warning hides them anyway)
+        timeout_graceful_shutdown=5,
     )
-    DrainingServer(server_config, app.state.serve).run()
-    sys.exit(1 if app.state.serve.failed else 0)
+    DrainingServer(server_config, app.state.serve).run(sockets)
+    return 1 if app.state.serve.failed else 0
+
+
+def main() -> None:
+    args = options.parse(doc=__doc__)
+    config = options.config(args)
+    if args.workers > 1:
+        sys.exit(workers.supervise(config, args.host, args.port, args.workers))
+    sys.exit(run(config, args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -15,13 +15,31 @@ Metrics (GET /metrics):
                                                  bundle/reference.json (deployment/server/drift.py)
 `route` is the route template ("/v2/models/{name}/infer"), never the raw path, so label
 cardinality stays bounded.
+
+With --workers N > 1 (deployment/server/workers.py) PROMETHEUS_MULTIPROC_DIR is set, and
+prometheus-client's multiprocess mode keeps every worker's counters, histograms and gauges in
+files there; any worker's /metrics adds them up (MultiProcessCollector): counters and
+histograms are sums over the workers (serve_model_reloads_total counts each worker's swap,
+N per pointer change), serve_model_info is 1 while any live worker serves that version (0
+once none does: a series cannot be removed in that mode), serve_model_load_seconds the most
+recent load. The drift gauges are the answering worker's own window of its share of the
+predictions.
 """
 
 import json
+import os
 import time
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from deployment.server.drift import DriftCollector, DriftWindow
 from deployment.server.inference import ApiError
@@ -30,6 +48,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 disable_created_metrics()  # the *_created series only add noise here
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # set by workers.py for --workers N > 1
 
 
 class Metrics:
@@ -49,7 +68,13 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.model = Gauge("serve_model_info", "Loaded model", ["name", "version"], registry=r)
+        self.model = Gauge(
+            "serve_model_info",
+            "Loaded model",
+            ["name", "version"],
+            registry=r,
+            multiprocess_mode="livemax",  # 1 while a live worker serves it
+        )
         self.confidence = Histogram(
             "serve_prediction_confidence",
             "Top-1 probability",
@@ -77,15 +102,37 @@ class Metrics:
             "serve_model_load_seconds",
             "Load, warm-up and self-check of the served bundle",
             registry=r,
+            multiprocess_mode="livemostrecent",
         )
+
+    def exposition(self) -> bytes:
+        """The text GET /metrics answers: this process's registry, or with --workers N > 1
+        every worker's metrics added up (the module docstring)."""
+        if not os.environ.get(MULTIPROCESS_DIR):
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        registry.register(DriftCollector(self.drift))
+        return generate_latest(registry)
+
+    def swap_model(self, old, new) -> None:
+        """serve_model_info: `new` (a bundle) is served, `old` (a bundle or None) no longer
+        is; in multiprocess mode old's series stays, at 0 (its files cannot drop it)."""
+        self.model.labels(new.name, new.version).set(1)
+        if old is None or (old.name, old.version) == (new.name, new.version):
+            return
+        self.model.labels(old.name, old.version).set(0)
+        if not os.environ.get(MULTIPROCESS_DIR):
+            self.model.remove(old.name, old.version)
 
     def observe_predictions(self, probs: np.ndarray, bundle) -> None:
         """Count the top-1 class and its confidence for each row of probs [N, K] from
         `bundle`, and add them to the drift window."""
-        for row in probs:
-            self.confidence.observe(float(row.max()))
-            self.predicted.labels(bundle.labels[int(row.argmax())]).inc()
-        self.drift.observe(bundle, probs)
+        classes, scores = probs.argmax(axis=1).tolist(), probs.max(axis=1).tolist()
+        for cls, score in zip(classes, scores, strict=True):
+            self.confidence.observe(score)
+            self.predicted.labels(bundle.labels[cls]).inc()
+        self.drift.observe_top(bundle, classes, scores)
 
 
 class Guard:
