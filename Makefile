@@ -67,7 +67,7 @@ test-fault: install  # fault injection and the wrk soak (minutes); .ci/run runs 
 test-zoo: install  # every model trained on small photo sets (minutes); .ci/run runs it
 	$(BIN)/python -m pytest -q -m zoo
 
-test-cluster: install  # grid cells as a scheduler runs them, through git and S3 remotes on 127.0.0.1
+test-cluster: install  # the grid on a two-node Ray cluster, an emitted Job's cell, a fresh clone: git and S3 (moto) remotes, all on 127.0.0.1 (about 9 minutes)
 	$(BIN)/python -m pytest -q -m cluster
 
 test-grid: install  # the full sweep grid: 2 datasets x 3 models x 2 sets, about 6 minutes
