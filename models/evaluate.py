@@ -1,17 +1,23 @@
 """Evaluate one trained cell on its test split: metrics, confusion, failures, curves, profile.
 
-Streams datasets/shards/<dataset>/ (test records) through the model in bounded memory:
-confusion counts, a heap of the worst mistakes, top-k predictions written as they come.
+First fits what the bundle serves after the model on the validation split training held out
+(params `calibrate`, common/calibrate.py): a temperature and, for binary and multi-label
+data, per-class cut-offs. Then streams datasets/shards/<dataset>/ (test records) through the
+model in bounded memory: confusion counts, a heap of the worst mistakes, top-k predictions
+written as they come. Test scores (accuracy, F1, AP) are the model's; the temperature
+changes no argmax, nor which side of 0.5 a multi-label score is on.
 Reads models/runs/<cell>/train/. Writes models/metrics/<cell>.json (with the expected
-calibration error, `ece`), the plots models/plots/{confusion,per_class,calibration}/<cell>.json
-(calibration: the reliability diagram, common/calibration.py) and
-{failures,curves}/<cell>.png, and
-models/runs/<cell>/eval/:
+calibration error, `ece`, and `calibration`: the temperature and the served scores' ECE),
+the plots models/plots/{confusion,per_class,calibration,calibrated}/<cell>.json
+(calibration: the model's reliability diagram, common/calibration.py; calibrated: the served
+scores') and {failures,curves}/<cell>.png, and models/runs/<cell>/eval/:
     predictions.jsonl  one line per test image: {"file", "top": [[class index, p], ...]}
-                       (top-k), plus "probs" (all K) when the split is small
+                       (top-k), plus "probs" (all K) when the split is small (served scores)
     reference.json     test-set distributions for drift monitoring (common/reference.py)
-    samples.json       the shards' sample test files (raw bytes) with their probabilities:
+    samples.json       the shards' sample test files (raw bytes) with their served scores:
                        the deploy test and the server's self-check replay them
+    calibration.json   the temperature and cut-offs (common/postprocess.py), with validation
+                       and test NLL / ECE before and after; export copies it into the bundle
 
 Run: python -m models.evaluate digits cnn base
 """
@@ -26,14 +32,15 @@ from tqdm import tqdm
 from data_processing.core import cli
 from data_processing.core.errors import exit_on_error
 from data_processing.core.io import staged_dir, write_json
-from data_processing.core.params import Params, load_params
+from data_processing.core.params import BaseParams, Params, load_params
 from models.common import metrics, plots, profile
-from models.common.calibration import Calibration
+from models.common.calibrate import CalibrateParams, Served, fit_on_validation
 from models.common.data import Shards
 from models.common.paths import Cell
 from models.common.quiet import import_tensorflow
 from models.common.reference import Reference
 from models.common.serving import TfPredictor
+from models.common.spec import TrainParams
 
 BATCH = 256
 TOP_K = 5
@@ -76,19 +83,20 @@ def _line(file: str, probs: np.ndarray, full: bool) -> str:
     return json.dumps(record) + "\n"
 
 
-def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out) -> dict:
+def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out, fitted) -> dict:
     """Stream the test split through `model`; write predictions.jsonl lines to `out`;
-    record the probabilities of the shards' `samples` (samples.json).
+    record the served scores of the shards' `samples` (samples.json). `fitted` is the
+    validation fit (calibrate.fit_on_validation): the scores served are the model's with
+    its temperature.
 
     Returns:
-        scores, confusion counts, failure grid, reference, the samples' probabilities and
-        the runtime profile.
+        scores, confusion counts, failure grid, reference, the samples' probabilities,
+        the runtime profile and the calibration record (validation and test).
     """
     names, files = shards.categories, shards.file_names("test")
     predict = TfPredictor(model, names, None).predict
     scores = metrics.Scores(names, shards.label_mode, params.threshold)
-    failures, ref = Failures(params.n_failures), Reference(names)
-    calibration = Calibration(shards.label_mode)
+    failures, ref, served = Failures(params.n_failures), Reference(names), Served(fitted)
     wanted = {image["index"] for image in samples["images"]}
     sampled, first = {}, None
     full = len(files) * len(names) <= FULL_PROBS_LIMIT
@@ -98,9 +106,9 @@ def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out) 
         index, images = index.numpy(), images.numpy()
         first = images if first is None else first
         y = np.asarray(labels[index])
-        probs = predict(images)
-        pred = scores.update(y, probs)
-        calibration.update(y, probs)
+        model_probs = predict(images)
+        pred = scores.update(y, model_probs)
+        probs = served.update(y, model_probs)
         failures.update(index, images, y, probs, pred, names)
         ref.update(probs)
         for row, i in enumerate(index):
@@ -109,7 +117,7 @@ def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out) 
                 sampled[int(i)] = [round(float(p), 7) for p in probs[row]]
         bar.update(len(index))
     bar.close()
-    result = scores.result() | {"ece": calibration.ece(), "mce": calibration.mce()}
+    result = scores.result() | {"ece": served.before.ece(), "mce": served.before.mce()}
     timing = {
         "params": int(model.count_params()),
         "saved_model_mb": profile.saved_model_mb(model),
@@ -123,7 +131,9 @@ def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out) 
         "confusion": scores.confusion(),
         "failures": failures.result(),
         "reference": ref.result(result["per_class"]),
-        "reliability": calibration.reliability(),
+        "reliability": served.before.reliability(),
+        "reliability_served": served.after.reliability(),
+        "calibration": served.result(),
         "sampled": sampled,
         "profile": timing,
     }
@@ -135,13 +145,26 @@ def samples_with_probs(samples: dict, sampled: dict, categories: list[str]) -> d
     return {"categories": categories, **samples, "images": images}
 
 
-def metrics_record(scores: dict, summary: dict, profile: dict) -> dict:
-    """models/metrics/<cell>.json: test scores, training summary and runtime profile."""
+def metrics_record(scores: dict, summary: dict, profile: dict, calibration: dict) -> dict:
+    """models/metrics/<cell>.json: test scores, training summary, runtime profile and the
+    calibration: the temperature and ECE of the served scores."""
     test = {  # per_class is a plot of its own
         k: v if isinstance(v, bool) else round(v, 6) for k, v in scores.items() if k != "per_class"
     }
     train = {k: summary[k] for k in ("seconds", "epochs", "best_epoch", "images_per_second")}
-    return {"test": test, "train": train, "profile": {k: round(v, 4) for k, v in profile.items()}}
+    served = {
+        "temperature": calibration["temperature"],
+        "val_nll_before": calibration["val"]["nll_before"],
+        "val_nll_after": calibration["val"]["nll_after"],
+        "test_ece_before": calibration["test"]["ece_before"],
+        "test_ece_after": calibration["test"]["ece_after"],
+    }
+    return {
+        "test": test,
+        "train": train,
+        "profile": {k: round(v, 4) for k, v in profile.items()},
+        "calibration": served,
+    }
 
 
 def write_plots(cell: Cell, result: dict, history: dict) -> None:
@@ -149,11 +172,30 @@ def write_plots(cell: Cell, result: dict, history: dict) -> None:
     write_json(cell.plot("confusion", "json"), result["confusion"])
     write_json(cell.plot("per_class", "json"), result["scores"]["per_class"])
     write_json(cell.plot("calibration", "json"), result["reliability"])
+    write_json(cell.plot("calibrated", "json"), result["reliability_served"])
     images, captions = result["failures"]
     failures = plots.failures_png(images, captions, f"{cell.name}: most confident mistakes")
     for kind, png in (("failures", failures), ("curves", plots.curves_png(history, cell.name))):
         cell.plot(kind, "png").parent.mkdir(parents=True, exist_ok=True)
         cell.plot(kind, "png").write_bytes(png)
+
+
+def fit_calibration(model, shards: Shards) -> dict:
+    """The validation fit for params `calibrate`, on the split `train` held out."""
+    params = load_params("calibrate", CalibrateParams)
+    val_fraction = load_params("train", TrainParams).val_fraction
+    seed = load_params("base", BaseParams).seed
+    predict = TfPredictor(model, shards.categories, None).predict
+    return fit_on_validation(predict, shards, params, val_fraction, seed, BATCH)
+
+
+def write_outputs(out_dir, result: dict, samples: dict, categories: list[str]) -> None:
+    """eval/: reference.json, samples.json and calibration.json."""
+    write_json(out_dir / "reference.json", result["reference"])
+    write_json(
+        out_dir / "samples.json", samples_with_probs(samples, result["sampled"], categories)
+    )
+    write_json(out_dir / "calibration.json", result["calibration"])
 
 
 @exit_on_error
@@ -167,16 +209,14 @@ def main() -> None:
     summary = json.loads((cell.train_dir / "train.json").read_text())
     shards = Shards.open(cell.shards)
     samples = shards.samples()
+    fitted = fit_calibration(model, shards)
     with staged_dir(cell.eval_dir) as out_dir:
         with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as out:
-            result = evaluate(model, shards, samples, params, out)
-        write_json(out_dir / "reference.json", result["reference"])
-        write_json(
-            out_dir / "samples.json",
-            samples_with_probs(samples, result["sampled"], shards.categories),
-        )
+            result = evaluate(model, shards, samples, params, out, fitted)
+        write_outputs(out_dir, result, samples, shards.categories)
     scores = result["scores"]
-    write_json(cell.metrics, metrics_record(scores, summary, result["profile"]))
+    record = metrics_record(scores, summary, result["profile"], result["calibration"])
+    write_json(cell.metrics, record)
     write_plots(cell, result, summary["history"])
     print(
         f"evaluate: {cell.name}: accuracy {scores['accuracy']:.4f}, "

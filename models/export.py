@@ -7,6 +7,8 @@
                      (common/standard_servers; <cell> is the model's name on every server)
     labels.json      output index -> class      params.json    resolved params and model spec
     metrics.json     the cell's test metrics    lineage.json   git commit, data hashes, versions
+    calibration.json the temperature and per-class cut-offs code/ serves (evaluate fitted them
+                     on the validation split; common/postprocess.py)
     MODEL_CARD.md    what it is, its data, metrics, intended use and limits
     code/            the model file, every project module it imports, and serving.py;
                      `python -B -E -s code --bundle . ...` predicts with nothing else on the path
@@ -129,6 +131,7 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     data = lineage.data_hashes(cell.dataset)
     per_class = json.loads(cell.plot("per_class", "json").read_text())
     shutil.copy2(cell.eval_dir / "reference.json", out_dir / "reference.json")  # drift
+    shutil.copy2(cell.eval_dir / "calibration.json", out_dir / "calibration.json")
     record = {
         "cell": cell.name,
         "dataset": cell.dataset,

@@ -162,10 +162,11 @@ def copy_project(repo: Path, models: tuple[str, ...] = ("mlp", "cnn")) -> Path:
     return repo
 
 
-def build_bundle(project: Path) -> Path:
+def build_bundle(project: Path, calibrate: bool = False) -> Path:
     """Train and export a tiny mlp (cell tiny-mlp-quick) through the real stage modules in
     `project`; return its bundle. Export copies code relative to the cwd, so the packages
-    are copied in first."""
+    are copied in first. Without `calibrate` the bundle serves the model's own scores (no
+    temperature: what a bundle from before calibration.json served)."""
     for package in ("data_processing", "models"):
         ignore = shutil.ignore_patterns("runs", "plots", "metrics", "__pycache__")
         shutil.copytree(ROOT / package, project / package, ignore=ignore)
@@ -178,6 +179,7 @@ def build_bundle(project: Path) -> Path:
         train={"image_size": [8, 8]},
         hparams={"quick": {"epochs": 2, "batch_size": 8}},
         evaluate={"n_failures": 2, "profile_repeats": 1},
+        calibrate={"temperature": calibrate, "threshold": "max_f1" if calibrate else "none"},
     )
     raw, norm, cell = "datasets/raw/tiny", "datasets/normalized/tiny", ("tiny", "mlp", "quick")
     for module, *args in (

@@ -83,10 +83,12 @@ def test_bundle_contents_and_lineage(repo: Path) -> None:
         "params.json",
         "metrics.json",
         "lineage.json",
+        "calibration.json",
         "MODEL_CARD.md",
         "code/__main__.py",
         f"code/models/architectures/{pointer['model']}.py",
         "code/models/common/serving.py",
+        "code/models/common/postprocess.py",
         "code/data_processing/images.py",
     ):
         assert (bundle / name).is_file(), name
@@ -128,6 +130,7 @@ def test_plots_render_offline(repo: Path) -> None:
         "confusion",
         "per_class",
         "calibration",
+        "calibrated",
         "failures",
         "curves",
     ):

@@ -9,6 +9,20 @@ def _table(rows: list[dict], keys: list[str]) -> list[str]:
     return lines
 
 
+def _calibration(metrics: dict) -> str:
+    """The Limits line on calibration, from metrics.json's `calibration` (when evaluate wrote
+    one)."""
+    cal = metrics.get("calibration")
+    if not cal or cal["temperature"] == 1.0:
+        return "- Scores are not calibrated probabilities."
+    return (
+        f"- Scores are temperature-scaled (T = {cal['temperature']:.4g}, fitted on the "
+        f"validation split; test ECE {cal['test_ece_before']:.4f} -> "
+        f"{cal['test_ece_after']:.4f}) by code/ from calibration.json; saved_model/, "
+        "model.onnx and the Triton repository give the model's own, unscaled scores."
+    )
+
+
 def model_card(
     lineage: dict, params: dict, metrics: dict, per_class: list[dict], labels: list[str]
 ) -> str:
@@ -57,11 +71,11 @@ def model_card(
         + (" (check the score)." if spec["label_mode"] == "single" else "."),
         f"- Images far from the training distribution ({lineage['dataset']}) are unreliable; "
         "the metrics above hold only for data like its test split.",
-        "- Scores are not calibrated probabilities.",
+        _calibration(metrics),
         "",
         "## Files",
         "model.keras, saved_model/ (serving signature: uint8 [N, H, W, C]), model.onnx, "
-        "labels.json, params.json, metrics.json, lineage.json, code/ "
+        "labels.json, params.json, metrics.json, lineage.json, calibration.json, code/ "
         "(`python -B -E -s code --bundle . --images IMAGES.json --out OUT.json`), "
         f"triton/{lineage['cell']}/ (a Triton model repository) and kserve/ "
         "(InferenceServices for our server's image and for Triton).",

@@ -5,7 +5,9 @@ test and the server all run the model through it: raw images of any size and mod
 `prepare` (data_processing.images.shrink, as the shard writer did for training), and uint8
 [N, H, W, C] batches through `predict`. Two backends run the same model: "onnx" (the bundle's
 model.onnx on onnxruntime; never imports TensorFlow) and "tf" (model.keras as one
-tf.function, `inference_fn`).
+tf.function, `inference_fn`). Both then apply the bundle's calibration.json, when it has one
+(common/postprocess.py: temperature scaling, so `predict` serves calibrated scores, and the
+per-class cut-offs `decide` uses).
 
 Run (the deploy test does this in a clean process whose path holds only the bundle's code/):
     python -B -E -s BUNDLE/code --bundle BUNDLE --images images.json --out out.json \
@@ -23,6 +25,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from data_processing.images import shrink
+from models.common.postprocess import Postprocess, decide
 from models.common.quiet import import_tensorflow
 
 PROJECT_PACKAGES = ("data_processing", "models", "deployment")
@@ -40,11 +43,14 @@ def inference_fn(model):
     return fn, spec
 
 
+def _spec(bundle_dir: Path) -> dict:
+    return json.loads((Path(bundle_dir) / "params.json").read_text()).get("spec", {})
+
+
 def input_size(bundle_dir: Path) -> tuple[int, int] | None:
     """params.json spec.input_size: (height, width) images are shrunk to; None in bundles
     from before the shard cache (their graph resized whatever it was given)."""
-    spec = json.loads((Path(bundle_dir) / "params.json").read_text()).get("spec", {})
-    size = spec.get("input_size")
+    size = _spec(bundle_dir).get("input_size")
     return (int(size[0]), int(size[1])) if size else None
 
 
@@ -52,10 +58,15 @@ class Predictor:
     """Class probabilities for raw images: `prepare` one, `predict` a batch.
 
     Attributes: labels (output index -> class name), channels (C of the input), size (the
-    stored (height, width) images are shrunk to, or None), backend ("tf" or "onnx").
+    stored (height, width) images are shrunk to, or None), backend ("tf" or "onnx"),
+    label_mode ("single": softmax, "multi": sigmoid), postprocess (the bundle's
+    calibration.json, or None: the model's probabilities as they are, labels by argmax or
+    at 0.5).
     """
 
     backend = ""
+    label_mode = "single"
+    postprocess: Postprocess | None = None
 
     def __init__(self, labels: list[str], channels: int, size: tuple[int, int] | None) -> None:
         self.labels, self.channels, self.size = list(labels), int(channels), size
@@ -69,8 +80,21 @@ class Predictor:
         return shrink(image, self.channels, self.size)
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
-        """float32 [N, K] for uint8 [N, H, W, C] images of one size."""
+        """float32 [N, K] served scores for uint8 [N, H, W, C] images of one size: the
+        model's probabilities, temperature-scaled when the bundle is calibrated."""
+        probs = self.model_probs(batch)
+        return probs if self.postprocess is None else self.postprocess.scores(probs)
+
+    def model_probs(self, batch: np.ndarray) -> np.ndarray:
+        """float32 [N, K]: the model's own probabilities, before any calibration."""
         raise NotImplementedError
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """bool [N, K]: the labels predicted from `predict`'s scores [N, K], at the bundle's
+        per-class cut-offs (multi-label and binary; else argmax, or 0.5 for multi-label)."""
+        if self.postprocess is None:
+            return decide(scores, self.label_mode)
+        return self.postprocess.decide(scores)
 
     def predict_images(self, images: list[np.ndarray]) -> np.ndarray:
         """float32 [N, K] for uint8 [H, W, C] images; those of one size run as one batch."""
@@ -95,7 +119,7 @@ class TfPredictor(Predictor):
         self.model = model
         self._fn = inference_fn(model)[0]
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def model_probs(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._fn(batch))
 
 
@@ -119,7 +143,7 @@ class OnnxPredictor(Predictor):
         self.input_name = model_input.name
         super().__init__(labels, model_input.shape[-1], size)
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def model_probs(self, batch: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, np.uint8)})[0]
 
 
@@ -150,18 +174,25 @@ def load(
     intra_op: int | None = None,
     inter_op: int | None = None,
 ) -> Predictor:
-    """The bundle's predictor. Threads: onnx defaults to 1 and 1 (one request's model call is
-    too small to split); tf to TensorFlow's own pools."""
+    """The bundle's predictor, serving its calibration.json when it has one. Threads: onnx
+    defaults to 1 and 1 (one request's model call is too small to split); tf to
+    TensorFlow's own pools."""
     bundle_dir = Path(bundle_dir)
     labels = json.loads((bundle_dir / "labels.json").read_text())
     size = input_size(bundle_dir)
+    postprocess = Postprocess.load(bundle_dir)
     if resolve_backend(bundle_dir, backend) == "onnx":
-        return OnnxPredictor(bundle_dir / "model.onnx", labels, size, intra_op or 1, inter_op or 1)
-    configure_tensorflow(intra_op, inter_op)
-    import keras
+        onnx = bundle_dir / "model.onnx"
+        predictor = OnnxPredictor(onnx, labels, size, intra_op or 1, inter_op or 1)
+    else:
+        configure_tensorflow(intra_op, inter_op)
+        import keras
 
-    model = keras.saving.load_model(bundle_dir / "model.keras", compile=False)
-    return TfPredictor(model, labels, size)
+        model = keras.saving.load_model(bundle_dir / "model.keras", compile=False)
+        predictor = TfPredictor(model, labels, size)
+    predictor.label_mode = _spec(bundle_dir).get("label_mode", "single")
+    predictor.postprocess = postprocess
+    return predictor
 
 
 def foreign_modules(code_dir: Path, packages: tuple[str, ...] = PROJECT_PACKAGES) -> list[str]:
