@@ -31,7 +31,8 @@ def count(root: Path) -> int:
 
 def export(root: Path) -> int:
     """Write the seed-format dataset from the database: <split>/<request_id>.<ext> and
-    <split>/groundtruth.csv for every record; images no record names are removed. Returns
+    <split>/groundtruth.csv for every record; files no record names (deleted ones, a CSV of
+    a split left empty) are removed. Returns
     the number of records."""
     root = Path(root)
     if not (root / DATABASE).is_file():
@@ -43,7 +44,7 @@ def export(root: Path) -> int:
         db.close()
     for split in SPLITS:
         chosen = [row for row in rows if row[0].startswith(f"{split}/")]
-        keep = {Path(file).name for file, _, _ in chosen} | {CSV_NAME}
+        keep = {Path(file).name for file, _, _ in chosen} | ({CSV_NAME} if chosen else set())
         folder = root / split
         if chosen:
             folder.mkdir(exist_ok=True)

@@ -1,10 +1,14 @@
 """Feedback on served predictions, kept in SQLite (WAL mode) under --feedback-dir:
 
     feedback.sqlite3        one row per labelled request: prediction, model, true label, split
-    images/<sha256>.<ext>   each uploaded image once, named by its content
+    images/<sha256>.<ext>   each stored upload once, named by its content, without metadata
 
-/predict remembers recent predictions in memory (bounded by count and bytes); POST /feedback
-{request_id, true_label} stores one. A request's split is fixed at its first feedback (every
+/predict remembers recent predictions in memory (bounded by count, bytes and time, pending.py);
+POST /feedback {request_id, true_label} stores one: only then is its image written, stripped
+of EXIF, XMP, ICC, comments and text chunks (scrub.py). With `store_uploads` (params
+`serve.store_uploads`) every upload is written at /predict (table `uploads`). DELETE
+/feedback/{request_id} removes one request; old uploads that never reached a dataset go after
+`retention_days` (retention.py). A request's split is fixed at its first feedback (every
 `test_every`-th record goes to test), and posting again relabels it: the last answer wins.
 The watch exports it as a dataset (deployment/release/feedback_export.py). With --workers
 N > 1 (shared=True) the recent predictions are kept in the database instead (pending.py).
@@ -16,19 +20,17 @@ it was. Records of older servers (records/<request_id>.json) move into the datab
 
 import errno
 import hashlib
-import io
 import json
 import os
 import re
 import sqlite3
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-from PIL import Image as PILImage
-
-from deployment.server import pending
+from deployment.server import pending, scrub
 from deployment.server.inference import ApiError
 
 REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex
@@ -38,7 +40,6 @@ DATABASE = "feedback.sqlite3"
 IMAGES = "images"  # <root>/images/<sha256>.<ext>: every image once
 RECORDS = "records"  # older servers: <root>/records/<request_id>.json, migrated on start
 SQLITE_IOERR, SQLITE_FULL = 10, 13  # sqlite3's primary result codes
-EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "GIF": ".gif"}  # kept as sent
 COLUMNS = (
     "request_id",
     "model_name",
@@ -57,6 +58,11 @@ SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS feedback (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,  -- arrival order: the split rule
     {", ".join(f"{c} {'TEXT UNIQUE NOT NULL' if c == 'request_id' else ''}" for c in COLUMNS)}
+);
+CREATE TABLE IF NOT EXISTS uploads (  -- store_uploads: every upload, feedback or not
+    request_id TEXT PRIMARY KEY,
+    at REAL NOT NULL,  -- time.time() when stored: retention counts from it
+    image TEXT NOT NULL  -- images/<sha256>.<ext>
 )
 """
 
@@ -71,13 +77,16 @@ def connect(root: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across crashes of the process
     db.execute("PRAGMA cache_size=-32768")  # 32 MiB of pages: the id index stays in memory
-    db.execute(SCHEMA)
+    db.execute("PRAGMA secure_delete=ON")  # a deleted row's bytes (an image) are overwritten
+    db.executescript(SCHEMA)
     return db
 
 
 class FeedbackStore:
     """Remember recent predictions with their images; store feedback in the database.
-    shared: remember them in the database, for every process on it (pending.Shared)."""
+    shared: remember them in the database, for every process on it (pending.Shared).
+    store_uploads: also store every upload at once; retention_days: purge's age limit
+    (0: none); pending_minutes: how long a prediction waits for its feedback."""
 
     def __init__(
         self,
@@ -86,15 +95,20 @@ class FeedbackStore:
         max_bytes: int = 256 << 20,  # 256 MiB of remembered uploads
         test_every: int = 5,
         shared: bool = False,
+        store_uploads: bool = False,
+        retention_days: float = 30.0,
+        pending_minutes: float = 15.0,
     ) -> None:
         self.root = Path(root)
         self.test_every = test_every
+        self.store_uploads, self.retention_days = store_uploads, retention_days
+        self.pending_s = pending_minutes * 60
         self._db_lock = threading.Lock()  # one connection, used by one thread at a time
         self._db = connect(self.root)
         self.recent = (
-            pending.Shared(self._db, self._db_lock, capacity, max_bytes)
+            pending.Shared(self._db, self._db_lock, capacity, max_bytes, self.pending_s)
             if shared
-            else pending.Memory(capacity, max_bytes)
+            else pending.Memory(capacity, max_bytes, self.pending_s)
         )
         if (self.root / RECORDS).is_dir():
             self._migrate()
@@ -104,6 +118,39 @@ class FeedbackStore:
         bounds (one image over max_bytes is not kept: feedback on it is 404)."""
         record = {**record, "predicted_at": round(time.time(), 3)}
         self.recent.remember(request_id, pending.Pending(record, list(labels), image))
+        if self.store_uploads:  # blocks on the disk: /predict calls it in a worker thread
+            try:
+                with self._db_lock:
+                    self._db.execute("BEGIN IMMEDIATE")  # purge never sees the file unnamed
+                    try:
+                        row = (request_id, time.time(), self._write_image(image))
+                        self._db.execute("INSERT OR REPLACE INTO uploads VALUES (?, ?, ?)", row)
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        if self._db.in_transaction:
+                            self._db.execute("ROLLBACK")
+                        raise
+            except (sqlite3.Error, OSError, scrub.Unreadable) as err:
+                print(f"serve: cannot store upload {request_id}: {err}", file=sys.stderr)
+
+    def delete(self, request_id: str) -> list[str] | None:
+        """Remove all that is kept of request_id (retention.delete): the files removed, or
+        None when nothing was kept."""
+        from deployment.server import retention  # it imports this module
+
+        waiting = self.recent.forget(request_id)
+        with self._db_lock:
+            removed = retention.delete(self._db, self.root, request_id)
+        return [] if removed is None and waiting else removed
+
+    def purge(self) -> dict:
+        """Remove what is past retention (retention.purge); return the counts."""
+        from deployment.server import retention
+
+        expired = self.recent.expire()
+        with self._db_lock:
+            counts = retention.purge(self._db, self.root, self.retention_days, self.pending_s)
+        return counts | {"pending": counts["pending"] + expired}
 
     def record(self, body: object) -> dict:
         """Validate {request_id, true_label}; store the image (once) and the row.
@@ -123,7 +170,11 @@ class FeedbackStore:
         try:
             remembered = self.recent.get(request_id)
             with self._db_lock:
-                return self._store(request_id, label, remembered)
+                record = self._store(request_id, label, remembered)
+            self.recent.forget(request_id)  # the upload now lives in images/ only
+            return record
+        except scrub.Unreadable:  # a bad image the predictor still read
+            raise ApiError(422, "the upload cannot be stored without its metadata") from None
         except (sqlite3.OperationalError, OSError) as err:
             status = _storage_status(err)
             if status is None:
@@ -146,11 +197,11 @@ class FeedbackStore:
                     (label, int(label == stored["predicted_label"]), request_id),
                 )
             return {**stored, "true_label": label, "correct": label == stored["predicted_label"]}
-        image = self._write_image(remembered.image)
         record = {"request_id": request_id, **remembered.record, "labels": labels}
         record |= {"true_label": label, "correct": label == record["predicted_label"]}
         self._db.execute("BEGIN IMMEDIATE")  # the split's count and the insert, together
-        try:
+        try:  # the image too: a purge in another process never sees it unnamed
+            image = self._write_image(remembered.image)
             (last,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM feedback").fetchone()
             split = "test" if last % self.test_every == 0 else "train"
             record |= {"split": split, "file": f"{split}/{request_id}{Path(image).suffix}"}
@@ -180,8 +231,9 @@ class FeedbackStore:
         return None if row is None else _record(row)
 
     def _write_image(self, data: bytes) -> str:
-        """Store the upload once under its sha256; return its path relative to root."""
-        data, ext = _as_stored(data)
+        """Store the upload, without metadata, once under its sha256; return its path
+        relative to root."""
+        data, ext = scrub.clean(data)
         name = f"{IMAGES}/{hashlib.sha256(data).hexdigest()}{ext}"
         if not (self.root / name).is_file():
             _write(self.root / name, data)
@@ -230,16 +282,6 @@ def _storage_status(err: Exception) -> int | None:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return 507
     return 503 if err.errno in (errno.EFBIG, errno.EIO) else None
-
-
-def _as_stored(image: bytes) -> tuple[bytes, str]:
-    """(bytes, extension): the upload itself when the seed importer reads its format."""
-    with PILImage.open(io.BytesIO(image)) as im:
-        if im.format in EXTENSIONS:
-            return image, EXTENSIONS[im.format]
-        out = io.BytesIO()
-        im.save(out, format="PNG")
-        return out.getvalue(), ".png"
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -2,10 +2,17 @@
 
 GET  /          static/index.html (choose or drop an image, see top-k, correct it)
 POST /predict   multipart/form-data with one file (field "file"), or a raw image/* body;
-                -> {request_id, model_name, model_version, label, score, top_k}
+                -> {request_id, model_name, model_version, label, score, labels_present,
+                top_k}: labels_present at the bundle's cut-offs (calibration.json; binary and
+                multi-label), `label` the single-label answer or the top multi-label score
                 415 for any other content type
-POST /feedback  {request_id, true_label} -> the stored record; the uploaded image and its
-                true label join the feedback dataset (deployment/server/feedback_store.py)
+POST /feedback  {request_id, true_label} -> the stored record; the uploaded image (without
+                its metadata) and its true label join the feedback dataset
+                (deployment/server/feedback_store.py)
+DELETE /feedback/{request_id}
+                -> {deleted, removed: [files]}: the upload, its record and the dataset files
+                made of them are gone (retention.py); 404 when nothing is kept of it. The
+                request_id, 128 random bits only its uploader was told, is the capability.
 """
 
 import uuid
@@ -16,7 +23,8 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from deployment.server.inference import ApiError, decode_image, pinned, top_k
+from deployment.server.feedback_store import REQUEST_ID
+from deployment.server.inference import ApiError, decide_labels, decode_image, pinned, top_k
 from deployment.server.oip import parse_body
 
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -36,6 +44,17 @@ async def _image_bytes(request: Request) -> bytes:
         if not isinstance(file, UploadFile):
             raise ApiError(400, "multipart body has no file field named 'file'")
         return await file.read()
+
+
+def answer(probs, bundle) -> tuple[list, list[str], str, float]:
+    """(top k, the labels at the bundle's cut-offs, the one label, its score) of one image:
+    the label is the decided one for single-label (a binary cut-off may choose the second
+    score), the top score for multi-label, whose full answer is the decided list."""
+    best = top_k(probs, bundle.labels, TOP_K)[0]
+    chosen = decide_labels(probs, bundle)
+    if getattr(bundle.predictor, "label_mode", "single") != "single":
+        return best, chosen, best[0][2], best[0][0]
+    return best, chosen, chosen[0], float(probs[0][bundle.labels.index(chosen[0])])
 
 
 def add_routes(app: FastAPI, state) -> None:
@@ -62,21 +81,27 @@ def add_routes(app: FastAPI, state) -> None:
 
         probs = await run_in_threadpool(run)
         state.metrics.observe_predictions(probs, bundle)
-        best = top_k(probs, bundle.labels, TOP_K)[0]
+        best, chosen, label, score = answer(probs, bundle)
         request_id = uuid.uuid4().hex
         predicted = {
             "model_name": bundle.name,
             "model_version": bundle.version,
-            "predicted_label": best[0][2],
-            "score": best[0][0],
+            "predicted_label": label,
+            "score": score,
         }
-        state.store.remember(request_id, data, predicted, bundle.labels)
+        if state.store.store_uploads:  # writes the upload: off the event loop
+            await run_in_threadpool(
+                state.store.remember, request_id, data, predicted, bundle.labels
+            )
+        else:
+            state.store.remember(request_id, data, predicted, bundle.labels)
         return state.reply(
             {
                 "request_id": request_id,
                 "model_name": bundle.name,
-                "label": best[0][2],
-                "score": best[0][0],
+                "label": label,
+                "score": score,
+                "labels_present": chosen,
                 "top_k": [{"label": lab, "index": i, "score": s} for s, i, lab in best],
                 "labels": bundle.labels,
             },
@@ -90,3 +115,18 @@ def add_routes(app: FastAPI, state) -> None:
         body, _ = parse_body(await request.body(), None)
         record = await run_in_threadpool(state.store.record, body)
         return state.reply({"stored": True, "record": record}, bundle=pinned(request))
+
+    _route_delete(app, state)
+
+
+def _route_delete(app: FastAPI, state) -> None:
+    @app.delete("/feedback/{request_id}")
+    async def forget(request_id: str):
+        if not REQUEST_ID.match(request_id):
+            raise ApiError(400, "request_id must be the 32 hex characters /predict returned")
+        if state.store is None:
+            raise ApiError(503, "the feedback store is not open yet")
+        removed = await run_in_threadpool(state.store.delete, request_id)
+        if removed is None:
+            raise ApiError(404, f"nothing is stored of request_id {request_id}")
+        return state.reply({"deleted": request_id, "removed": removed})

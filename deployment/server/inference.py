@@ -132,6 +132,17 @@ def _decode(im: PILImage.Image, bundle) -> np.ndarray:
         raise ApiError(400, f"cannot decode the {im.mode} image: {err}") from None
 
 
+def decide_labels(probs: np.ndarray, bundle) -> list[str]:
+    """The classes the bundle predicts for one image's scores [1, K]: at its per-class cut-offs
+    (calibration.json, the bundle's `decide`), so binary and multi-label use what evaluate
+    picked on the validation split. A bundle from before the cut-offs has no `decide`: its
+    argmax (a single-label model's answer)."""
+    decide = getattr(bundle.predictor, "decide", None)
+    if decide is None:
+        return [bundle.labels[int(np.argmax(probs[0]))]]
+    return [bundle.labels[int(k)] for k in np.flatnonzero(decide(probs)[0])]
+
+
 def top_k(probs: np.ndarray, labels: list[str], k: int) -> list[list[tuple[float, int, str]]]:
     """For each row of probs [N, K]: the k best (score, index, label), best first."""
     k = max(1, min(k, probs.shape[1]))

@@ -41,6 +41,7 @@ from deployment.server.reload import (
     read_pointer,
     self_check,
 )
+from deployment.server.retention import Sweeper
 from deployment.server.telemetry import Metrics
 
 ALWAYS_ANSWERED = ("/v2/health/live", "/v2/health/ready", "/metrics")  # also while draining
@@ -65,6 +66,9 @@ class Config:
     drain_seconds: float = 2.0  # SIGTERM: readiness is false at least this long before exit
     shutdown_timeout: float = 30.0  # SIGTERM: the longest wait for in-flight requests
     workers: int = 1  # server processes on the port (workers.py), each with its own State
+    store_uploads: bool = False  # store every upload, not only those given feedback
+    retention_days: float = 30.0  # unexported feedback and stored uploads go after this; 0: never
+    pending_minutes: float = 15.0  # how long a prediction (and its upload) waits for feedback
 
 
 class State:
@@ -78,6 +82,7 @@ class State:
         self.metrics = Metrics(config.drift_window)
         self.limits = DecodeLimits(config.max_pixels, config.decode_slots)
         self.watcher: PointerWatcher | None = None
+        self.sweeper: Sweeper | None = None
         self.batcher: Batcher | None = None
         if config.batch_max_size > 1:
             self.batcher = Batcher(
@@ -127,7 +132,14 @@ class State:
         if config.pointer and config.watch_interval:  # before reading: no change is missed
             self.watcher = PointerWatcher(config.pointer, config.watch_interval, self.reload)
         try:
-            self.store = FeedbackStore(config.feedback_dir, shared=config.workers > 1)
+            self.store = FeedbackStore(
+                config.feedback_dir,
+                shared=config.workers > 1,
+                store_uploads=config.store_uploads,
+                retention_days=config.retention_days,
+                pending_minutes=config.pending_minutes,
+            )
+            self.sweeper = Sweeper(self.store)  # purges now, then hourly
             if config.bundle is not None:
                 started = time.perf_counter()
                 bundle = load_bundle(
@@ -160,6 +172,8 @@ class State:
         """Stop the pointer watcher and the batcher (the server is shutting down)."""
         if self.watcher:
             self.watcher.stop()
+        if self.sweeper:
+            self.sweeper.stop()
         if self.batcher:
             self.batcher.close()
 

@@ -1,5 +1,10 @@
 """The server's command line: its flags, and the Config they make (lifecycle.Config), as JSON
-for the worker processes of --workers N (deployment/server/workers.py)."""
+for the worker processes of --workers N (deployment/server/workers.py).
+
+params.yaml's `serve` section, when the working directory has one, sets the defaults of the
+flags it names (store_uploads, retention_days, ...: a flag's name with _ for -); a flag given
+on the command line wins. A container without params.yaml gets Config's defaults, the same.
+"""
 
 import argparse
 import json
@@ -8,6 +13,8 @@ import os
 import sys
 from dataclasses import asdict, fields
 from pathlib import Path
+
+import yaml
 
 from deployment.server import pointer
 from deployment.server.bundle import BACKENDS
@@ -129,12 +136,29 @@ FLAGS = {
         default=Config.shutdown_timeout,
         help="on SIGTERM, the longest wait for requests in flight",
     ),
+    "--store-uploads": dict(
+        action=argparse.BooleanOptionalAction,
+        default=Config.store_uploads,
+        help="store every upload (without metadata); off: only those given feedback",
+    ),
+    "--retention-days": dict(
+        type=float,
+        default=Config.retention_days,
+        help="remove stored uploads and feedback never exported to a dataset after this "
+        "many days, at start and hourly (deployment/server/retention.py); 0: keep",
+    ),
+    "--pending-minutes": dict(
+        type=float,
+        default=Config.pending_minutes,
+        help="how long a prediction and its upload wait for feedback (then 404)",
+    ),
     "--require-model": dict(
         action="store_true",
         help="exit (status 2) when there is no production model yet, instead of waiting "
         "for the pointer to appear",
     ),
 }
+PARAMS = Path("params.yaml")  # its `serve` section: defaults of the flags
 DERIVED = ("bundle", "pointer", "watch_interval")  # Config fields `config` works out
 PATHS = ("bundle", "pointer", "feedback_dir")  # Config's Path fields: strings in JSON
 
@@ -147,6 +171,7 @@ def parse(argv: list[str] | None = None, doc: str = "") -> argparse.Namespace:
         if options.get("default") is not None and options.get("action") != "store_true":
             options = {**options, "help": options["help"] + " (default: %(default)s)"}
         parser.add_argument(flag, **options)
+    serve_params(parser)
     args = parser.parse_args(argv)
     if args.bundle is None and not args.pointer.exists():
         waiting = args.watch_pointer and not args.require_model
@@ -159,6 +184,36 @@ def parse(argv: list[str] | None = None, doc: str = "") -> argparse.Namespace:
     if not (bundle / "model.keras").is_file():
         parser.error(f"{bundle} is not a bundle (no model.keras)")
     return args
+
+
+def serve_params(
+    parser: argparse.ArgumentParser, path: Path = PARAMS, keys: tuple[str, ...] | None = None
+) -> dict:
+    """Make params.yaml's `serve` section (none without the file), or its `keys`, the
+    defaults of `parser`'s flags of the same names, and return it; a key no flag has, or a
+    value of the wrong type, is a usage error."""
+    try:
+        section = (yaml.safe_load(path.read_text()) or {}).get("serve") or {}
+    except FileNotFoundError:
+        return {}
+    except (OSError, yaml.YAMLError, AttributeError) as err:
+        parser.error(f"{path}: {err}")
+    if not isinstance(section, dict):
+        parser.error(f"{path}: serve must be a mapping of flag names to values")
+    section = {k: v for k, v in section.items() if keys is None or k in keys}
+    defaults = {a.dest: a.default for a in parser._actions}
+    for key, value in section.items():
+        if key not in defaults:
+            parser.error(f"{path}: serve.{key} is not a flag of {parser.prog}")
+        default = defaults[key]
+        want = str if isinstance(default, Path) else type(default)
+        fits = isinstance(value, bool) if want is bool else not isinstance(value, bool)
+        if default is not None and not (fits and isinstance(value, want | int)):
+            parser.error(f"{path}: serve.{key}: want a {want.__name__}, got {value!r}")
+        if isinstance(default, Path):
+            section[key] = Path(value)
+    parser.set_defaults(**section)
+    return section
 
 
 def config(args: argparse.Namespace) -> Config:

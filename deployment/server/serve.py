@@ -17,6 +17,7 @@ Endpoints (every JSON answer carries model_version; errors are {"error": ...}):
     GET  /v1/models/{name}[/versions/{v}]                  TF Serving model status
     POST /v1/models/{name}[/versions/{v}]:predict          TF Serving {"instances": [{"b64"}]}
     GET  /, POST /predict (image upload), POST /feedback    for people (human.py)
+    DELETE /feedback/{request_id}                           remove a stored upload (retention.py)
     GET  /metrics                                           Prometheus (telemetry.py)
 Readiness is 503 until the model is loaded and a warm-up inference has run. A version is
 the bundle's (sha256(model.keras)[:12]); any other is 404.

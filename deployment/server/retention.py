@@ -1,0 +1,202 @@
+"""What the feedback store forgets: one request on demand, and old uploads on a schedule.
+
+delete: DELETE /feedback/{request_id} (human.py) or `--delete ID` removes the request's
+    feedback row, its kept upload (`uploads`), its waiting prediction (`pending`), its image
+    under images/ (unless another row names the same bytes), and what the watch's export made
+    of it: <split>/<request_id>.<ext> and its line in <split>/groundtruth.csv.
+purge: removes what is older than params `serve.retention_days` and was never exported into
+    a dataset: feedback rows whose <split>/<file> the export has not written yet (an exported
+    record is part of a `dvc add`ed snapshot and keeps training), every kept upload
+    (`serve.store_uploads`), expired waiting predictions, and the images no row names any
+    more. The server runs it at start and hourly; cron can run this module.
+
+Each runs in one write transaction (BEGIN IMMEDIATE), so a server writing the same database
+from another process (--workers N) never names an image this removes. Deleted rows are
+overwritten on disk (PRAGMA secure_delete, feedback_store.connect).
+
+Run: python -m deployment.server.retention --purge [--feedback-dir DIR] [--retention-days N]
+     python -m deployment.server.retention --delete REQUEST_ID [--feedback-dir DIR]
+"""
+
+import argparse
+import csv
+import io
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+
+from deployment.server.feedback_store import CSV_NAME, REQUEST_ID, FeedbackStore, _write
+
+DAY = 86400.0
+PURGE_EVERY_S = 3600.0  # the server's purge
+EXPIRE_EVERY_S = 60.0  # the server's expiry of waiting predictions
+
+
+def _tables(db: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def delete(db: sqlite3.Connection, root: Path, request_id: str) -> list[str] | None:
+    """Remove everything kept of request_id (see the module doc); return the files removed,
+    relative to root, or None when nothing was kept of it."""
+    with _transaction(db):
+        tables = _tables(db) & {"feedback", "uploads", "pending"}
+        found = False
+        images, removed = set(), []
+        if "feedback" in tables:
+            row = db.execute(
+                "SELECT file, image FROM feedback WHERE request_id = ?", (request_id,)
+            ).fetchone()
+            if row is not None:
+                found, (file, image) = True, row
+                images.add(image)
+                removed += _unexport(root, file)
+        if "uploads" in tables:
+            images |= {
+                image
+                for (image,) in db.execute(
+                    "SELECT image FROM uploads WHERE request_id = ?", (request_id,)
+                )
+            }
+        for table in tables:
+            found |= (
+                db.execute(f"DELETE FROM {table} WHERE request_id = ?", (request_id,)).rowcount > 0
+            )
+        return removed + _unlink_unused(db, root, images) if found else None
+
+
+def purge(db: sqlite3.Connection, root: Path, retention_days: float, pending_s: float) -> dict:
+    """Remove what is past its time (see the module doc); return counts of what went.
+    retention_days 0 keeps feedback and uploads for ever (pending entries still expire)."""
+    now = time.time()
+    cutoff = now - retention_days * DAY if retention_days > 0 else float("-inf")
+    counts = {"feedback": 0, "uploads": 0, "pending": 0, "images": 0}
+    with _transaction(db):
+        tables = _tables(db)
+        images = set()
+        if "feedback" in tables:
+            old = db.execute(
+                "SELECT request_id, file, image FROM feedback WHERE predicted_at < ?", (cutoff,)
+            ).fetchall()
+            gone = [(rid, image) for rid, file, image in old if not (root / file).is_file()]
+            db.executemany("DELETE FROM feedback WHERE request_id = ?", [(r,) for r, _ in gone])
+            counts["feedback"], images = len(gone), {image for _, image in gone}
+        if "uploads" in tables:
+            images |= {
+                i for (i,) in db.execute("SELECT image FROM uploads WHERE at < ?", (cutoff,))
+            }
+            counts["uploads"] = db.execute("DELETE FROM uploads WHERE at < ?", (cutoff,)).rowcount
+        if "pending" in tables:
+            expired = db.execute("DELETE FROM pending WHERE at < ?", (now - pending_s,))
+            counts["pending"] = expired.rowcount
+        counts["images"] = len(_unlink_unused(db, root, images))
+    return counts
+
+
+class _transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on an error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self.db.execute("COMMIT")
+        elif self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+
+
+def _unlink_unused(db: sqlite3.Connection, root: Path, images: set[str]) -> list[str]:
+    """Remove each of `images` that no feedback or uploads row names; return those removed."""
+    tables = _tables(db) & {"feedback", "uploads"}
+    removed = []
+    for image in sorted(images):
+        named = any(
+            db.execute(f"SELECT 1 FROM {t} WHERE image = ? LIMIT 1", (image,)).fetchone()
+            for t in tables
+        )
+        if not named and (root / image).is_file():
+            (root / image).unlink()
+            removed.append(image)
+    return removed
+
+
+def _unexport(root: Path, file: str) -> list[str]:
+    """Remove <split>/<name> and its line in <split>/groundtruth.csv (the CSV goes with its
+    last line); return the files removed or rewritten."""
+    path, changed = root / file, []
+    if path.is_file():
+        path.unlink()
+        changed.append(file)
+    table = path.with_name(CSV_NAME)
+    if table.is_file():
+        lines = list(csv.reader(io.StringIO(table.read_text())))
+        kept = [row for row in lines[1:] if row and row[0] != path.name]
+        if len(kept) < len(lines) - 1:
+            if kept:
+                text = io.StringIO()
+                csv.writer(text, lineterminator="\n").writerows([lines[0], *kept])
+                _write(table, text.getvalue().encode())
+            else:
+                table.unlink()
+            changed.append(table.relative_to(root).as_posix())
+    return changed
+
+
+class Sweeper:
+    """The server's thread: store.purge() now and every PURGE_EVERY_S, and the expiry of
+    waiting predictions every EXPIRE_EVERY_S (both cheap: indexed deletes, a few files)."""
+
+    def __init__(self, store: FeedbackStore) -> None:
+        self.store, self._stop = store, threading.Event()
+        threading.Thread(target=self._run, name="feedback-retention", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        purged_at = float("-inf")
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() - purged_at >= PURGE_EVERY_S:
+                    purged_at = time.monotonic()
+                    counts = self.store.purge()
+                    if any(counts.values()):
+                        print(f"serve: retention: removed {counts}", file=sys.stderr, flush=True)
+                else:
+                    self.store.recent.expire()
+            except (sqlite3.Error, OSError) as err:
+                print(f"serve: retention: {err}", file=sys.stderr, flush=True)
+            self._stop.wait(EXPIRE_EVERY_S)
+
+
+def main() -> None:
+    from deployment.server import options  # it imports lifecycle, which imports this
+
+    parser = argparse.ArgumentParser(
+        prog="python -m deployment.server.retention", description=__doc__.splitlines()[0]
+    )
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--purge", action="store_true", help="remove what is past retention")
+    what.add_argument("--delete", metavar="REQUEST_ID", help="remove one request's upload")
+    for flag in ("--feedback-dir", "--retention-days"):  # as the server's, params included
+        parser.add_argument(flag, **options.FLAGS[flag])
+    options.serve_params(parser, keys=("retention_days",))
+    args = parser.parse_args()
+    if args.delete is not None and not REQUEST_ID.match(args.delete):
+        parser.error("REQUEST_ID must be the 32 hex characters /predict returned")
+    store = FeedbackStore(args.feedback_dir, retention_days=args.retention_days)
+    if args.delete is not None:
+        removed = store.delete(args.delete)
+        print("unknown request_id" if removed is None else f"removed: {removed}")
+        sys.exit(0 if removed is not None else 1)
+    print(f"purged: {store.purge()}")
+
+
+if __name__ == "__main__":
+    main()
