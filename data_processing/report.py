@@ -21,6 +21,8 @@ TILE = 64  # px: side of one thumbnail in the sample grid (8x8 digits are scaled
 BOX_TILE = 192  # px: side of one image with its boxes drawn
 LABEL_WIDTH = 140  # px: class-name column of the sample grid
 PAD = 4  # px between tiles
+AUDIT_TILE = 96  # px: side of one suspect in label_audit.png
+AUDIT_COLUMNS = 8  # suspects per row of label_audit.png
 COLOURS = ("#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6")
 
 
@@ -116,11 +118,44 @@ def draw_pairs(raw_dir: Path, pairs: list[dict], n: int) -> PILImage.Image | Non
     return canvas
 
 
+def _fit(draw: ImageDraw.ImageDraw, text: str, font, width: int) -> str:
+    """text, cut with ".." to fit `width` pixels."""
+    while len(text) > 2 and draw.textlength(text, font=font) > width:
+        text = text[:-3] + ".."
+    return text
+
+
+def draw_label_issues(raw_dir: Path, audit: dict) -> PILImage.Image:
+    """The label audit's listed suspects in rank order, each captioned with its rank, quality
+    and "given -> suggested", under a line that counts them and gives the audit's notes."""
+    issues, cols = audit.get("listed", []), AUDIT_COLUMNS
+    head = f"{audit.get('count', 0)} of {audit.get('audited', 0)} train images may be mislabelled"
+    head += f"; first {len(issues)} by rank: given -> suggested" if issues else ""
+    notes = [head] * (not audit.get("inconclusive")) + _audit_notes(audit)
+    step_x, step_y, top = AUDIT_TILE + 3 * PAD, AUDIT_TILE + 30, 8 + 12 * len(notes)
+    canvas = PILImage.new("RGB", (cols * step_x, top + -(-len(issues) // cols) * step_y), "white")
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    for line, text in enumerate(notes):
+        draw.text(
+            (PAD, 4 + 12 * line), _fit(draw, text, font, canvas.width - 2 * PAD), "black", font
+        )
+    for k, issue in enumerate(issues):
+        x, y = (k % cols) * step_x + PAD, top + (k // cols) * step_y
+        canvas.paste(_thumbnail(Path(raw_dir) / issue["file"], AUDIT_TILE)[0], (x, y))
+        rank = f"{issue['rank']}. quality {issue['quality']:.2g}"
+        change = f"{issue['given']} -> {issue['suggested']}"
+        for line, text in enumerate((rank, change)):
+            text = _fit(draw, text, font, step_x - PAD)
+            draw.text((x, y + AUDIT_TILE + 2 + 12 * line), text, "black", font)
+    return canvas
+
+
 def draw_pictures(
     raw_dir: Path, splits: dict[str, schema.Dataset], report: dict, per_class: int, n_boxes: int
 ) -> Pictures:
     """Every picture the report shows, by PNG file name; absent when there is nothing to draw."""
     train = splits.get("train") or next(iter(splits.values()))
+    audit = report.get("label_audit", {})
     drawn = {
         "samples.png": (
             "Sample training images per class",
@@ -130,6 +165,10 @@ def draw_pictures(
         "near_duplicates.png": (
             "Closest near-duplicate pairs across splits",
             draw_pairs(raw_dir, report["leakage"]["near"], per_class),
+        ),
+        "label_audit.png": (
+            "Suspected label errors in train (label audit), ranked: given -> suggested",
+            draw_label_issues(raw_dir, audit) if audit.get("listed") else None,
         ),
     }
     return {name: (caption, pic) for name, (caption, pic) in drawn.items() if pic is not None}
@@ -156,6 +195,7 @@ def to_markdown(report: dict) -> str:
     if report.get("pictures"):
         lines += ["## Pictures", ""]
         lines += [f"[![{c}]({f})]({f})  \n{c}\n" for f, c in report["pictures"].items()]
+    lines += _audit_markdown(report["label_audit"]) if "label_audit" in report else []
     for split, stats in report["splits"].items():
         lines += [f"## {split}: {stats['images']} images", "", "| | |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in _split_rows(stats)]
@@ -165,6 +205,32 @@ def to_markdown(report: dict) -> str:
     lines += [f"{_leak_counts(leak)}", ""]
     lines += [f"Exact duplicates: {leak.get('exact_hash')}. Near: {leak.get('near_hash')}.", ""]
     return "\n".join(lines)
+
+
+def _audit_notes(audit: dict) -> list[str]:
+    """The label audit's notes, first why it is inconclusive (when it is)."""
+    reason = audit.get("inconclusive")
+    return ([f"Inconclusive: {reason}."] if reason else []) + audit.get("notes", [])
+
+
+def _audit_summary(audit: dict) -> str:
+    """One paragraph on the label audit: method, how many audited and found, and notes."""
+    text = f"{audit['audited']} of {audit['train_images']} train images audited ({audit['folds']}"
+    text += f" folds, out-of-fold accuracy {audit['accuracy']}, kappa {audit['kappa']}) by "
+    text += audit["method"] + (
+        "." if audit.get("inconclusive") else f": {audit['count']} suspects."
+    )
+    return " ".join([text, *_audit_notes(audit)])
+
+
+AUDIT_FIELDS = ("rank", "file", "given", "suggested", "quality")  # of each listed suspect
+
+
+def _audit_markdown(audit: dict) -> list[str]:
+    lines = ["## Label audit", "", _audit_summary(audit), ""]
+    rows = [[str(issue[k]) for k in AUDIT_FIELDS] for issue in audit.get("listed", [])]
+    table = [AUDIT_FIELDS, ["---"] * len(AUDIT_FIELDS), *rows] if rows else []
+    return lines + ["| " + " | ".join(row) + " |" for row in table] + [""] * bool(rows)
 
 
 def _leak_counts(leakage: dict) -> str:
@@ -185,11 +251,11 @@ def _html_list(items: list[str]) -> str:
     return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
 
 
-def _html_table(rows: list[tuple[str, object]], head: tuple[str, str]) -> str:
-    cells = "".join(
-        f"<tr><td>{html.escape(str(a))}</td><td>{html.escape(str(b))}</td></tr>" for a, b in rows
-    )
-    return f"<table><tr><th>{head[0]}</th><th>{head[1]}</th></tr>{cells}</table>"
+def _html_table(rows: list[tuple | list], head: tuple[str, ...]) -> str:
+    def row(cells, tag: str) -> str:
+        return "<tr>" + "".join(f"<{tag}>{html.escape(str(c))}</{tag}>" for c in cells) + "</tr>"
+
+    return "<table>" + row(head, "th") + "".join(row(r, "td") for r in rows) + "</table>"
 
 
 def to_html(report: dict) -> str:
@@ -203,6 +269,10 @@ def to_html(report: dict) -> str:
     for file, caption in report.get("pictures", {}).items():
         alt, src = html.escape(caption), html.escape(file)
         parts += [f"<figure><img src='{src}' alt='{alt}'><figcaption>{alt}</figcaption></figure>"]
+    if audit := report.get("label_audit"):
+        rows = [[issue[k] for k in AUDIT_FIELDS] for issue in audit.get("listed", [])]
+        parts += ["<h2>Label audit</h2>", f"<p>{html.escape(_audit_summary(audit))}</p>"]
+        parts += [_html_table(rows, AUDIT_FIELDS)] if rows else []
     for split, stats in report["splits"].items():
         parts += [f"<h2>{html.escape(split)}: {stats['images']} images</h2>"]
         parts += [_html_table(_split_rows(stats), ("statistic", "value"))]
@@ -214,12 +284,17 @@ def to_html(report: dict) -> str:
     return "\n".join(parts)
 
 
-def write_report(out_dir: Path, report: dict, pictures: Pictures) -> None:
-    """Write validate.{json,md,html} and the PNGs into out_dir, replacing it whole."""
+def write_report(
+    out_dir: Path, report: dict, pictures: Pictures, files: dict[str, object] | None = None
+) -> None:
+    """Write validate.{json,md,html}, the PNGs and `files` (name -> JSON data) into out_dir,
+    replacing it whole."""
     report = {**report, "pictures": {name: caption for name, (caption, _) in pictures.items()}}
     with staged_dir(out_dir) as tmp:
         for name, (_, picture) in pictures.items():
             picture.save(tmp / name, optimize=True)
+        for name, data in (files or {}).items():
+            write_json(tmp / name, data)
         write_json(tmp / "validate.json", report)
         write_text(tmp / "validate.md", to_markdown(report))
         write_text(tmp / "validate.html", to_html(report))

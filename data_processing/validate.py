@@ -14,21 +14,28 @@ imbalance, tiny or test-less classes, and fixes the importer made (info["warning
 Duplicates are reported per group of identical images, near duplicates per pair of pHashes;
 at most `max_listed` of each kind are listed, all are counted (validate.json `leakage`).
 Thresholds are in params.yaml `validate`. Nothing compares all pairs of images, and memory
-holds a few numbers per image, never pixels: 50,000 images validate like 5,000, only longer.
+holds a few numbers per image, never whole pixels: 50,000 images validate like 5,000, only
+longer (the label audit holds at most `label_audit.max_images` shrunk to 16x16: 256 bytes).
+
+Once there are no errors, the label audit (data_processing/label_audit.py, params
+`label_audit`) looks for mislabelled train images: label_audit.json (every suspect, ranked),
+label_audit.png (the first ones) and a warning with the count. Given a fourth path, the same
+picture goes there too, for `dvc plots` (datasets/plots/label_audit/<name>.png).
 
 Run: python -m data_processing.validate datasets/raw/digits datasets/normalized/digits \
-         datasets/reports/digits
+         datasets/reports/digits datasets/plots/label_audit/digits.png
 """
 
+import os
 import sys
 from pathlib import Path
 
 from pydantic import Field
 
-from data_processing import checks, duplicates, report, schema
+from data_processing import checks, duplicates, label_audit, report, schema
 from data_processing.core import cli
 from data_processing.core.errors import DataError, exit_on_error
-from data_processing.core.params import Params, load_params
+from data_processing.core.params import BaseParams, Params, load_params
 
 
 class ValidateParams(Params):
@@ -97,22 +104,56 @@ def fail_on_errors(raw_dir: Path, found: dict) -> None:
         )
 
 
+def audit_labels(raw_dir: Path, train: schema.Dataset, found: dict) -> list[dict]:
+    """Run the label audit (params `label_audit`, `base.seed`) on train; add its summary (with
+    the first `max_listed` suspects) and its warning to `found`; return every suspect."""
+    params = load_params("label_audit", label_audit.LabelAuditParams)
+    audited = label_audit.audit(raw_dir, train, params, load_params("base", BaseParams).seed)
+    issues = audited.pop("issues")
+    found["label_audit"] = {**audited, "listed": issues[: params.max_listed]}
+    if audited["inconclusive"]:
+        found["warnings"].append(f"label audit inconclusive: {audited['inconclusive']}")
+    elif audited["count"]:
+        found["warnings"].append(
+            f"label audit: {audited['count']} of {audited['audited']} audited train images may "
+            f"be mislabelled ({audited['method']}); ranked in label_audit.json, the first ones "
+            "drawn in label_audit.png"
+        )
+    return issues
+
+
+def write_plot(raw_dir: Path, found: dict, path: Path) -> None:
+    """label_audit.png (drawn even with no suspects: it says so) at `path`, atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    report.draw_label_issues(raw_dir, found["label_audit"]).save(tmp, "PNG", optimize=True)
+    os.replace(tmp, path)
+
+
 @exit_on_error
 def main() -> None:
-    raw_dir, norm_dir, out_dir = cli.paths(
+    raw_dir, norm_dir, out_dir, plot = cli.paths(
         __doc__,
         cli.RAW_DIR,
         cli.NORM_DIR,
         ("out_dir", "where the report is written (datasets/reports/<name>)"),
+        (
+            "plot",
+            "optional: label_audit.png also here (datasets/plots/label_audit/<name>.png)",
+            None,
+        ),
     )
     params = load_params("validate", ValidateParams)
     splits = load_splits(norm_dir)
     found = validate(raw_dir, splits, params)
     fail_on_errors(raw_dir, found)
+    issues = audit_labels(raw_dir, splits["train"], found)
     pictures = report.draw_pictures(
         raw_dir, splits, found, params.samples_per_class, params.box_samples
     )
-    report.write_report(out_dir, found, pictures)
+    report.write_report(out_dir, found, pictures, {"label_audit.json": issues})
+    if plot is not None:
+        write_plot(raw_dir, found, plot)
     print(f"validate: {raw_dir.name}: 0 errors, {len(found['warnings'])} warning(s) -> {out_dir}")
 
 

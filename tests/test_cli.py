@@ -11,7 +11,7 @@ from conftest import ROOT
 STAGES = {  # module: its positional arguments, as dvc.yaml passes them
     "data_processing.digits": ["out_dir"],
     "data_processing.normalize": ["raw_dir", "out_dir"],
-    "data_processing.validate": ["raw_dir", "norm_dir", "out_dir"],
+    "data_processing.validate": ["raw_dir", "norm_dir", "out_dir", "plot"],
     "data_processing.shard": ["raw_dir", "norm_dir", "out_dir"],
     "models.train": ["dataset", "model", "hparams"],
     "models.evaluate": ["dataset", "model", "hparams"],
@@ -49,7 +49,7 @@ def test_help(module: str) -> None:
 
 @pytest.mark.parametrize("module", list(STAGES))
 def test_a_wrong_call_is_a_usage_error(module: str) -> None:
-    proc = run(module, "one", "two", "three", "four")
+    proc = run(module, "one", "two", "three", "four", "five")  # one more than any stage takes
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"usage: python -m {module} ")
     assert "unrecognized arguments" in proc.stderr

@@ -327,6 +327,8 @@ def test_test_label_unknown_to_train(raw: Path) -> None:
 
 def test_stage_writes_json_markdown_html_and_pictures(project: Path, raw: Path) -> None:
     edit_params(project / "params.yaml", validate={"min_per_class": 3})
+    # noise has no labels to learn: the audit (tests/test_label_audit.py) would flag some
+    edit_params(project / "params.yaml", label_audit={"model": "none"})
     records = build(raw)
     near = noise(1000 + 3)
     near[0, 0] ^= 1  # a near duplicate of train/square_3.png, so that pairs get drawn too
@@ -343,6 +345,7 @@ def test_stage_writes_json_markdown_html_and_pictures(project: Path, raw: Path) 
         "validate.json",
         "validate.md",
         "validate.html",
+        "label_audit.json",
     } | pngs
     for png in pngs:
         with PILImage.open(out / png) as im:

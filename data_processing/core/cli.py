@@ -27,18 +27,22 @@ COMMANDS = {
 _command: str | None = None  # "reprovision <command>" while main() runs one
 
 
-def parse(doc: str, *arguments: tuple[str, str], argv: list[str] | None = None) -> list[str]:
-    """The values of `arguments` ((name, help), ...), in order, from the command line."""
+Argument = tuple[str, str] | tuple[str, str, None]  # (name, help), or optional: (name, help, None)
+
+
+def parse(doc: str, *arguments: Argument, argv: list[str] | None = None) -> list[str | None]:
+    """The values of `arguments` ((name, help), ...), in order, from the command line; an
+    optional one (a third element, None) last, None when not given."""
     lines = (doc or "").strip().splitlines()
     run = [line.strip() for line in lines if line.strip().startswith("Run:")]
     summary = " ".join(lines[: lines.index("")] if "" in lines else lines[:1])
     parser = argparse.ArgumentParser(
         prog=prog(), description=summary or None, epilog=run[0] if run else None
     )
-    for name, help_text in arguments:
-        parser.add_argument(name, help=help_text)
+    for name, help_text, *optional in arguments:
+        parser.add_argument(name, help=help_text, **({"nargs": "?"} if optional else {}))
     args = parser.parse_args(argv)
-    return [getattr(args, name) for name, _ in arguments]
+    return [getattr(args, name) for name, *_ in arguments]
 
 
 def prog() -> str:
@@ -49,9 +53,9 @@ def prog() -> str:
     return f"python -m {spec.name}" if spec else Path(sys.argv[0]).name
 
 
-def paths(doc: str, *arguments: tuple[str, str], argv: list[str] | None = None) -> list[Path]:
-    """`parse`, each value a Path."""
-    return [Path(value) for value in parse(doc, *arguments, argv=argv)]
+def paths(doc: str, *arguments: Argument, argv: list[str] | None = None) -> list[Path | None]:
+    """`parse`, each value a Path (None for an optional one not given)."""
+    return [None if v is None else Path(v) for v in parse(doc, *arguments, argv=argv)]
 
 
 RAW_DIR = ("raw_dir", "the raw dataset folder (datasets/raw/<name>)")
