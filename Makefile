@@ -15,7 +15,7 @@ export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install install-browser run test test-scale test-fault test-zoo test-grid test-cluster lint bench clean
+.PHONY: help install install-browser run test test-scale test-fault test-zoo test-train test-grid test-cluster lint bench clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
@@ -66,6 +66,9 @@ test-fault: install  # fault injection and the wrk soak (minutes); .ci/run runs 
 
 test-zoo: install  # every model trained on small photo sets (minutes); .ci/run runs it
 	$(BIN)/python -m pytest -q -m zoo
+
+test-train: install  # data-parallel training over two devices and calibrated bundles, through the real stages (about 2 minutes)
+	$(BIN)/python -m pytest -q -m train
 
 test-cluster: install  # the grid on a two-node Ray cluster, an emitted Job's cell, a fresh clone: git and S3 (moto) remotes, all on 127.0.0.1 (about 9 minutes)
 	$(BIN)/python -m pytest -q -m cluster

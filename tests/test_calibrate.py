@@ -130,7 +130,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_bundle(project, calibrate=True)
 
 
-@pytest.mark.slow
+@pytest.mark.train
 def test_a_calibrated_bundle_serves_scaled_scores_on_both_backends(bundle: Path) -> None:
     record = json.loads((bundle / "calibration.json").read_text())
     assert record["fitted"] and record["temperature"] != 1.0
@@ -158,7 +158,7 @@ def test_a_calibrated_bundle_serves_scaled_scores_on_both_backends(bundle: Path)
     np.testing.assert_allclose(predictor.predict(first[None])[0], samples[0]["probs"], atol=1e-5)
 
 
-@pytest.mark.slow
+@pytest.mark.train
 def test_a_bundle_without_calibration_json_serves_the_model(bundle: Path, tmp_path: Path) -> None:
     old = shutil.copytree(bundle, tmp_path / "old", ignore=shutil.ignore_patterns("saved_model"))
     (old / "calibration.json").unlink()

@@ -62,7 +62,7 @@ def sharded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
-@pytest.mark.slow
+@pytest.mark.train
 @pytest.mark.parametrize(
     "mixed, scale_lr, lr_factor", [(False, "linear", 2.0), (True, "sqrt", math.sqrt(2))]
 )
