@@ -39,11 +39,16 @@ class Outcome:
     log: str  # the end of the worker's log (for a failure: of its last attempt)
 
 
+# Looked up before any fork: between fork and exec (a Ray worker has threads) only the call
+# itself is safe, not a dlopen.
+_PRCTL = ctypes.CDLL(None).prctl if sys.platform.startswith("linux") else None
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM when the Ray worker that started it dies (Linux), so a killed
     task leaves no training behind; the worker then stops its own steps (sweep_worker)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def worker_command(entry: dict, rev: str, repo: str) -> list[str]:
