@@ -70,7 +70,7 @@ test-zoo: install  # every model trained on small photo sets (minutes); .ci/run 
 test-train: install  # data-parallel training over two devices and calibrated bundles, through the real stages (about 2 minutes)
 	$(BIN)/python -m pytest -q -m train
 
-test-cluster: install  # the grid on a two-node Ray cluster, an emitted Job's cell, a fresh clone: git and S3 (moto) remotes, all on 127.0.0.1 (about 9 minutes)
+test-cluster: install  # the grid on a two-node Ray cluster, an emitted Job's cell, a fresh clone: git and S3 (moto) remotes, all on 127.0.0.1 (about 7 minutes)
 	$(BIN)/python -m pytest -q -m cluster
 
 test-grid: install  # the full sweep grid: 2 datasets x 3 models x 2 sets, about 6 minutes
