@@ -237,3 +237,15 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
 # Fixtures that live with their helpers in tests/servers.py, registered here for every module
 # (imported last: servers.py imports this module's helpers).
 from servers import releases  # noqa: E402, F401
+
+
+@pytest.fixture
+def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """moto's S3 server on 127.0.0.1 with one bucket (tests/remotes.py), the AWS_* variables a
+    user sets for a real bucket in the environment; yield its URL."""
+    from remotes import AWS_ENV, moto_s3  # remotes imports this module
+
+    for key, value in AWS_ENV.items():
+        monkeypatch.setenv(key, value)
+    with moto_s3(tmp_path / "moto.log") as url:
+        yield url

@@ -6,17 +6,9 @@ from pathlib import Path
 
 import pytest
 from conftest import BIN, sh
-from remotes import AWS_ENV, moto_s3, objects, project_with_remotes
+from remotes import objects, project_with_remotes
 
 from deployment.server.bundle import file_sha256
-
-
-@pytest.fixture
-def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    for key, value in AWS_ENV.items():
-        monkeypatch.setenv(key, value)
-    with moto_s3(tmp_path / "moto.log") as url:
-        yield url
 
 
 @pytest.mark.cluster

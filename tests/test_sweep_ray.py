@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import BIN, free_port, sh, stop_process, tool_env
-from remotes import AWS_ENV, moto_s3, project_with_remotes
+from remotes import AWS_ENV, project_with_remotes
 
 from deployment.release.select import SelectParams, choose
 from models.common.leaderboard import experiments
@@ -24,14 +24,6 @@ MODELS = ("mlp", "cnn")
 CELLS = [f"{d}-{m}-quick" for d in ("new", "old") for m in ("cnn", "mlp")]  # priority order
 # Every Ray address on 127.0.0.1 (tests/ray_node.py says why the variable is needed).
 LOOPBACK = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-@pytest.fixture
-def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    for key, value in AWS_ENV.items():
-        monkeypatch.setenv(key, value)
-    with moto_s3(tmp_path / "moto.log") as url:
-        yield url
 
 
 @pytest.fixture

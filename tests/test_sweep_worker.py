@@ -10,17 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import BIN, sh, tool_env
-from remotes import AWS_ENV, moto_s3, objects, project_with_remotes
+from remotes import objects, project_with_remotes
 
 CELL = "tiny-mlp-quick"
-
-
-@pytest.fixture
-def s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    for key, value in AWS_ENV.items():
-        monkeypatch.setenv(key, value)
-    with moto_s3(tmp_path / "moto.log") as url:
-        yield url
 
 
 @pytest.mark.cluster
