@@ -154,16 +154,20 @@ def dockerfile() -> tuple[int, str]:
     return port, health
 
 
-def test_kserve_custom_runs_our_server_image(bundle: Path) -> None:
-    path = bundle / "kserve" / "custom.yaml"
+def inference_service(bundle: Path, file: str, name: str) -> tuple[dict, str, str]:
+    """(the manifest, its text, the bundle's version) of kserve/<file>, linted and checked
+    to be an InferenceService named `name`."""
+    path = bundle / "kserve" / file
     yamllint(path)
-    service = yaml.safe_load(path.read_text())
-    assert (service["apiVersion"], service["kind"]) == (
-        "serving.kserve.io/v1beta1",
-        "InferenceService",
-    )
-    assert service["metadata"]["name"] == NAME
-    version = hashlib.sha256((bundle / "model.keras").read_bytes()).hexdigest()[:12]
+    text = path.read_text()
+    service = yaml.safe_load(text)
+    assert (service["apiVersion"], service["kind"]) == KIND
+    assert service["metadata"]["name"] == name
+    return service, text, hashlib.sha256((bundle / "model.keras").read_bytes()).hexdigest()[:12]
+
+
+def test_kserve_custom_runs_our_server_image(bundle: Path) -> None:
+    service, text, version = inference_service(bundle, "custom.yaml", NAME)
     (container,) = service["spec"]["predictor"]["containers"]
     assert container["image"] == f"reprovision-serve:{version}"  # one image, one model version
     port, health = dockerfile()
@@ -171,25 +175,18 @@ def test_kserve_custom_runs_our_server_image(bundle: Path) -> None:
     assert container["readinessProbe"]["httpGet"] == {"path": health, "port": port}
     assert container["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": port}
     build = f"--build-arg BUNDLE={BUNDLE.as_posix()}"
-    assert build in path.read_text() and f"-t reprovision-serve:{version} ." in path.read_text()
+    assert build in text and f"-t reprovision-serve:{version} ." in text
 
 
 def test_kserve_triton_serves_the_repository(bundle: Path) -> None:
-    path = bundle / "kserve" / "triton.yaml"
-    yamllint(path)
-    service = yaml.safe_load(path.read_text())
-    assert (service["apiVersion"], service["kind"]) == (
-        "serving.kserve.io/v1beta1",
-        "InferenceService",
-    )
-    assert service["metadata"]["name"] == f"{NAME}-triton"  # beside custom.yaml's, not over it
+    # named beside custom.yaml's service, not over it
+    service, text, version = inference_service(bundle, "triton.yaml", f"{NAME}-triton")
     model = service["spec"]["predictor"]["model"]
     assert model["modelFormat"] == {"name": "onnx"}
     assert (model["runtime"], model["protocolVersion"]) == ("kserve-tritonserver", "v2")
-    version = hashlib.sha256((bundle / "model.keras").read_bytes()).hexdigest()[:12]
     storage = f"s3://BUCKET/reprovision/{NAME}/{version}/triton"
     assert model["storageUri"] == storage
-    assert f"aws s3 sync {BUNDLE.as_posix()}/triton {storage}" in path.read_text()
+    assert f"aws s3 sync {BUNDLE.as_posix()}/triton {storage}" in text
 
 
 def test_resource_names_are_dns_labels() -> None:
