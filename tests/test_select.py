@@ -129,8 +129,16 @@ def test_same_model_is_not_promoted_again(cells: Path) -> None:
     assert select(cells).returncode == 0
     before = (cells / "deployment/production.json").read_bytes()
     proc = select(cells)
-    assert "is already in production" in proc.stdout
+    assert "is already in production" in proc.stdout and "refreshed" not in proc.stdout
     assert (cells / "deployment/production.json").read_bytes() == before
+    # the same model re-exported with a new file: production's copy gets it, nothing else moves
+    (cells / "models/runs/d-b-h/bundle/input_stats.json").write_text("{}")
+    proc = select(cells)
+    assert "production's bundle files refreshed" in proc.stdout, proc.stdout
+    assert (cells / "deployment/production/input_stats.json").read_text() == "{}"
+    assert (cells / "deployment/production/eval/samples.json").is_file()
+    assert (cells / "deployment/production.json").read_bytes() == before
+    assert not (cells / "deployment/previous").exists()
 
 
 def test_rollback_is_one_command_and_sticks(cells: Path) -> None:

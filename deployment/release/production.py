@@ -68,6 +68,39 @@ def install(pointer: Path, bundle: Path, samples: Path, entry: dict, reason: str
     return _write(pointer, entry, reason, history, old.get("rejected", []) if old else [])
 
 
+def refresh(pointer: Path, bundle: Path, samples: Path) -> bool:
+    """Re-copy production's own model from its re-exported `bundle` when the bundle's files
+    differ (a newer export of the same model.keras adds files: calibration, explanations,
+    the OOD statistics); the pointer, its version and previous/ stay. True when copied."""
+    production, _ = folders(pointer)
+    if bundle_sha256(bundle) != bundle_sha256(production) or _same_files(bundle, production):
+        return False
+    staging = production.with_name(production.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(bundle, staging)
+    (staging / "eval").mkdir()
+    shutil.copy2(samples, staging / "eval" / "samples.json")
+    old = production.with_name(production.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    production.rename(old)
+    staging.rename(production)  # a reader of the pointer finds one whole folder or the other
+    shutil.rmtree(old)
+    return True
+
+
+def _same_files(bundle: Path, production: Path) -> bool:
+    """The bundle's files are production's (eval/ aside), by path, size and bytes."""
+    ours = {p.relative_to(bundle) for p in bundle.rglob("*") if p.is_file()}
+    theirs = {
+        p.relative_to(production)
+        for p in production.rglob("*")
+        if p.is_file() and p.relative_to(production).parts[0] != "eval"
+    }
+    return ours == theirs and all(
+        (bundle / f).read_bytes() == (production / f).read_bytes() for f in ours
+    )
+
+
 def swap_back(pointer: Path) -> dict:
     """Roll back: previous becomes production again, and the current version is rejected.
 

@@ -164,6 +164,9 @@ def main() -> None:
                 found="none, and no previous pointer to keep",
             )
         print(f"select: {reason}; {pointer} left unchanged")
+        cell = runs_dir / current["name"]
+        if production.refresh(pointer, cell / "bundle", cell / "eval" / "samples.json"):
+            print(f"select: {current['name']} re-exported: production's bundle files refreshed")
         return
     entry = {"name": best, "version": sha[:12], "sha256": sha, **cells[best]}
     entry["metrics"] = candidates[best]["test"]
