@@ -306,9 +306,14 @@ def server_specs(bundle: Path, name: str, work: Path, with_tf: bool) -> dict[str
     return {**specs, "naive": naive, "bare": [*BARE, "--host", "127.0.0.1"]}
 
 
-def agreement(servers: dict[str, Server], path: str, body: Path) -> float:
+def agreement(servers: dict[str, Server], path: str, body: Path, bundle: Path) -> float:
     """The largest difference between any server's probabilities and the onnx server's for
-    the benchmark request (RuntimeError above 1e-4: a fast wrong answer is no result)."""
+    the benchmark request (RuntimeError above 1e-4: a fast wrong answer is no result). The
+    naive server answers the model's own probabilities: the bundle's calibration (served by
+    ours) is applied to them first."""
+    from models.common.postprocess import Postprocess
+
+    postprocess = Postprocess.load(bundle)
     probs = {}
     for key, server in servers.items():
         if key == "bare":
@@ -317,6 +322,8 @@ def agreement(servers: dict[str, Server], path: str, body: Path) -> float:
         request.add_header("Content-Type", "application/json")
         with urllib.request.urlopen(request, timeout=30) as response:
             probs[key] = np.array(json.load(response)["outputs"][0]["data"], np.float32)
+    if postprocess is not None and "naive" in probs:
+        probs["naive"] = postprocess.scores(probs["naive"][None])[0]
     diff = max(float(np.abs(p - probs["onnx"]).max()) for p in probs.values())
     if diff > 1e-4:
         raise RuntimeError(f"the servers disagree by {diff:.2g}: {probs}")
@@ -356,7 +363,7 @@ def run(bundle: Path, seconds: float, reps: int, with_tf: bool, work: Path) -> d
         for key, args in server_specs(bundle, name, work, with_tf).items():
             servers[key] = start(key, args, work)  # one at a time: start-ups do not overlap
             ready_s[key] = round(wait_ready(servers[key]), 2)
-        diff = agreement(servers, infer, body)
+        diff = agreement(servers, infer, body, bundle)
         cases = {k: (k, infer, body) for k in ("onnx", "onnx-2w")}
         cases |= {"ceiling": ("onnx", "/v2/health/live", None), "bare": ("bare", "/", None)}
         cases |= {k: (k, infer, body) for k in ("tf", "naive") if k in servers}
