@@ -149,6 +149,8 @@ def test_watch_killed_mid_cycle_loses_and_doubles_no_feedback(tmp_path: Path) ->
             assert status == 200
             answer = {"request_id": body["request_id"], "true_label": body["label"]}
             assert call(server, "POST", "/feedback", answer)[0] == 200
+            accept = {"decision": "accept"}  # only accepted records train (review.py)
+            assert call(server, "POST", f"/review/{body['request_id']}", accept)[0] == 200
     finally:
         stop_process(server.proc, timeout=15)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
@@ -173,7 +175,7 @@ def test_watch_killed_mid_cycle_loses_and_doubles_no_feedback(tmp_path: Path) ->
         (repo / "deployment/watch.json").read_text()
     )
     out = sh(sys.executable, "-m", "deployment.release.watch", "--once", cwd=repo)
-    assert f"{N_FEEDBACK} new feedback records" in out, out
+    assert f"{N_FEEDBACK} new accepted feedback records" in out, out
     train = json.loads((repo / "datasets/normalized/tiny/train.json").read_text())
     merged = [i["file_name"] for i in train["images"] if i["file_name"].startswith("../feedback/")]
     assert len(merged) == len(set(merged)) == N_FEEDBACK

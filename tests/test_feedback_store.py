@@ -2,8 +2,8 @@
 
 Relabelling, idempotence and the split rule; one image file per distinct upload; a restart
 that keeps everything; the migration of records written by older servers; the exported
-seed-format dataset read back by the project's own importer; and writers in 8 processes at
-once losing and doubling nothing.
+seed-format dataset read back by the project's own importer (of accepted records: review is
+tests/test_review.py); and writers in 8 processes at once losing and doubling nothing.
 """
 
 import io
@@ -98,6 +98,7 @@ def test_export_is_a_seed_dataset_the_importer_reads(tmp_path: Path) -> None:
     for i in range(7):
         rid = predicted(store, noise_png(10 + i))
         store.record({"request_id": rid, "true_label": LABELS[i % 3]})
+        store.reviews.decide(rid, "accept")  # only accepted records train
     assert export(tmp_path) == 7
     splits = seed.parse(tmp_path, "feedback")
     assert {s: len(d.images) for s, d in splits.items()} == {"train": 5, "test": 2}
@@ -139,14 +140,17 @@ def test_records_of_older_servers_are_migrated(tmp_path: Path) -> None:
         )
         path.write_text("".join(f"{n},{lab}\n" for n, lab in [("filename", "label"), *chosen]))
     before = {s: p.read_text() for s, p in csvs.items()}
-    FeedbackStore(tmp_path)
+    store = FeedbackStore(tmp_path)
     got = rows(tmp_path)
     assert [r["request_id"] for r in got] == list(legacy)  # arrival order
     for r in got:
         old = legacy[r["request_id"]]
         for key in ("split", "file", "true_label", "predicted_at", "model_version"):
             assert r[key] == old[key], key
+        assert r["review"] == "pending"  # never reviewed: it trains once accepted
     assert not (tmp_path / "records").exists() and (tmp_path / "records.migrated").is_dir()
+    for rid in legacy:
+        store.reviews.decide(rid, "accept")
     export(tmp_path)
     assert {s: p.read_text() for s, p in csvs.items()} == before
     FeedbackStore(tmp_path)  # a second start has nothing to migrate
@@ -190,6 +194,7 @@ def test_exported_feedback_merges_into_a_normalized_train_split(tmp_path: Path) 
     for i in range(3):
         rid = predicted(store, noise_png(40 + i), list(CLASSES))
         store.record({"request_id": rid, "true_label": CLASSES[i]})
+        store.reviews.decide(rid, "accept")
     export(tmp_path / "raw" / "feedback")
     train = normalize(raw, "seed")["train"]
     params = merging.FeedbackParams(dataset="shapes", snapshot="abc")

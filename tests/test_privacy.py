@@ -111,7 +111,8 @@ def _images(root: Path) -> set[str]:
 
 
 def _old_records(root: Path) -> tuple[str, str]:
-    """(an exported record, one never exported), both two days old, in a store at root."""
+    """(an accepted, exported record, a pending one never exported), both two days old, in
+    a store at root."""
     store = FeedbackStore(root)
     rids = []
     for seed in (10, 11):
@@ -120,6 +121,7 @@ def _old_records(root: Path) -> tuple[str, str]:
         store.record({"request_id": rid, "true_label": "b"})
         rids.append(rid)
         if seed == 10:
+            store.reviews.decide(rid, "accept")  # only accepted records are exported
             export(root)  # the first is now a dataset file (its <split>/<id>.png)
     with sqlite3.connect(root / "feedback.sqlite3") as db:
         db.execute("UPDATE feedback SET predicted_at = predicted_at - 2 * 86400")
@@ -167,6 +169,8 @@ def test_delete_removes_the_image_the_record_and_its_dataset_files(two_workers) 
     for seed in (20, 21, 22):
         rid = _predict(srv, gps_jpeg(seed), "jpeg")
         status, _ = call(srv, "POST", "/feedback", {"request_id": rid, "true_label": CLASSES[1]})
+        assert status == 200
+        status, _ = call(srv, "POST", f"/review/{rid}", {"decision": "accept"})  # review.py
         assert status == 200
         rids.append(rid)
     export(srv.feedback)  # what the watch does: <split>/<id>.jpg and groundtruth.csv

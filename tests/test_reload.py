@@ -181,6 +181,8 @@ def test_feedback_becomes_a_seed_dataset(server: Server) -> None:
         assert record["predicted_label"] == answer["label"] and record["true_label"] == label
         assert record["predicted_at"] > 0
         assert call(server, "POST", "/feedback", body) == (status, fb)  # idempotent
+        status, _ = call(server, "POST", f"/review/{rid}", {"decision": "accept"})
+        assert status == 200  # only accepted records are exported (review.py)
         stored.append((rid, record["split"], label))
         assert (server.feedback / record["image"]).read_bytes() == data  # the upload itself
     assert [s[1] for s in stored] == ["test", "train"]  # record 0 test, then 1-4 train

@@ -100,11 +100,13 @@ def test_feedback_retrains_promotes_and_hot_reloads(repo: Path, server: Server) 
         assert status == 200 and body["model_version"] == first["version"]
         answer = {"request_id": body["request_id"], "true_label": LABELS[label]}
         assert call(server, "POST", "/feedback", answer)[0] == 200
+        accept = {"decision": "accept"}  # a reviewer on 127.0.0.1: only accepted records train
+        assert call(server, "POST", f"/review/{body['request_id']}", accept)[0] == 200
     stop, seen = threading.Event(), []
     threads = clients(server, stop, seen)
     try:
         out = sh(sys.executable, "-m", "deployment.release.watch", "--once", cwd=repo)
-        assert f"{N_FEEDBACK} new feedback records" in out and "promoted" in out, out
+        assert f"{N_FEEDBACK} new accepted feedback records" in out and "promoted" in out, out
         second = pointer(repo)
         assert second["version"] != first["version"]
         assert second["history"][0]["version"] == first["version"]

@@ -3,8 +3,10 @@
 Under the feedback root, from the server's database (deployment/server/feedback_store.py):
 
     <split>/<request_id>.<ext>      the image (a hard link into images/ where possible)
-    <split>/groundtruth.csv         filename,label: every record of the split, sorted
+    <split>/groundtruth.csv         filename,label: every accepted record of the split, sorted
 
+Only records accepted in review (by a reviewer or by agreement, deployment/server/
+review_store.py) are exported or counted: pending and rejected ones never train.
 .dvcignore keeps the database and images/ out of the `dvc add`ed snapshot.
 """
 
@@ -19,27 +21,29 @@ from deployment.server.feedback_store import CSV_NAME, DATABASE, SPLITS, connect
 
 
 def count(root: Path) -> int:
-    """How many labelled records the database under root holds (0 when there is none)."""
+    """How many accepted records the database under root holds (0 when there is none)."""
     if not (Path(root) / DATABASE).is_file():
         return 0
     db = connect(Path(root))
     try:
-        return db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0]
+        return db.execute("SELECT COUNT(*) FROM feedback WHERE review = 'accepted'").fetchone()[0]
     finally:
         db.close()
 
 
 def export(root: Path) -> int:
     """Write the seed-format dataset from the database: <split>/<request_id>.<ext> and
-    <split>/groundtruth.csv for every record; files no record names (deleted ones, a CSV of
-    a split left empty) are removed. Returns
-    the number of records."""
+    <split>/groundtruth.csv for every accepted record; files no accepted record names
+    (deleted, rejected or relabelled ones, a CSV of a split left empty) are removed. Returns
+    the number of records exported."""
     root = Path(root)
     if not (root / DATABASE).is_file():
         return 0
     db = connect(root)
     try:
-        rows = db.execute("SELECT file, image, true_label FROM feedback ORDER BY file").fetchall()
+        rows = db.execute(
+            "SELECT file, image, true_label FROM feedback WHERE review = 'accepted' ORDER BY file"
+        ).fetchall()
     finally:
         db.close()
     for split in SPLITS:

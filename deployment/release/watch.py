@@ -1,11 +1,12 @@
 """Continuous training: retrain and promote when labelled feedback or a dataset changes.
 
 Each check (every --interval seconds, or once with --once):
-  1. counts labelled feedback records (the rows of datasets/raw/feedback/feedback.sqlite3,
-     written by the server's POST /feedback) and hashes the dataset declarations
-     (datasets/**/*.dvc and params.yaml `datasets`);
-  2. when at least params `feedback.min_records` records arrived since the last cycle, or a
-     dataset was added or changed: exports the records as a seed-format dataset
+  1. counts accepted feedback records (the rows of datasets/raw/feedback/feedback.sqlite3,
+     written by the server's POST /feedback, that a reviewer or agreement accepted: GET
+     /review, deployment/server/review_store.py) and hashes the dataset declarations
+     (datasets/**/*.dvc and params.yaml `datasets`); pending and rejected ones never train;
+  2. when at least params `feedback.min_records` records were accepted since the last cycle,
+     or a dataset was added or changed: exports those records as a seed-format dataset
      (feedback_export.py), `dvc add datasets/raw/feedback` (a versioned snapshot of it;
      .dvcignore leaves out the database and the image store), then
      `dvc exp run -n <name> -S feedback.snapshot=<its md5>`: the whole pipeline, in which
@@ -49,7 +50,7 @@ GATE = Path("deployment/gate.json")
 
 
 def labelled_records(folder: Path = FEEDBACK) -> int:
-    """How many feedback records carry a true label."""
+    """How many feedback records were accepted in review (only those train)."""
     return feedback.count(folder)
 
 
@@ -74,7 +75,7 @@ def pending(state: dict, min_records: int) -> tuple[str | None, int, str]:
     if digest != state.get("datasets", digest):
         return "a dataset was added or changed", records, digest
     if new >= min_records:
-        return f"{new} new feedback records (at least {min_records})", records, digest
+        return f"{new} new accepted feedback records (at least {min_records})", records, digest
     return None, records, digest
 
 

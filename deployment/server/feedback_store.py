@@ -1,6 +1,6 @@
 """Feedback on served predictions, kept in SQLite (WAL mode) under --feedback-dir:
 
-    feedback.sqlite3        one row per labelled request: prediction, model, true label, split
+    feedback.sqlite3        a row per labelled request: prediction, model, label, split, review
     images/<sha256>.<ext>   each stored upload once, named by its content, without metadata
 
 /predict remembers recent predictions in memory (bounded by count, bytes and time, pending.py);
@@ -10,8 +10,9 @@ of EXIF, XMP, ICC, comments and text chunks (scrub.py). With `store_uploads` (pa
 /feedback/{request_id} removes one request; old uploads that never reached a dataset go after
 `retention_days` (retention.py). A request's split is fixed at its first feedback (every
 `test_every`-th record goes to test), and posting again relabels it: the last answer wins.
-The watch exports it as a dataset (deployment/release/feedback_export.py). With --workers
-N > 1 (shared=True) the recent predictions are kept in the database instead (pending.py).
+The watch exports the records accepted in review (review_store.py) as a dataset
+(deployment/release/feedback_export.py). With --workers N > 1 (shared=True) the recent
+predictions are kept in the database instead (pending.py).
 
 Errors: a request_id that is not 32 hex characters (it names files) or a label the model does
 not know is 400; a full disk is 507, another write failure 503, and the database is left as
@@ -30,7 +31,7 @@ import threading
 import time
 from pathlib import Path
 
-from deployment.server import pending, scrub
+from deployment.server import pending, review_store, scrub
 from deployment.server.inference import ApiError
 
 REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex
@@ -79,6 +80,7 @@ def connect(root: Path) -> sqlite3.Connection:
     db.execute("PRAGMA cache_size=-32768")  # 32 MiB of pages: the id index stays in memory
     db.execute("PRAGMA secure_delete=ON")  # a deleted row's bytes (an image) are overwritten
     db.executescript(SCHEMA)
+    review_store.migrate(db)  # an older database gains the review columns
     return db
 
 
@@ -86,7 +88,7 @@ class FeedbackStore:
     """Remember recent predictions with their images; store feedback in the database.
     shared: remember them in the database, for every process on it (pending.Shared).
     store_uploads: also store every upload at once; retention_days: purge's age limit
-    (0: none); pending_minutes: how long a prediction waits for its feedback."""
+    (0: none); pending_minutes: how long a prediction waits; review_*: review_store's."""
 
     def __init__(
         self,
@@ -98,6 +100,8 @@ class FeedbackStore:
         store_uploads: bool = False,
         retention_days: float = 30.0,
         pending_minutes: float = 15.0,
+        review_agree: int = 3,
+        review_flag_score: float = 0.95,
     ) -> None:
         self.root = Path(root)
         self.test_every = test_every
@@ -110,6 +114,8 @@ class FeedbackStore:
             if shared
             else pending.Memory(capacity, max_bytes, self.pending_s)
         )
+        args = (self._db, self._db_lock, review_agree, review_flag_score)
+        self.reviews = review_store.Reviews(*args)  # the review status of each record
         if (self.root / RECORDS).is_dir():
             self._migrate()
 
@@ -156,7 +162,7 @@ class FeedbackStore:
         """Validate {request_id, true_label}; store the image (once) and the row.
 
         Returns:
-            The record: the row's columns, labels as a list and correct as a bool.
+            The record: the row's columns, labels as a list, correct and flagged as bools.
 
         Raises:
             ApiError: 400 malformed body, id or unknown label; 404 unknown request_id;
@@ -192,11 +198,9 @@ class FeedbackStore:
             raise ApiError(400, f"unknown label {label!r}; the model knows {labels}")
         if stored is not None:
             if stored["true_label"] != label:
-                self._db.execute(
-                    "UPDATE feedback SET true_label = ?, correct = ? WHERE request_id = ?",
-                    (label, int(label == stored["predicted_label"]), request_id),
-                )
-            return {**stored, "true_label": label, "correct": label == stored["predicted_label"]}
+                self.reviews.relabel_locked(request_id, label, stored["predicted_label"])
+                self.reviews.agree_locked(stored["image"], label)
+            return self.get(request_id)
         record = {"request_id": request_id, **remembered.record, "labels": labels}
         record |= {"true_label": label, "correct": label == record["predicted_label"]}
         self._db.execute("BEGIN IMMEDIATE")  # the split's count and the insert, together
@@ -211,24 +215,23 @@ class FeedbackStore:
             if self._db.in_transaction:  # SQLite rolls back by itself on a full disk
                 self._db.execute("ROLLBACK")
             raise
-        return record | {"image": image}
+        self.reviews.agree_locked(image, label)
+        return self.get(request_id)
 
     def _insert(self, record: dict) -> None:
         row = {**record, "labels": json.dumps(record["labels"])}
         row["correct"] = int(record["correct"])
-        marks = ", ".join("?" * len(COLUMNS))
+        names = (*COLUMNS, "client")  # client: /predict's (review_store); the rest: defaults
         self._db.execute(
-            f"INSERT INTO feedback ({', '.join(COLUMNS)}) VALUES ({marks})",
-            [row.get(c) for c in COLUMNS],
+            f"INSERT INTO feedback ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
+            [row.get(c) for c in names],
         )
 
     def get(self, request_id: str) -> dict | None:
-        """The stored record of request_id, or None."""
-        cursor = self._db.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM feedback WHERE request_id = ?", (request_id,)
-        )
-        row = cursor.fetchone()
-        return None if row is None else _record(row)
+        """The stored record of request_id, with its review status and flag, or None."""
+        sql = f"SELECT {', '.join(COLUMNS)}, review FROM feedback WHERE request_id = ?"
+        row = self._db.execute(sql, (request_id,)).fetchone()
+        return None if row is None else _record(row, self.reviews.flag_score)
 
     def _write_image(self, data: bytes) -> str:
         """Store the upload, without metadata, once under its sha256; return its path
@@ -266,11 +269,11 @@ class FeedbackStore:
             pass
 
 
-def _record(row: tuple) -> dict:
-    record = dict(zip(COLUMNS, row, strict=True))
+def _record(row: tuple, flag_score: float) -> dict:
+    record = dict(zip((*COLUMNS, "review"), row, strict=True))
     record["labels"] = json.loads(record["labels"])
     record["correct"] = bool(record["correct"])
-    return record
+    return record | {"flagged": review_store.flagged(record, flag_score)}
 
 
 def _storage_status(err: Exception) -> int | None:

@@ -4,11 +4,13 @@ delete: DELETE /feedback/{request_id} (human.py) or `--delete ID` removes the re
     feedback row, its kept upload (`uploads`), its waiting prediction (`pending`), its image
     under images/ (unless another row names the same bytes), and what the watch's export made
     of it: <split>/<request_id>.<ext> and its line in <split>/groundtruth.csv.
-purge: removes what is older than params `serve.retention_days` and was never exported into
-    a dataset: feedback rows whose <split>/<file> the export has not written yet (an exported
-    record is part of a `dvc add`ed snapshot and keeps training), every kept upload
-    (`serve.store_uploads`), expired waiting predictions, and the images no row names any
-    more. The server runs it at start and hourly; cron can run this module.
+purge: a feedback record is kept while it may train. Rejected in review (review_store.py):
+    removed at the next purge, whatever its age, with any dataset file of it. Accepted: kept
+    (until exported, then as part of a `dvc add`ed snapshot that keeps training). Pending:
+    removed once older than params `serve.retention_days` unless the export wrote its
+    <split>/<file>. Also every kept upload (`serve.store_uploads`) past that age, expired
+    waiting predictions, and the images no row names any more. The server runs it at start
+    and hourly; cron can run this module.
 
 Each runs in one write transaction (BEGIN IMMEDIATE), so a server writing the same database
 from another process (--workers N) never names an image this removes. Deleted rows are
@@ -77,10 +79,7 @@ def purge(db: sqlite3.Connection, root: Path, retention_days: float, pending_s: 
         tables = _tables(db)
         images = set()
         if "feedback" in tables:
-            old = db.execute(
-                "SELECT request_id, file, image FROM feedback WHERE predicted_at < ?", (cutoff,)
-            ).fetchall()
-            gone = [(rid, image) for rid, file, image in old if not (root / file).is_file()]
+            gone = _purged_feedback(db, root, cutoff)
             db.executemany("DELETE FROM feedback WHERE request_id = ?", [(r,) for r, _ in gone])
             counts["feedback"], images = len(gone), {image for _, image in gone}
         if "uploads" in tables:
@@ -93,6 +92,24 @@ def purge(db: sqlite3.Connection, root: Path, retention_days: float, pending_s: 
             counts["pending"] = expired.rowcount
         counts["images"] = len(_unlink_unused(db, root, images))
     return counts
+
+
+def _purged_feedback(db: sqlite3.Connection, root: Path, cutoff: float) -> list[tuple[str, str]]:
+    """(request_id, image) of the feedback rows purge removes (the module doc's rule); the
+    dataset files of rejected ones go now."""
+    rows = db.execute(
+        "SELECT request_id, file, image, review FROM feedback "
+        "WHERE review = 'rejected' OR (review = 'pending' AND predicted_at < ?)",
+        (cutoff,),
+    ).fetchall()
+    for _, file, _, review in rows:
+        if review == "rejected":
+            _unexport(root, file)  # left by an export before a relabel sent it back to review
+    return [
+        (rid, image)
+        for rid, file, image, review in rows
+        if review == "rejected" or not (root / file).is_file()
+    ]
 
 
 class _transaction:
