@@ -10,7 +10,8 @@ Reads models/runs/<cell>/train/. Writes models/metrics/<cell>.json (with the exp
 calibration error, `ece`, and `calibration`: the temperature and the served scores' ECE),
 the plots models/plots/{confusion,per_class,calibration,calibrated}/<cell>.json
 (calibration: the model's reliability diagram, common/calibration.py; calibrated: the served
-scores') and {failures,curves}/<cell>.png, and models/runs/<cell>/eval/:
+scores') and {failures,curves}/<cell>.png (each mistake beside its heat map, Grad-CAM or
+integrated gradients, common/explain.py), and models/runs/<cell>/eval/:
     predictions.jsonl  one line per test image: {"file", "top": [[class index, p], ...]}
                        (top-k), plus "probs" (all K) when the split is small (served scores)
     reference.json     test-set distributions for drift monitoring (common/reference.py)
@@ -36,6 +37,7 @@ from data_processing.core.params import BaseParams, Params, load_params
 from models.common import metrics, plots, profile
 from models.common.calibrate import CalibrateParams, Served, fit_on_validation
 from models.common.data import Shards
+from models.common.explain import explain
 from models.common.paths import Cell
 from models.common.quiet import import_tensorflow
 from models.common.reference import Reference
@@ -70,9 +72,13 @@ class Failures:
                 )
                 (heapq.heappush if len(self.heap) < self.n else heapq.heapreplace)(self.heap, item)
 
-    def result(self) -> tuple[np.ndarray, list[str]]:
+    def result(self, model) -> tuple[np.ndarray, list[str], np.ndarray | None, str]:
+        """(images, captions, heat maps of `model`'s top class for each, their method),
+        worst first: only these n images are explained (common/explain.py)."""
         worst = sorted(self.heap, key=lambda item: item[0], reverse=True)
-        return np.array([w[1] for w in worst]), [w[2] for w in worst]
+        images = np.array([w[1] for w in worst])
+        heatmaps, method = explain(model, images) if worst else (None, "")
+        return images, [w[2] for w in worst], heatmaps, method
 
 
 def _line(file: str, probs: np.ndarray, full: bool) -> str:
@@ -129,7 +135,7 @@ def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out, 
     return {
         "scores": result,
         "confusion": scores.confusion(),
-        "failures": failures.result(),
+        "failures": failures.result(model),
         "reference": ref.result(result["per_class"]),
         "reliability": served.before.reliability(),
         "reliability_served": served.after.reliability(),
@@ -173,8 +179,9 @@ def write_plots(cell: Cell, result: dict, history: dict) -> None:
     write_json(cell.plot("per_class", "json"), result["scores"]["per_class"])
     write_json(cell.plot("calibration", "json"), result["reliability"])
     write_json(cell.plot("calibrated", "json"), result["reliability_served"])
-    images, captions = result["failures"]
-    failures = plots.failures_png(images, captions, f"{cell.name}: most confident mistakes")
+    images, captions, heatmaps, method = result["failures"]
+    title = f"{cell.name}: most confident mistakes" + (f", {method} beside each" if method else "")
+    failures = plots.failures_png(images, captions, title, heatmaps)
     for kind, png in (("failures", failures), ("curves", plots.curves_png(history, cell.name))):
         cell.plot(kind, "png").parent.mkdir(parents=True, exist_ok=True)
         cell.plot(kind, "png").write_bytes(png)

@@ -156,6 +156,7 @@ POST_ROUTES = [
     "/predict",
     "/feedback",
     "/v2/repository/index",
+    "/explain",
 ]
 GET_ROUTES = [
     "/",
@@ -206,7 +207,7 @@ INFER_ROUTES = st.sampled_from(
     [f"/v2/models/{CELL}/infer", f"/v2/models/{CELL}/versions/000000000000/infer"]
 )
 IMAGE_ROUTES = st.sampled_from(
-    [f"/v2/models/{CELL}/infer", f"/v1/models/{CELL}:predict", "/predict"]
+    [f"/v2/models/{CELL}/infer", f"/v1/models/{CELL}:predict", "/predict", "/explain"]
 )
 DEEP = [b"[" * 5000, b'{"inputs": ' + b"[" * 3000 + b"]" * 3000 + b"}"]  # recursion limits
 
@@ -249,7 +250,7 @@ def test_mutated_images(server) -> None:
     @FUZZ
     @given(route=IMAGE_ROUTES, image=MUTATED)
     def run(route: str, image: bytes) -> None:
-        if route == "/predict":
+        if route in ("/predict", "/explain"):
             _check(server, "POST", route, image, {"Content-Type": "image/x-anything"})
             return
         data = base64.b64encode(image).decode()

@@ -21,11 +21,10 @@ import pytest
 from conftest import (
     CLASSES,
     ROOT,
-    build_bundle,
     pattern,
 )
 from PIL import Image
-from servers import Server, running
+from servers import Server, running, shared_bundle
 
 pytestmark = pytest.mark.slow
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -53,7 +52,7 @@ def _browser_problem() -> str | None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("page")
-    bundle = build_bundle(root / "project")
+    bundle = shared_bundle(tmp_path_factory)
     flags = ("--host", "127.0.0.1", "--bundle", bundle)
     with running(root, *flags, name="page", feedback=root / "feedback") as srv:
         yield srv
@@ -175,6 +174,15 @@ def test_upload_predict_and_feedback_in_a_browser(request, tmp_path) -> None:
         widths = [r.find_element(By.TAG_NAME, "div").size["width"] for r in rows]
         assert widths[0] >= widths[-1] and widths[0] > 0
         model_line = find("model").text
+
+        # "Explain": the same file goes to /explain (the server loads TensorFlow for it: the
+        # tiny mlp's integrated gradients); its heat map shows, 8x8 drawn at 224x224
+        find("explain").click()
+        until(ec.visibility_of_element_located((By.ID, "heatmap")), "a heat map")
+        assert browser.execute_script("return arguments[0].naturalWidth", find("heatmap")) == 224
+        assert find("method").text.startswith(
+            f'integrated-gradients: where the model saw "{predicted}"'
+        )
 
         # "Correct": the person confirms the prediction
         find("correct").click()

@@ -1,4 +1,4 @@
-"""Static PNGs (matplotlib, Agg): training curves and the failure-case grid."""
+"""Static PNGs (matplotlib, Agg): training curves and the failure-case grid (with heat maps)."""
 
 import io
 
@@ -7,6 +7,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from models.common.explain import overlay  # noqa: E402
 
 
 def _png(fig) -> bytes:
@@ -29,16 +31,25 @@ def curves_png(history: dict, title: str) -> bytes:
     return _png(fig)
 
 
-def failures_png(images: np.ndarray, captions: list[str], title: str) -> bytes:
-    """A grid of images with one caption each (true, predicted, confidence)."""
+def failures_png(
+    images: np.ndarray,
+    captions: list[str],
+    title: str,
+    heatmaps: np.ndarray | None = None,
+) -> bytes:
+    """A grid of images with one caption each (true, predicted, confidence); with
+    `heatmaps` ([N, H, W], 0..1, common/explain.py) each image has its heat map beside it."""
     n = max(len(images), 1)
-    cols = min(n, 8)
+    per_image = 1 if heatmaps is None else 2
+    cols = min(n, 8 // per_image)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.7 * cols, 1.9 * rows + 0.4), squeeze=False)
+    size = (1.7 * cols * per_image, 1.9 * rows + 0.4)
+    fig, axes = plt.subplots(rows, cols * per_image, figsize=size, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     # more axes than images: the spare ones stay blank
-    for ax, image, caption in zip(axes.flat, images, captions, strict=False):
+    for k, (image, caption) in enumerate(zip(images, captions, strict=False)):
+        ax = axes.flat[k * per_image]
         ax.imshow(
             image.squeeze(),
             cmap="gray" if image.shape[-1] == 1 else None,
@@ -47,6 +58,10 @@ def failures_png(images: np.ndarray, captions: list[str], title: str) -> bytes:
             vmax=255,
         )
         ax.set_title(caption, fontsize=8)
+        if heatmaps is not None:
+            axes.flat[k * per_image + 1].imshow(
+                overlay(image, heatmaps[k]), interpolation="nearest"
+            )
     if not len(images):
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle(title, fontsize=10)
