@@ -9,8 +9,11 @@
     metrics.json     the cell's test metrics    lineage.json   git commit, data hashes, versions
     calibration.json the temperature and per-class cut-offs code/ serves (evaluate fitted them
                      on the validation split; common/postprocess.py)
+    input_stats.json the train images' sides, modes, brightness and contrast and the test
+                     set's top-score 1st percentile: a server's out-of-distribution score
+                     (common/input_stats.py; params export.input_stats_images, 0: none)
     MODEL_CARD.md    what it is, its data, metrics, intended use and limits
-    code/            the model file, every project module it imports, and serving.py;
+    code/            the model file, every project module it imports, serving.py and explain.py;
                      `python -B -E -s code --bundle . ...` predicts with nothing else on the path
 
 Run: python -m models.export digits cnn base
@@ -25,16 +28,19 @@ from pathlib import Path
 from data_processing.core import cli
 from data_processing.core.errors import exit_on_error
 from data_processing.core.io import staged_dir, write_json, write_text
-from data_processing.core.params import BaseParams, load_params
+from data_processing.core.params import BaseParams, load_params, parse_params, read_params
 from models.common import lineage, standard_servers
 from models.common.card import model_card
+from models.common.data import Shards
+from models.common.input_stats import ExportParams, input_stats
 from models.common.onnx_export import export_onnx, load_check_images
-from models.common.paths import Cell
+from models.common.paths import RAW, Cell
 from models.common.quiet import import_tensorflow
 from models.common.spec import HParams, TrainParams
 
 PROJECT_PACKAGES = ("data_processing", "models", "deployment")
 ENTRY = "models/common/serving.py"
+EXPLAIN = "models/common/explain.py"  # heat maps for the server's POST /explain
 MAIN = (
     '"""Run the bundle\'s predictor: python -B -E -s code --bundle DIR --images J --out J."""\n'
     "from models.common.serving import main\n\nmain()\n"
@@ -76,9 +82,10 @@ def project_imports(path: Path, root: Path = Path(".")) -> set[Path]:
 
 
 def copy_code(cell: Cell, code_dir: Path) -> list[str]:
-    """Copy the model file, its project imports and the serving entry point into code_dir."""
+    """Copy the model file, its project imports, the serving entry point and the
+    explanations (common/explain.py) into code_dir."""
     files = project_imports(Path(f"models/architectures/{cell.model}.py"))
-    files |= project_imports(Path(ENTRY))
+    files |= project_imports(Path(ENTRY)) | project_imports(Path(EXPLAIN))
     for f in sorted(files):
         (code_dir / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(f, code_dir / f)
@@ -104,6 +111,16 @@ def resolved_params(cell: Cell, spec: dict) -> dict:
         **resolved,
         "spec": spec,
     }
+
+
+def write_input_stats(cell: Cell, out_dir: Path, seed: int) -> None:
+    """bundle/input_stats.json (none when params export.input_stats_images is 0)."""
+    params = parse_params(read_params().get("export"), ExportParams, "export")
+    if params.input_stats_images > 0:
+        predictions = cell.eval_dir / "predictions.jsonl"
+        shards, n = Shards.open(cell.shards), params.input_stats_images
+        stats = input_stats(shards, RAW / cell.dataset, predictions, n, seed)
+        write_json(out_dir / "input_stats.json", stats)
 
 
 def export(cell: Cell, out_dir: Path, seed: int) -> None:
@@ -132,6 +149,7 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     per_class = json.loads(cell.plot("per_class", "json").read_text())
     shutil.copy2(cell.eval_dir / "reference.json", out_dir / "reference.json")  # drift
     shutil.copy2(cell.eval_dir / "calibration.json", out_dir / "calibration.json")
+    write_input_stats(cell, out_dir, seed)  # the server's out-of-distribution score
     record = {
         "cell": cell.name,
         "dataset": cell.dataset,

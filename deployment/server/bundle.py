@@ -23,8 +23,11 @@ from types import ModuleType
 
 import numpy as np
 
+from deployment.server import ood
+
 BUNDLED_PACKAGES = ("models", "data_processing")  # shipped in code/, never from the repo
 SERVING_MODULE = "models.common.serving"
+EXPLAIN_MODULE = "models.common.explain"  # POST /explain; bundles exported before it lack it
 BACKENDS = ("auto", "onnx", "tf")
 _active_code_dir: str | None = None  # the code/ currently on sys.path
 
@@ -47,6 +50,8 @@ class Bundle:
     version: str  # sha256(model.keras)[:12], as the production pointer's sha256[:12]
     predictor: object  # prepare(image) -> uint8 [h, w, C]; predict_images(list) -> [N, K]
     serving: ModuleType  # the bundle's models.common.serving
+    input_stats: ood.InputStats | None = None  # input_stats.json: the OOD score's reference
+    explain: ModuleType | None = None  # the bundle's models.common.explain, if it has one
 
     @property
     def labels(self) -> list[str]:
@@ -76,6 +81,13 @@ def _import_serving(code_dir: Path) -> ModuleType:
     _active_code_dir = str(code_dir)
     importlib.invalidate_caches()
     return importlib.import_module(SERVING_MODULE)
+
+
+def _import_explain(code_dir: Path) -> ModuleType | None:
+    """The bundle's explanations module (numpy only until it is called), or None."""
+    if not (code_dir / (EXPLAIN_MODULE.replace(".", "/") + ".py")).is_file():
+        return None
+    return importlib.import_module(EXPLAIN_MODULE)
 
 
 def _name(path: Path) -> str:
@@ -191,6 +203,7 @@ def load_bundle(
     backend = _backend(path, backend)
     digest = _check_files(path, backend, sha256)
     serving = _import_serving(path / "code")
+    explain = _import_explain(path / "code")  # while code/ is on the path, with serving
     threads = _threads(backend, intra_op, inter_op)
     if hasattr(serving, "load"):
         predictor = serving.load(path, backend, *threads)
@@ -198,4 +211,6 @@ def load_bundle(
         predictor = _Legacy(serving, path, backend, threads)
     if bad := _foreign(serving, path / "code"):
         raise RuntimeError(f"bundle modules loaded from outside {path / 'code'}: {bad}")
-    return Bundle(path, _name(path), digest[:12], predictor, serving)
+    return Bundle(
+        path, _name(path), digest[:12], predictor, serving, ood.load(path), explain=explain
+    )

@@ -4,11 +4,13 @@ GET  /          static/index.html (choose or drop an image, see top-k, correct i
 POST /predict   multipart/form-data with one file (field "file"), or a raw image/* body;
                 -> {request_id, model_name, model_version, label, score, labels_present,
                 top_k}: labels_present at the bundle's cut-offs (calibration.json; binary and
-                multi-label), `label` the single-label answer or the top multi-label score
+                multi-label), `label` the single-label answer or the top multi-label score,
+                ood: {score, reasons} (deployment/server/ood.py; null when the bundle has no
+                input_stats.json); 422 when the score is over --ood-threshold
                 415 for any other content type
 POST /feedback  {request_id, true_label} -> the stored record; the uploaded image (without
-                its metadata) and its true label join the feedback dataset
-                (deployment/server/feedback_store.py)
+                its metadata) and its true label join the feedback dataset once accepted
+                in review (deployment/server/feedback_store.py, review.py)
 DELETE /feedback/{request_id}
                 -> {deleted, removed: [files]}: the upload, its record and the dataset files
                 made of them are gone (retention.py); 404 when nothing is kept of it. The
@@ -26,6 +28,7 @@ from starlette.datastructures import UploadFile
 from deployment.server.feedback_store import REQUEST_ID
 from deployment.server.inference import ApiError, decide_labels, decode_image, pinned, top_k
 from deployment.server.oip import parse_body
+from deployment.server.review_store import client_id
 
 PAGE = Path(__file__).parent / "static" / "index.html"
 TOP_K = 5
@@ -57,6 +60,19 @@ def answer(probs, bundle) -> tuple[list, list[str], str, float]:
     return best, chosen, chosen[0], float(probs[0][bundle.labels.index(chosen[0])])
 
 
+async def _predict(state, bundle, data: bytes):
+    """(scores [1, K], OOD results or None: State.screen) of one upload, in a worker thread:
+    decode, predict, score (422 over --ood-threshold)."""
+    headers = []  # the upload's (width, height, mode): the OOD score's (ood.py)
+
+    def run():
+        image = decode_image(data, bundle, state.limits, headers)
+        probs = state.predict(bundle, [image])
+        return probs, state.screen(bundle, [image], probs, headers)
+
+    return await run_in_threadpool(run)
+
+
 def add_routes(app: FastAPI, state) -> None:
     """Add /, /predict and /feedback to app; state is deployment.server.lifecycle.State.
 
@@ -75,11 +91,7 @@ def add_routes(app: FastAPI, state) -> None:
         if bundle is None:
             raise ApiError(503, "the model is not loaded yet")
         data = await _image_bytes(request)
-
-        def run():
-            return state.predict(bundle, [decode_image(data, bundle, state.limits)])
-
-        probs = await run_in_threadpool(run)
+        probs, ood = await _predict(state, bundle, data)
         state.metrics.observe_predictions(probs, bundle)
         best, chosen, label, score = answer(probs, bundle)
         request_id = uuid.uuid4().hex
@@ -88,6 +100,7 @@ def add_routes(app: FastAPI, state) -> None:
             "model_version": bundle.version,
             "predicted_label": label,
             "score": score,
+            "client": client_id(request.client.host if request.client else None),  # agreement
         }
         if state.store.store_uploads:  # writes the upload: off the event loop
             await run_in_threadpool(
@@ -104,6 +117,7 @@ def add_routes(app: FastAPI, state) -> None:
                 "labels_present": chosen,
                 "top_k": [{"label": lab, "index": i, "score": s} for s, i, lab in best],
                 "labels": bundle.labels,
+                "ood": ood[0] if ood else None,
             },
             bundle=bundle,
         )

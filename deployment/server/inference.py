@@ -69,8 +69,12 @@ class DecodeLimits:
             yield
 
 
-def decode_images(items: list[bytes], bundle, limits: DecodeLimits) -> list[np.ndarray]:
-    """Decode a request's encoded images to uint8 [h, w, C] for `bundle`.
+def decode_images(
+    items: list[bytes], bundle, limits: DecodeLimits, headers: list | None = None
+) -> list[np.ndarray]:
+    """Decode a request's encoded images to uint8 [h, w, C] for `bundle`; when `headers` is
+    given, append each image's (width, height, mode) from its header to it (the
+    out-of-distribution score's, deployment/server/ood.py).
 
     Raises:
         ApiError: 400 for bytes that are not a complete image or cannot be converted (any
@@ -88,6 +92,8 @@ def decode_images(items: list[bytes], bundle, limits: DecodeLimits) -> list[np.n
             f"the request's images hold {total:,} pixels ({sizes}{more}), over this "
             f"server's budget of {limits.max_pixels:,} pixels a request (--max-pixels)",
         )
+    if headers is not None:
+        headers.extend((*im.size, im.mode) for im in opened)
     arrays = []
     for n, im in enumerate(opened):
         opened[n] = None  # each decoded image is let go before the next is decoded
@@ -96,9 +102,9 @@ def decode_images(items: list[bytes], bundle, limits: DecodeLimits) -> list[np.n
     return arrays
 
 
-def decode_image(data: bytes, bundle, limits: DecodeLimits) -> np.ndarray:
+def decode_image(data: bytes, bundle, limits: DecodeLimits, headers=None) -> np.ndarray:
     """`decode_images` for one image."""
-    return decode_images([data], bundle, limits)[0]
+    return decode_images([data], bundle, limits, headers)[0]
 
 
 def _header(data: bytes) -> PILImage.Image:

@@ -30,6 +30,7 @@ import numpy as np
 import uvicorn
 from fastapi import Request
 
+from deployment.server import ood
 from deployment.server.batching import Batcher
 from deployment.server.bundle import load_bundle
 from deployment.server.feedback_store import FeedbackStore
@@ -69,6 +70,11 @@ class Config:
     store_uploads: bool = False  # store every upload, not only those given feedback
     retention_days: float = 30.0  # unexported feedback and stored uploads go after this; 0: never
     pending_minutes: float = 15.0  # how long a prediction (and its upload) waits for feedback
+    host: str = "127.0.0.1"  # served on; with no review_token /review needs a loopback host
+    review_agree: int = 3  # distinct clients whose same label accepts a record; < 2: reviewer only
+    review_flag_score: float = 0.95  # flag a label contradicting a prediction scored this or more
+    review_token: str | None = None  # /review's bearer token (also env SERVE_REVIEW_TOKEN)
+    ood_threshold: float = 0.0  # refuse (422) images whose OOD score is over this; 0: never
 
 
 class State:
@@ -125,6 +131,18 @@ class State:
             return self.batcher.predict(bundle.predictor, images)
         return bundle.predictor.predict_images(images)
 
+    def screen(self, bundle, images: list[np.ndarray], probs: np.ndarray, headers=None):
+        """Each image's out-of-distribution score (ood.for_images: [{"score", "reasons"}], None
+        when the bundle has no input_stats.json), counted in /metrics. Raises ApiError 422
+        when one is over --ood-threshold, naming the statistic and its training range."""
+        results = ood.for_images(bundle, images, probs, headers)
+        if results is not None:
+            self.metrics.observe_ood(results)
+            if why := ood.refusal(results, self.config.ood_threshold):
+                self.metrics.ood_refused.inc()
+                raise ApiError(422, why)
+        return results
+
     def load(self) -> None:
         """Load, warm up and check the first bundle, then mark ready and start watching the
         pointer; a failure logs and stops the server (exit status 1)."""
@@ -138,6 +156,8 @@ class State:
                 store_uploads=config.store_uploads,
                 retention_days=config.retention_days,
                 pending_minutes=config.pending_minutes,
+                review_agree=config.review_agree,
+                review_flag_score=config.review_flag_score,
             )
             self.sweeper = Sweeper(self.store)  # purges now, then hourly
             if config.bundle is not None:

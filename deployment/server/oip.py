@@ -7,6 +7,8 @@ Inputs (exactly one per request):
 Output:
     probabilities  FP32 [N, K]; with the classification extension (output parameter
                    "classification": k) BYTES [N, k] of "score:index:label", best first.
+Response parameter ood_score: [N] each image's out-of-distribution score (ood.py), when the
+bundle has input_stats.json.
 
 Binary tensor extension: a body with header Inference-Header-Content-Length holds that many
 bytes of JSON, then each input with parameters.binary_data_size, in order. Outputs are sent
@@ -18,7 +20,7 @@ import binascii
 import json
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
@@ -131,8 +133,11 @@ def _tensor_data(tensor: dict, tail: bytes, offset: int) -> tuple[object, int]:
     return tail[offset : offset + size], offset + size
 
 
-def read_images(request: dict, tail: bytes, bundle, limits: DecodeLimits) -> list[np.ndarray]:
-    """Validate the request's single input; return uint8 [H, W, C] images."""
+def read_images(
+    request: dict, tail: bytes, bundle, limits: DecodeLimits, headers: list | None = None
+) -> list[np.ndarray]:
+    """Validate the request's single input; return uint8 [H, W, C] images. Encoded images
+    append their (width, height, mode) to `headers` (inference.decode_images)."""
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs or not all(isinstance(t, dict) for t in inputs):
         raise ApiError(400, "'inputs' must be a non-empty list of tensors")
@@ -155,7 +160,7 @@ def read_images(request: dict, tail: bytes, bundle, limits: DecodeLimits) -> lis
         items = _split_bytes_tensor(data, count) if isinstance(data, bytes) else _flatten(data)
         if len(items) != count:
             raise ApiError(400, f"shape {shape} needs {count} elements, data has {len(items)}")
-        return decode_images([_b64(v) for v in items], bundle, limits)
+        return decode_images([_b64(v) for v in items], bundle, limits, headers)
     return _pixels(data, shape, bundle, limits.max_pixels)
 
 
@@ -234,10 +239,12 @@ class Infer:
     tail: bytes
     k: int  # classification: the k best as "score:index:label"; 0: the probabilities
     binary: bool  # the output as binary tensor data
+    headers: list = field(default_factory=list)  # (width, height, mode) per encoded image
 
     def images(self, bundle, limits: DecodeLimits) -> list[np.ndarray]:
-        """The request's images, uint8 [H, W, C] (decoded within `limits`)."""
-        return read_images(self.request, self.tail, bundle, limits)
+        """The request's images, uint8 [H, W, C] (decoded within `limits`); encoded ones
+        fill `headers` (a pixels tensor leaves it empty)."""
+        return read_images(self.request, self.tail, bundle, limits, self.headers)
 
 
 def parse(body: bytes, header_length: str | None, n_labels: int) -> Infer:
@@ -246,8 +253,10 @@ def parse(body: bytes, header_length: str | None, n_labels: int) -> Infer:
     return Infer(request, tail, *_requested_output(request, n_labels))
 
 
-def response(infer: Infer, probs: np.ndarray, bundle) -> tuple[dict, bytes]:
-    """The v2 response to `infer` for probabilities [N, K]: (JSON, binary tail or b"")."""
+def response(infer: Infer, probs: np.ndarray, bundle, ood=None) -> tuple[dict, bytes]:
+    """The v2 response to `infer` for probabilities [N, K]: (JSON, binary tail or b"");
+    with `ood` (State.screen's results), the images' OOD scores as response parameter
+    ood_score [N]."""
     k = infer.k
     if k:
         rows = top_k(probs, bundle.labels, k)
@@ -263,6 +272,8 @@ def response(infer: Infer, probs: np.ndarray, bundle) -> tuple[dict, bytes]:
     else:
         out["data"], raw = data, b""
     answer = {"model_name": bundle.name, "model_version": bundle.version, "outputs": [out]}
+    if ood is not None:
+        answer["parameters"] = {"ood_score": [result["score"] for result in ood]}
     if isinstance(infer.request.get("id"), str):
         answer["id"] = infer.request["id"]
     return answer, raw

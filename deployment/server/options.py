@@ -152,6 +152,28 @@ FLAGS = {
         default=Config.pending_minutes,
         help="how long a prediction and its upload wait for feedback (then 404)",
     ),
+    "--review-agree": dict(
+        type=int,
+        default=Config.review_agree,
+        help="this many distinct clients sending the same label for the same image accept "
+        "it for training without a reviewer (deployment/server/review_store.py); < 2: off",
+    ),
+    "--review-flag-score": dict(
+        type=float,
+        default=Config.review_flag_score,
+        help="flag feedback contradicting a prediction scored at least this: reviewed first, "
+        "never accepted by agreement; over 1: flag nothing",
+    ),
+    "--review-token": dict(
+        help="the token GET/POST /review needs (Authorization: Bearer, or ?token=); env "
+        "SERVE_REVIEW_TOKEN; unset: /review answers only loopback clients of a loopback --host",
+    ),
+    "--ood-threshold": dict(
+        type=float,
+        default=Config.ood_threshold,
+        help="refuse (422) a request with an image whose out-of-distribution score (0..1, "
+        "deployment/server/ood.py) is over this; 0: never refuse, only report the score",
+    ),
     "--require-model": dict(
         action="store_true",
         help="exit (status 2) when there is no production model yet, instead of waiting "

@@ -17,7 +17,9 @@ Endpoints (every JSON answer carries model_version; errors are {"error": ...}):
     GET  /v1/models/{name}[/versions/{v}]                  TF Serving model status
     POST /v1/models/{name}[/versions/{v}]:predict          TF Serving {"instances": [{"b64"}]}
     GET  /, POST /predict (image upload), POST /feedback    for people (human.py)
+    GET  /review, POST /review/{request_id}                 accept or reject feedback (review.py)
     DELETE /feedback/{request_id}                           remove a stored upload (retention.py)
+    POST /explain (image upload)                            heat map PNG and scores (explain.py)
     GET  /metrics                                           Prometheus (telemetry.py)
 Readiness is 503 until the model is loaded and a warm-up inference has run. A version is
 the bundle's (sha256(model.keras)[:12]); any other is 404.
@@ -31,6 +33,8 @@ Serving the pointer, the server hot-reloads when it changes, and SIGTERM drains 
 both are in lifecycle.py. --workers N (default: the cores) runs N such servers as processes on
 one port, each reloading on its own; /metrics adds theirs up (deployment/server/workers.py).
 JSON is read and written with orjson; uvicorn runs on httptools and uvloop (uvicorn[standard]).
+Small tensor v2 infer requests on ONNX are answered in front of FastAPI, batched per turn of
+the event loop (deployment/server/fast_infer.py).
 """
 
 import base64
@@ -51,14 +55,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from deployment.server import human, oip, options, workers
+from deployment.server import explain, human, oip, options, review, workers
+from deployment.server.fast_infer import FastInfer
 from deployment.server.inference import ApiError, JSONResponse, decode_images, dumps, pinned
 from deployment.server.lifecycle import Config, DrainingServer, Lifecycle, State
 from deployment.server.telemetry import Guard
 
 __all__ = ["Config", "DrainingServer", "Lifecycle", "State", "create_app", "main"]
 SERVER = {"name": "reprovision", "version": "0.1.0", "extensions": oip.EXTENSIONS}
-INLINE_BYTES = 64 << 10  # infer requests up to this size may run on the event loop (_inline)
 
 
 def _routes_v2(app: FastAPI, state: State) -> None:
@@ -96,8 +100,9 @@ def _routes_v2(app: FastAPI, state: State) -> None:
 
 
 def _route_infer(app: FastAPI, state: State) -> None:
-    """v2 infer as a plain Starlette route, first in the table: the hot path skips FastAPI's
-    parameter solving and most route matching (bench/README.md)."""
+    """v2 infer as a plain Starlette route, first in the table (no parameter solving). Small
+    tensor requests on ONNX never get here: fast_infer.FastInfer answers them in front of
+    the app; this route takes encoded images, binary tensors and TensorFlow, in a thread."""
 
     routes = {}  # versioned?: its Route, for the `route` label of the metrics (telemetry.Guard)
 
@@ -109,13 +114,14 @@ def _route_infer(app: FastAPI, state: State) -> None:
         header = request.headers.get("inference-header-content-length")
         parsed = oip.parse(body, header, len(bundle.labels))
 
-        def run():  # decode and predict
-            return state.predict(bundle, parsed.images(bundle, state.limits))
+        def run():  # decode, predict, score (ood.py: 422 over --ood-threshold)
+            images = parsed.images(bundle, state.limits)
+            probs = state.predict(bundle, images)
+            return probs, state.screen(bundle, images, probs, parsed.headers)
 
-        inline = _inline(state, bundle, body, parsed.request)
-        probs = run() if inline else await run_in_threadpool(run)
+        probs, ood = await run_in_threadpool(run)
         state.metrics.observe_predictions(probs, bundle)
-        answer, raw = oip.response(parsed, probs, bundle)
+        answer, raw = oip.response(parsed, probs, bundle, ood)
         if not raw:
             return JSONResponse(answer)
         head = dumps(answer)
@@ -128,20 +134,6 @@ def _route_infer(app: FastAPI, state: State) -> None:
     for path in ("/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"):
         app.router.add_route(path, infer, methods=["POST"])
         routes["{version}" in path] = app.router.routes[-1]
-
-
-def _inline(state: State, bundle, body: bytes, parsed: object) -> bool:
-    """Run this infer on the event loop? Only a small tensor request on ONNX Runtime with no
-    batcher: there the model call costs less than the hop to a worker thread (bench/README.md,
-    serve). Encoded images always go to a thread: a small PNG may hold many pixels."""
-    inputs = parsed.get("inputs") if isinstance(parsed, dict) else None
-    return (
-        state.batcher is None
-        and bundle.backend == "onnx"
-        and len(body) <= INLINE_BYTES
-        and isinstance(inputs, list)
-        and all(isinstance(i, dict) and i.get("datatype") != "BYTES" for i in inputs)
-    )
 
 
 def _routes_v1(app: FastAPI, state: State) -> None:
@@ -168,13 +160,18 @@ def _routes_v1(app: FastAPI, state: State) -> None:
         except (binascii.Error, ValueError, TypeError):
             raise ApiError(400, "b64 is not valid base64") from None
 
-        def run():
-            return state.predict(bundle, decode_images(images, bundle, state.limits))
+        headers = []  # each image's (width, height, mode): the OOD score's (ood.py)
 
-        probs = await run_in_threadpool(run)
+        def run():  # decode, predict, score (422 over --ood-threshold)
+            arrays = decode_images(images, bundle, state.limits, headers)
+            probs = state.predict(bundle, arrays)
+            return probs, state.screen(bundle, arrays, probs, headers)
+
+        probs, ood = await run_in_threadpool(run)
         state.metrics.observe_predictions(probs, bundle)
         predictions = [[float(v) for v in row] for row in probs]
-        return state.reply({"predictions": predictions}, bundle=bundle)
+        scores = {} if ood is None else {"ood_score": [result["score"] for result in ood]}
+        return state.reply({"predictions": predictions, **scores}, bundle=bundle)
 
 
 def _error_handlers(app: FastAPI, state: State) -> None:
@@ -237,6 +234,8 @@ def create_app(config: Config) -> FastAPI:
     _routes_v2(app, state)
     _routes_v1(app, state)
     human.add_routes(app, state)
+    review.add_routes(app, state)  # GET /review: feedback trains once accepted
+    explain.add_routes(app, state)
     app.add_middleware(Lifecycle, state=state)
     app.add_middleware(  # outermost: counts the 503s of draining too
         Guard, metrics=state.metrics, max_bytes=config.max_body_bytes, version=state.version
@@ -268,7 +267,7 @@ def run(
     _few_malloc_arenas()  # before any thread allocates
     app = create_app(config)
     server_config = uvicorn.Config(  # http and loop "auto": httptools and uvloop
-        app,
+        FastInfer(app, app.state.serve),  # small tensor v2 infer without the framework
         host=host,
         port=port,
         log_level="warning",

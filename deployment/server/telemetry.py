@@ -13,6 +13,12 @@ Metrics (GET /metrics):
     serve_drift_window_predictions, serve_drift_psi, serve_confidence_psi,
     serve_confidence_shift                       the last --drift-window predictions against
                                                  bundle/reference.json (deployment/server/drift.py)
+    serve_ood_score                              histogram of each image's out-of-distribution
+                                                 score (deployment/server/ood.py; bundles with
+                                                 input_stats.json)
+    serve_ood_images_total{reason}               images a check scored above 0, by check
+                                                 (long_side, brightness, mode, top_score, ...)
+    serve_ood_refused_total                      requests refused with 422 (--ood-threshold)
 `route` is the route template ("/v2/models/{name}/infer"), never the raw path, so label
 cardinality stays bounded.
 
@@ -48,6 +54,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 disable_created_metrics()  # the *_created series only add noise here
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+OOD_BUCKETS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)  # le="0.0": images inside every range
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # set by workers.py for --workers N > 1
 
 
@@ -87,6 +94,17 @@ class Metrics:
         self.batch_size = Histogram(
             "serve_batch_size", "Images per micro-batch", buckets=BATCH_BUCKETS, registry=r
         )
+        self.ood_score = Histogram(
+            "serve_ood_score", "Out-of-distribution score", buckets=OOD_BUCKETS, registry=r
+        )
+        self.ood_reasons = Counter(
+            "serve_ood_images", "Images out of a training range, by check", ["reason"], registry=r
+        )
+        self.ood_refused = Counter(
+            "serve_ood_refused", "Requests refused as out of distribution", registry=r
+        )
+        self._predicted: dict = {}  # label -> its serve_predicted_class child
+        self._request_children: dict = {}  # (route, method, status) -> (counter, histogram)
         self.drift = DriftWindow(drift_window)
         r.register(DriftCollector(self.drift))
         self.reloads = Counter("serve_model_reloads", "Bundles swapped in", registry=r)
@@ -129,10 +147,33 @@ class Metrics:
         """Count the top-1 class and its confidence for each row of probs [N, K] from
         `bundle`, and add them to the drift window."""
         classes, scores = probs.argmax(axis=1).tolist(), probs.max(axis=1).tolist()
+        children = self._predicted  # labels() takes a lock and builds a key: once per label
         for cls, score in zip(classes, scores, strict=True):
             self.confidence.observe(score)
-            self.predicted.labels(bundle.labels[cls]).inc()
+            label = bundle.labels[cls]
+            if (child := children.get(label)) is None:
+                child = children[label] = self.predicted.labels(label)
+            child.inc()
         self.drift.observe_top(bundle, classes, scores)
+
+    def count_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """serve_requests_total and serve_request_seconds for one answer (the hot path's:
+        its series are looked up once)."""
+        key = (route, method, status)
+        if (pair := self._request_children.get(key)) is None:
+            pair = self._request_children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route),
+            )
+        pair[0].inc()
+        pair[1].observe(seconds)
+
+    def observe_ood(self, results: list[dict]) -> None:
+        """Count each image's OOD score (deployment/server/ood.py) and its reasons."""
+        for result in results:
+            self.ood_score.observe(result["score"])
+            for reason in result["reasons"]:
+                self.ood_reasons.labels(reason["check"]).inc()
 
 
 class Guard:
@@ -166,8 +207,8 @@ class Guard:
                 await self.app(scope, self._limited(receive), send_counted)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self.metrics.requests.labels(route, scope["method"], str(status[0])).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            self.metrics.count_request(route, scope["method"], status[0], seconds)
 
     def _limited(self, receive):
         seen = 0
