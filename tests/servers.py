@@ -30,6 +30,7 @@ from conftest import (
     wait_ready,
     write_seed_dataset,
 )
+from filelock import FileLock
 from PIL import Image
 
 CELL = "tiny-mlp-quick"  # the cell build_bundle and releases train
@@ -107,14 +108,25 @@ def running(root: Path, *flags: str | Path, **options) -> Iterator[Server]:
         stop(srv)
 
 
-_BUNDLES: dict[str, Path] = {}  # one tiny bundle per test process, see shared_bundle
+_BUNDLES: dict[str, Path] = {}  # the tiny bundle, once found or built, see shared_bundle
 
 
 def shared_bundle(factory: pytest.TempPathFactory) -> Path:
-    """The tiny bundle, built once per test process (xdist worker) and shared by the modules
-    that only serve it."""
+    """The tiny bundle, built once per test run and shared by the modules that only serve
+    it. Under xdist the workers share the run's base folder, and a file lock lets the first
+    build it while the others wait (pytest-xdist's recipe): one build, not one per worker."""
     if "tiny" not in _BUNDLES:
-        _BUNDLES["tiny"] = build_bundle(factory.mktemp("shared") / "project")
+        base = factory.getbasetemp()
+        if os.environ.get("PYTEST_XDIST_WORKER"):
+            base = base.parent  # the folder every worker's base temp sits in
+        project, done = base / "shared-tiny" / "project", base / "shared-tiny.done"
+        with FileLock(str(base / "shared-tiny.lock")):
+            if not done.is_file():
+                shutil.rmtree(project, ignore_errors=True)  # a build a killed worker left
+                project.mkdir(parents=True)
+                build_bundle(project)
+                done.touch()
+        _BUNDLES["tiny"] = project / "models/runs/tiny-mlp-quick/bundle"
     return _BUNDLES["tiny"]
 
 

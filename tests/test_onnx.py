@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, build_bundle, pattern
+from conftest import ROOT, pattern
 from PIL import Image
+from servers import shared_bundle
 
 from data_processing.core.errors import CheckError, DataError
 from models.common import onnx_export, serving
@@ -46,9 +47,7 @@ print(json.dumps({
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = tmp_path_factory.mktemp("onnx") / "project"
-    project.mkdir()
-    return build_bundle(project)
+    return shared_bundle(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from conftest import (
     CLASSES,
-    build_bundle,
     stop_process,
 )
 from PIL import Image
@@ -31,6 +30,7 @@ from servers import (
     multipart,
     png,
     running,
+    shared_bundle,
     start,
 )
 
@@ -44,7 +44,7 @@ MAX_PIXELS = 1_000_000
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("serve")
-    bundle = build_bundle(root / "project")
+    bundle = shared_bundle(tmp_path_factory)
     flags = ["--bundle", bundle, "--max-body-bytes", MAX_BODY, "--max-pixels", MAX_PIXELS]
     flags += ["--drain-seconds", 0]  # SIGTERM: test_reload
     flags += ["--backend", "tf"]  # onnx loads in ~0.1 s: too fast to see the server not ready
@@ -309,6 +309,9 @@ def _check_feedback(server: Server, rid: str, label: str, upload: bytes) -> None
         if not p.name.startswith("feedback.sqlite3")
     )
     assert files() == ["images", image]  # no dataset until it is exported
+    assert feedback_export.export(server.feedback) == 0  # nor until it is accepted
+    status, answer = call(server, "POST", f"/review/{rid}", {"decision": "accept"})
+    assert status == 200 and answer["record"]["review"] == "accepted", answer
     assert feedback_export.export(server.feedback) == 1
     assert files() == ["images", image, "test", f"test/{rid}.png", "test/groundtruth.csv"]
     assert (server.feedback / f"test/{rid}.png").read_bytes() == upload

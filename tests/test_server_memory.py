@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from conftest import build_bundle, stop_process
+from conftest import stop_process
 from PIL import Image
-from servers import start
+from servers import shared_bundle, start
 
 from bench.server_memory import CASES, black_png, bound, post, run_cases, v2_body
 
@@ -26,7 +26,7 @@ MAX_PIXELS, SLOTS = 40_000_000, 2  # the server's default budget; 2 decodes at o
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_bundle(tmp_path_factory.mktemp("memory") / "project")
+    return shared_bundle(tmp_path_factory)
 
 
 @contextmanager
