@@ -278,6 +278,18 @@ def test_self_check_of_probabilities() -> None:
         assert err.value.reason == "self_check"
 
 
+def test_a_watcher_stops_before_it_started(tmp_path: Path) -> None:
+    """A server whose port is taken shuts down before its load thread starts the watcher:
+    stopping it then is quiet (it raised "cannot join thread before it is started")."""
+    from deployment.server.reload import PointerWatcher
+
+    changes = []
+    watcher = PointerWatcher(tmp_path / "production.json", 0.01, lambda: changes.append(1))
+    watcher.stop()
+    watcher.stop()  # twice, as a drain after a failed start may
+    assert not watcher._thread.is_alive() and changes == []
+
+
 def test_no_model_yet_serves_unready_then_loads_the_pointer(releases, tmp_path: Path) -> None:
     """Before `dvc repro` there is no pointer: the server says how to make one, stays live
     and not ready, and loads the model as soon as the pointer appears (as TF Serving waits

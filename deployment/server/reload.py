@@ -159,5 +159,8 @@ class PointerWatcher:
         return self
 
     def stop(self) -> None:
+        """Stop watching; also before `start` (a server whose port was taken shuts down
+        before its load thread started the watcher)."""
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
