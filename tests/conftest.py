@@ -64,6 +64,15 @@ def project(tmp_path: Path) -> Path:
     return work
 
 
+def assert_same_model(expected, found) -> None:
+    """Scores [N, K] (or [K]) of two backends or runs are the same model, by the project's
+    one definition (data_processing.core.agreement): float32 rounding, equal top-1."""
+    from data_processing.core import agreement
+
+    same = agreement.compare(np.atleast_2d(expected), np.atleast_2d(found))
+    assert same.passed, same.describe()
+
+
 def edit_params(path: Path, **sections) -> None:
     """Merge sections into a params.yaml (a None value deletes the key)."""
     data = yaml.safe_load(path.read_text())

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, pattern
+from conftest import ROOT, assert_same_model, pattern
 from PIL import Image
 from servers import shared_bundle
 
+from data_processing.core import agreement
 from data_processing.core.errors import CheckError, DataError
 from models.common import onnx_export, serving
 
 pytestmark = pytest.mark.slow
-ATOL = 1e-5
 
 # Load a bundle in a clean interpreter; print what it ran on and one prediction.
 LOAD = """
@@ -79,7 +79,8 @@ def test_export_writes_checked_onnx(bundle: Path):
     assert record["sha256"] == hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()
     assert record["opset"] == 17
     assert record["checked_images"] == 12  # the tiny test split: 3 classes x 4
-    assert 0 <= record["max_abs_diff"] <= ATOL
+    assert 0 <= record["tolerance_used"] <= 1.0 and record["label_agreement"] == 1.0
+    assert (record["rtol"], record["atol"]) == (agreement.RTOL, agreement.ATOL)
 
 
 def test_onnx_matches_tf(bundle: Path, images: list[Path]):
@@ -92,10 +93,10 @@ def test_onnx_matches_tf(bundle: Path, images: list[Path]):
     for path in images:
         expected = tf_predictor.predict(tf_predictor.prepare(path)[None])
         found = onnx_predictor.predict(onnx_predictor.prepare(path)[None])
-        np.testing.assert_allclose(found, expected, rtol=0, atol=ATOL)
+        assert_same_model(expected, found)
     batch = np.stack([onnx_predictor.prepare(p) for p in images[:1] * 5])
     expected = tf_predictor.predict(batch)
-    np.testing.assert_allclose(onnx_predictor.predict(batch), expected, rtol=0, atol=ATOL)
+    assert_same_model(expected, onnx_predictor.predict(batch))
 
 
 def test_onnx_backend_never_imports_tensorflow(bundle: Path, images: list[Path]):
@@ -104,7 +105,7 @@ def test_onnx_backend_never_imports_tensorflow(bundle: Path, images: list[Path])
     assert result["tensorflow"] is False, "the onnx backend imported TensorFlow"
     tf_predictor = serving.load(bundle, "tf")
     expected = tf_predictor.predict(tf_predictor.prepare(images[0])[None])[0]
-    np.testing.assert_allclose(result["probs"][0], expected, rtol=0, atol=ATOL)
+    assert_same_model(expected, result["probs"][0])
     keras_sha = hashlib.sha256((bundle / "model.keras").read_bytes()).hexdigest()
     assert result["version"] == keras_sha[:12]  # the model's identity, whatever the backend
 
@@ -146,8 +147,8 @@ def test_the_server_serves_onnx_with_tensorflow_blocked(
         body = image_input(images[0].read_bytes())
         status, answer = call(srv, "POST", f"/v2/models/{name}/infer", body)
         log = srv.logged()
-    assert status == 200, answer
-    np.testing.assert_allclose(answer["outputs"][0]["data"], expected, rtol=0, atol=ATOL)
+    assert status == 200, answer  # both onnxruntime, same kernels: equal to the last bits
+    np.testing.assert_allclose(answer["outputs"][0]["data"], expected, rtol=0, atol=1e-6)
     assert log.count("(backend onnx;") == 2 and "Traceback" not in log, log[-3000:]
 
 
@@ -187,8 +188,8 @@ def test_a_graph_that_differs_from_keras_fails_the_check(
     with pytest.raises(CheckError) as caught:
         onnx_export.export_onnx(model, tmp_path / "model.onnx", images)
     message = str(caught.value)
-    assert str(tmp_path / "model.onnx") in message and "within 1e-05" in message
-    found = float(message.split("a max abs difference of ")[1].split()[0])
+    assert str(tmp_path / "model.onnx") in message and "float32 rounding" in message
+    found = float(message.split("max abs difference ")[1].split()[0])
     expected = np.abs(model.predict(images, verbose=0) - other.predict(images, verbose=0)).max()
     assert found == pytest.approx(float(expected), rel=1e-2) and found > 1e-3
     assert "4 test images" in message

@@ -10,7 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import BIN, commit_and_repro, copy_project, edit_params, sh, write_seed_dataset
+from conftest import (
+    BIN,
+    assert_same_model,
+    commit_and_repro,
+    copy_project,
+    edit_params,
+    sh,
+    write_seed_dataset,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -111,7 +119,7 @@ def test_deploy_test_passed(repo: Path) -> None:
     for backend in ("tf", "onnx"):
         checks = result[backend]
         assert checks["passed"] is True and checks["clean_imports"] is True
-        assert checks["label_agreement"] == 1.0 and checks["max_abs_diff"] <= 1e-5
+        assert checks["label_agreement"] == 1.0 and checks["tolerance_used"] <= 1.0
         assert checks["samples"] == 6 and checks["variants_ok"] is True
 
 
@@ -221,7 +229,7 @@ def test_bundle_loads_without_the_models_sources(repo: Path, tmp_path: Path) -> 
     # models/runs/ may hold a later experiment that did not beat production)
     samples = json.loads((project / "bundle/eval/samples.json").read_text())["images"]
     reference = next(s["probs"] for s in samples if s["file_name"] == f"test/{image.name}")
-    assert max(abs(a - b) for a, b in zip(probs, reference, strict=True)) <= 1e-5
+    assert_same_model(reference, probs)
 
 
 def test_deploy_test_catches_a_tampered_bundle(repo: Path, tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ The child process runs `python -E -s <bundle>/code`: its import path holds the b
 code/ and the installed packages, never the repo. On each backend (tf: model.keras; onnx:
 model.onnx on onnxruntime) it must:
   - predict the raw test files of eval/samples.json (a seeded sample that the shard stage
-    embedded, any size and mode) as the evaluate stage did, to ATOL;
+    embedded, any size and mode) as the evaluate stage did: the same model by
+    data_processing.core.agreement (float32's rounding allowed, top-1 labels equal);
   - report labels in the order of labels.json (and of the evaluate stage);
   - accept any size and mode (L, RGB, RGBA) and return a probability vector;
   - load no project module from outside code/.
@@ -26,11 +27,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from data_processing.core import cli
+from data_processing.core import agreement, cli
 from data_processing.core.errors import CheckError, DataError, exit_on_error
 from data_processing.core.io import write_json
 
-ATOL = 1e-5  # evaluate rounds probabilities to 1e-7; batch size changes the last bits only
 BACKENDS = ("tf", "onnx")
 VARIANTS = {
     "L": (8, 8),
@@ -89,10 +89,10 @@ def compare(
     ref = np.array(list(expected.values()))
     out = np.array([preds[str(p)] for p in expected])
     variants = np.array([v for k, v in preds.items() if Path(k).name.startswith("variant-")])
+    same = agreement.compare(ref, out)
     checks = {
         "samples": len(expected),
-        "label_agreement": float((ref.argmax(1) == out.argmax(1)).mean()),
-        "max_abs_diff": float(np.abs(ref - out).max()),
+        **same.record(),
         "labels_match": got["labels"] == labels == categories,
         "variants_ok": bool(
             len(variants) == len(VARIANTS)
@@ -102,8 +102,7 @@ def compare(
         "clean_imports": not got["foreign_modules"],
     }
     checks["passed"] = bool(
-        checks["label_agreement"] == 1.0
-        and checks["max_abs_diff"] <= ATOL
+        same.passed
         and checks["labels_match"]
         and checks["variants_ok"]
         and checks["clean_imports"]

@@ -7,8 +7,9 @@ model with training=False on uint8 [N, H, W, C] "images" (any N, H, W), opset 17
 
 The check runs on the cell's stored test images (datasets/shards/<dataset>/, the first
 CHECK_IMAGES: exactly what `prepare` gives the model for those raw files), once as one batch
-and once one image at a time (a served request is usually a batch of one), and fails when any
-probability differs by more than ATOL.
+and once one image at a time (a served request is usually a batch of one), and fails unless
+the two are the same model by data_processing.core.agreement (float32's rounding allowed,
+top-1 labels equal).
 """
 
 import hashlib
@@ -18,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
+from data_processing.core.agreement import Agreement, compare
 from data_processing.core.errors import CheckError, DataError
 from models.common.serving import OnnxPredictor, TfPredictor, inference_fn
 
 OPSET = 17
-ATOL = 1e-5  # float32 kernels differ in summation order; 1e-6 is typical, 1e-5 the limit
 CHECK_IMAGES = 64
 
 
@@ -47,51 +48,52 @@ def convert(model, path: Path, opset: int = OPSET) -> None:
     tf2onnx.convert.from_function(fn, input_signature=[spec], opset=opset, output_path=str(path))
 
 
-def max_difference(model, path: Path, images: np.ndarray) -> float:
-    """The largest |TF - onnxruntime| probability over `images`, run as one batch and one
-    image at a time."""
+def agreement(model, path: Path, images: np.ndarray) -> Agreement:
+    """How far onnxruntime's probabilities are from TensorFlow's over `images`, run as one
+    batch and one image at a time."""
     labels = [str(k) for k in range(int(model.outputs[0].shape[-1]))]
     tf_predictor = TfPredictor(model, labels, None)
     onnx_predictor = OnnxPredictor(path, labels, None)
-    diff = 0.0
+    expected, found = [], []
     for batch in [images, *(images[i : i + 1] for i in range(len(images)))]:
-        expected = tf_predictor.predict(batch)
-        found = onnx_predictor.predict(batch)
-        if found.shape != expected.shape:
-            raise CheckError(
-                path, f"outputs of shape {list(expected.shape)}", found=str(list(found.shape))
-            )
-        diff = max(diff, float(np.abs(found - expected).max()))
-    return diff
+        expected.append(tf_predictor.predict(batch))
+        found.append(onnx_predictor.predict(batch))
+        if found[-1].shape != expected[-1].shape:
+            shape = str(list(found[-1].shape))
+            raise CheckError(path, f"outputs of shape {list(expected[-1].shape)}", found=shape)
+    return compare(np.concatenate(expected), np.concatenate(found))
 
 
-def export_onnx(model, path: Path, images: np.ndarray, atol: float = ATOL) -> dict:
+def export_onnx(model, path: Path, images: np.ndarray) -> dict:
     """Convert `model` to `path` and check it on `images`.
 
     Args:
         model: the Keras model (its input is uint8 [N, H, W, C]).
         path: where to write model.onnx.
         images: uint8 [N, H, W, C] real images of the dataset's own size.
-        atol: the largest allowed difference between TF and onnxruntime probabilities.
 
     Returns:
-        The lineage record: {"sha256", "max_abs_diff", "opset", "checked_images"}.
+        The lineage record: {"sha256", "max_abs_diff", "tolerance_used", "label_agreement",
+        "rtol", "atol", "opset", "checked_images"}.
 
     Raises:
-        DataError: the ONNX outputs differ from TensorFlow's by more than atol.
+        CheckError: onnxruntime's outputs are not TensorFlow's (agreement.compare).
     """
     convert(model, path)
-    diff = max_difference(model, path, images)
-    if not diff <= atol:  # also catches NaN
+    found = agreement(model, path, images)
+    if not found.passed:
         raise CheckError(
             path,
-            f"onnxruntime outputs within {atol:g} of TensorFlow's",
-            found=f"a max abs difference of {diff:.3g} over {len(images)} test images",
+            "onnxruntime outputs equal to TensorFlow's within float32 rounding, with the "
+            "same top-1 labels",
+            found=found.describe(),
             hint="tf2onnx converted an op differently; the bundle is not written",
         )
     return {
         "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
-        "max_abs_diff": float(f"{diff:.3g}"),
+        **found.record(),
+        "rtol": found.rtol,
+        "atol": found.atol,
         "opset": OPSET,
         "checked_images": len(images),
     }
