@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, assert_same_model, build_bundle, pattern
+from conftest import assert_same_model, build_bundle, pattern
 
 from models.common import calibrate, serving
 from models.common.calibration import Calibration
@@ -167,4 +167,3 @@ def test_a_bundle_without_calibration_json_serves_the_model(bundle: Path, tmp_pa
         predictor = serving.load(old, backend)
         assert predictor.postprocess is None
         np.testing.assert_array_equal(predictor.predict(batch), predictor.model_probs(batch))
-    assert (ROOT / "tests/legacy/serving.py").is_file()  # test_onnx serves the legacy code

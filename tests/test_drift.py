@@ -106,7 +106,8 @@ def test_no_reference_means_no_drift_gauges(tmp_path: Path) -> None:
 
 
 def test_swap_resets_the_window(tmp_path: Path) -> None:
-    from deployment.server.lifecycle import Config, State
+    from deployment.server.lifecycle import State
+    from deployment.server.options import Config
 
     state = State(Config(bundle=None, drift_window=8))
     first, second = _bundle(tmp_path), _bundle(tmp_path)

@@ -19,8 +19,8 @@ from PIL import Image
 
 from data_processing.sources import seed
 from deployment.release.feedback_export import export
+from deployment.server.errors import ApiError
 from deployment.server.feedback_store import FeedbackStore
-from deployment.server.inference import ApiError
 
 LABELS = ["a", "b", "c"]
 

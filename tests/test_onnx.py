@@ -197,17 +197,14 @@ def test_a_graph_that_differs_from_keras_fails_the_check(
         onnx_export.load_check_images(tmp_path / "shards")
 
 
-def test_a_bundle_exported_before_serving_load_is_still_served(
+def test_a_bundle_exported_before_serving_load_asks_for_a_re_export(
     bundle: Path, tmp_path: Path, images: list[Path]
 ):
-    """A rollback can return to a bundle whose code/ predates serving.load (its serving.py
-    is kept in tests/legacy/): the server still loads it, on both backends, with the same
-    predictions."""
+    """A rollback to a bundle whose code/ predates serving.load (no `load`, no calibrated
+    `decide`) is refused with the command that re-exports it, on both backends."""
     old = shutil.copytree(bundle, tmp_path / "old")
-    shutil.copy2(ROOT / "tests/legacy/serving.py", old / "code/models/common/serving.py")
+    serving_py = old / "code/models/common/serving.py"
+    serving_py.write_text(serving_py.read_text().replace("def load(", "def _old_load("))
     for backend in ("onnx", "tf"):
-        now = load_in_subprocess(bundle, backend, images[:2])
-        then = load_in_subprocess(old, backend, images[:2])
-        assert "error" not in then, then
-        assert (then["backend"], then["version"]) == (backend, now["version"])
-        np.testing.assert_allclose(then["probs"], now["probs"], rtol=0, atol=1e-6)
+        error = load_in_subprocess(old, backend, images[:1])["error"]
+        assert error.startswith("RuntimeError") and "re-export it (dvc repro -f export@" in error

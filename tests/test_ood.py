@@ -167,7 +167,7 @@ def test_server_scores_refuses_over_the_threshold_and_counts(bundle: Path, tmp_p
         assert seen["serve_ood_score_count"] == scored
         assert seen['serve_ood_score_bucket{le="0.0"}'] >= len(tests) / 2
 
-        # a pixels tensor at the stored size (ONNX: answered by fast_infer.py): its sides
+        # a pixels tensor at the stored size (answered by the door, door.py): its sides
         # are what the model reads, unchecked; its pixels score as the file's did
         pixels = np.asarray(Image.open(io.BytesIO(tests[0])))[None, :, :, None]
         tensor = {"name": "pixels", "datatype": "UINT8", "shape": list(pixels.shape)}

@@ -193,7 +193,7 @@ BAD_INFER = {  # case: (body, status, a word the error must contain)
     "truncated image": (image_input(TRUNCATED), 400, "truncated"),
     "unknown output": ({**GOOD, "outputs": [{"name": "logits"}]}, 400, "unknown output"),
     "pixel bomb": (image_input(encode(BOMB)), 413, "1200x1000"),
-    "pixel tensor over limit": (_pixels([0], shape=(1, 1001, 1000, 1)), 413, "exceed"),
+    "pixel tensor over limit": (_pixels([0], shape=(1, 1001, 1000, 1)), 413, "--max-pixels"),
 }
 
 

@@ -9,6 +9,8 @@ import json
 import resource
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -125,3 +127,59 @@ def test_a_large_jpeg_is_served_as_the_bundle_prepares_it(
     assert status == 200
     np.testing.assert_allclose(answer["outputs"][0]["data"], expected, atol=1e-6)
     assert not full_size_is_same
+
+
+def test_a_model_call_out_of_memory_is_503_with_retry_after_and_frees_it(
+    bundle: Path, tmp_path: Path
+) -> None:
+    """A budget opened wide, then the address space capped just over what the server holds:
+    the model call's allocation fails inside onnxruntime. The answer is 503 with Retry-After
+    (the server's state, not the client's request), the memory goes back, and once the cap is
+    lifted the same request is served."""
+    wide = ("--max-images", "100000", "--max-input-mib", "100000", "--max-pixels", "10000000000")
+    wide += ("--max-body-bytes", str(64 << 20))
+    srv = start(tmp_path, "--bundle", bundle, "--backend", "onnx", *wide, feedback=tmp_path / "f")
+    count, side = 3000, 64  # 12 MB sent, 48 MB of float32 in the graph's first op
+    head = {
+        "inputs": [
+            {
+                "name": "pixels",
+                "datatype": "UINT8",
+                "shape": [count, side, side, 1],
+                "parameters": {"binary_data_size": count * side * side},
+            }
+        ]
+    }
+    text = json.dumps(head).encode()
+    body = text + np.zeros(count * side * side, np.uint8).tobytes()
+    headers = {"Inference-Header-Content-Length": str(len(text))}
+    infer = f"{srv.url}/v2/models/tiny-mlp-quick/infer"
+
+    def send() -> tuple[int, object, dict]:
+        request = urllib.request.Request(infer, body, headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.headers, {}
+        except urllib.error.HTTPError as err:
+            return err.code, err.headers, json.loads(err.read())
+
+    try:
+        for _ in range(3):  # warm: what a call of this size keeps (malloc, uvicorn) is kept
+            assert send()[0] == 200
+        process = psutil.Process(srv.proc.pid)
+        before = process.memory_info().rss
+        old = process.rlimit(resource.RLIMIT_AS)
+        process.rlimit(resource.RLIMIT_AS, (process.memory_info().vms + (12 << 20), old[1]))
+        try:
+            status, answer_headers, answer = send()
+            after = process.memory_info().rss
+        finally:
+            process.rlimit(resource.RLIMIT_AS, old)
+        served = send()[0]
+    finally:
+        stop_process(srv.proc)
+    assert (status, answer.get("error")) == (503, "the server is out of memory; retry later")
+    assert answer_headers.get("Retry-After") == "1"
+    assert after - before < 16 << 20, (before, after)
+    assert served == 200
+    assert "Traceback" not in srv.logged()

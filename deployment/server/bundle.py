@@ -52,6 +52,8 @@ class Bundle:
     serving: ModuleType  # the bundle's models.common.serving
     input_stats: ood.InputStats | None = None  # input_stats.json: the OOD score's reference
     explain: ModuleType | None = None  # the bundle's models.common.explain, if it has one
+    input_size: tuple[int, int] | None = None  # (h, w) prepare resizes images to
+    model_size: tuple[int, int] | None = None  # (h, w) the model's graph resizes to
 
     @property
     def labels(self) -> list[str]:
@@ -109,7 +111,7 @@ def _backend(path: Path, backend: str) -> str:
 def _check_files(path: Path, backend: str, sha256: str | None) -> str:
     """The sha256 of model.keras, after checking the files `backend` (onnx or tf) needs, and
     model.onnx against lineage.json's record of it."""
-    for required in ("model.keras", "labels.json", "code/models/common/serving.py"):
+    for required in ("model.keras", "labels.json", "params.json", "code/models/common/serving.py"):
         if not (path / required).is_file():
             raise FileNotFoundError(f"{path}: not a bundle, {required} missing")
     digest = file_sha256(path / "model.keras")
@@ -132,38 +134,11 @@ def _check_files(path: Path, backend: str, sha256: str | None) -> str:
     return digest
 
 
-class _Legacy:
-    """The predictor of a bundle whose code/ predates serving.load: its own Predictor or
-    OnnxPredictor, with the same prepare / predict / predict_images."""
-
-    def __init__(self, serving: ModuleType, path: Path, backend: str, threads) -> None:
-        if backend == "onnx" and not hasattr(serving, "OnnxPredictor"):
-            raise RuntimeError(f"{path}/code predates ONNX serving: use backend='tf'")
-        if backend == "onnx":
-            old = serving.OnnxPredictor(path, *threads)
-            self.predict = old.predict_batch
-        else:  # its code has no configure_tensorflow: set the pools as serving.load does
-            tf = importlib.import_module("models.common.quiet").import_tensorflow()
-            try:
-                tf.config.threading.set_intra_op_parallelism_threads(threads[0])
-                tf.config.threading.set_inter_op_parallelism_threads(threads[1])
-            except RuntimeError:  # TF already initialised: the first setting stays
-                pass
-            old = serving.Predictor(path)
-            self.predict = lambda batch: np.asarray(old._fn(batch))
-        self.prepare, self.backend = old.prepare, backend
-        self.labels, self.channels = list(old.labels), int(old.channels)
-
-    def predict_images(self, images: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate([self.predict(image[None]) for image in images])
-
-
-def _foreign(serving: ModuleType, code_dir: Path) -> list[str]:
-    """Bundled-package modules loaded from outside code_dir (the bundle's own check; older
-    bundles' version also lists deployment's, which the server loads from its own place)."""
-    if hasattr(serving, "load"):
-        return serving.foreign_modules(code_dir, BUNDLED_PACKAGES)
-    return [m for m in serving.foreign_modules(code_dir) if m.split(".")[0] in BUNDLED_PACKAGES]
+def _sizes(path: Path) -> tuple[tuple[int, int] | None, tuple[int, int] | None]:
+    """params.json's spec: (input_size, image_size), each (h, w) or None (the budget's)."""
+    spec = json.loads((path / "params.json").read_text()).get("spec", {})
+    sizes = (spec.get("input_size"), spec.get("image_size"))
+    return tuple((int(s[0]), int(s[1])) if s else None for s in sizes)
 
 
 def _threads(backend: str, intra_op: int | None, inter_op: int | None) -> tuple[int, int]:
@@ -196,21 +171,31 @@ def load_bundle(
     Raises:
         FileNotFoundError: a file the bundle or the backend needs is missing.
         ValueError: model.keras or model.onnx has another sha256, or an unknown backend.
-        RuntimeError: a bundled module was loaded from outside code/, or the bundle's code
-            predates ONNX serving and backend is onnx.
+        RuntimeError: a bundled module was loaded from outside code/, or the bundle was
+            exported before its code/ had serving.load and calibration's decide (re-export).
     """
     path = Path(path).resolve()
     backend = _backend(path, backend)
     digest = _check_files(path, backend, sha256)
     serving = _import_serving(path / "code")
     explain = _import_explain(path / "code")  # while code/ is on the path, with serving
-    threads = _threads(backend, intra_op, inter_op)
-    if hasattr(serving, "load"):
-        predictor = serving.load(path, backend, *threads)
-    else:  # exported before serving.load: still served (a rollback may return to one)
-        predictor = _Legacy(serving, path, backend, threads)
-    if bad := _foreign(serving, path / "code"):
+    if not hasattr(serving, "load") or not hasattr(serving.Predictor, "decide"):
+        raise RuntimeError(
+            f"{path} was exported by an older reprovision, before serving.load and calibrated "
+            f"decisions; re-export it (dvc repro -f export@{_name(path)}) to serve it"
+        )
+    predictor = serving.load(path, backend, *_threads(backend, intra_op, inter_op))
+    if bad := serving.foreign_modules(path / "code", BUNDLED_PACKAGES):
         raise RuntimeError(f"bundle modules loaded from outside {path / 'code'}: {bad}")
+    input_size, model_size = _sizes(path)
     return Bundle(
-        path, _name(path), digest[:12], predictor, serving, ood.load(path), explain=explain
+        path,
+        _name(path),
+        digest[:12],
+        predictor,
+        serving,
+        ood.load(path),
+        explain=explain,
+        input_size=input_size,
+        model_size=model_size,
     )

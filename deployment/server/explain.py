@@ -33,8 +33,10 @@ from fastapi.responses import Response
 from PIL import Image as PILImage
 from starlette.concurrency import run_in_threadpool
 
+from deployment.server.door import pinned
+from deployment.server.errors import ApiError
 from deployment.server.human import _image_bytes, answer
-from deployment.server.inference import ApiError, decode_image, pinned
+from deployment.server.predict import Inputs, predict
 
 MIN_SIDE = 224  # pixels: a 28x28 input is drawn 8x larger, each pixel a block
 KEPT = 2  # bundles whose Keras model stays loaded: the served one and the one before it
@@ -117,16 +119,16 @@ def add_routes(app: FastAPI, state) -> None:
     async def explain(request: Request):
         bundle = pinned(request)
         if bundle is None:
-            raise ApiError(503, "the model is not loaded yet")
+            raise ApiError(503, "the model is not loaded yet", {"Retry-After": "1"})
         wanted = request.query_params.get("label")
         if wanted is not None and wanted not in bundle.labels:
             raise ApiError(400, f"unknown label {wanted!r}; choose from {bundle.labels}")
         data = await _image_bytes(request)
+        seen = await predict(state, bundle, Inputs(encoded=[data]))  # as /predict: OOD, metrics
 
-        def run():
-            image = decode_image(data, bundle, state.limits)
+        def run():  # gradients: in a worker thread (the first call loads TensorFlow)
             explainer = explainers.get(bundle)
-            return explained(bundle, explainer, image, state.predict(bundle, [image]), wanted)
+            return explained(bundle, explainer, seen.images[0], seen.scores, wanted)
 
         result, png = await run_in_threadpool(run)
         if "image/png" in request.headers.get("accept", ""):

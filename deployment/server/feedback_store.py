@@ -32,9 +32,9 @@ import time
 from pathlib import Path
 
 from deployment.server import pending, review_store, scrub
-from deployment.server.inference import ApiError
+from deployment.server.errors import ApiError
 
-REQUEST_ID = re.compile(r"^[0-9a-f]{32}$")  # uuid4().hex
+REQUEST_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex; always .fullmatch (no "\n" after it)
 CSV_NAME = "groundtruth.csv"  # as data_processing/sources/seed.py, which we may not import
 SPLITS = ("train", "test")
 DATABASE = "feedback.sqlite3"
@@ -171,7 +171,7 @@ class FeedbackStore:
         if not isinstance(body, dict) or set(body) != {"request_id", "true_label"}:
             raise ApiError(400, "send exactly {request_id, true_label}")
         request_id, label = body["request_id"], body["true_label"]
-        if not isinstance(request_id, str) or not REQUEST_ID.match(request_id):
+        if not isinstance(request_id, str) or not REQUEST_ID.fullmatch(request_id):
             raise ApiError(400, "request_id must be the 32 hex characters /predict returned")
         try:
             remembered = self.recent.get(request_id)

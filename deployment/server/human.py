@@ -25,9 +25,12 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from deployment.server import predict as sequence
+from deployment.server.door import pinned
+from deployment.server.errors import ApiError
 from deployment.server.feedback_store import REQUEST_ID
-from deployment.server.inference import ApiError, decide_labels, decode_image, pinned, top_k
 from deployment.server.oip import parse_body
+from deployment.server.predict import Inputs, decide_labels, top_k
 from deployment.server.review_store import client_id
 
 PAGE = Path(__file__).parent / "static" / "index.html"
@@ -60,23 +63,10 @@ def answer(probs, bundle) -> tuple[list, list[str], str, float]:
     return best, chosen, chosen[0], float(probs[0][bundle.labels.index(chosen[0])])
 
 
-async def _predict(state, bundle, data: bytes):
-    """(scores [1, K], OOD results or None: State.screen) of one upload, in a worker thread:
-    decode, predict, score (422 over --ood-threshold)."""
-    headers = []  # the upload's (width, height, mode): the OOD score's (ood.py)
-
-    def run():
-        image = decode_image(data, bundle, state.limits, headers)
-        probs = state.predict(bundle, [image])
-        return probs, state.screen(bundle, [image], probs, headers)
-
-    return await run_in_threadpool(run)
-
-
 def add_routes(app: FastAPI, state) -> None:
     """Add /, /predict and /feedback to app; state is deployment.server.lifecycle.State.
 
-    Each request uses the bundle pinned to it on arrival (inference.pinned).
+    Each request uses the bundle pinned to it on arrival (door.pinned).
     """
 
     @app.get("/")
@@ -89,11 +79,10 @@ def add_routes(app: FastAPI, state) -> None:
     async def predict(request: Request):
         bundle = pinned(request)
         if bundle is None:
-            raise ApiError(503, "the model is not loaded yet")
+            raise ApiError(503, "the model is not loaded yet", {"Retry-After": "1"})
         data = await _image_bytes(request)
-        probs, ood = await _predict(state, bundle, data)
-        state.metrics.observe_predictions(probs, bundle)
-        best, chosen, label, score = answer(probs, bundle)
+        result = await sequence.predict(state, bundle, Inputs(encoded=[data]))
+        best, chosen, label, score = answer(result.scores, bundle)
         request_id = uuid.uuid4().hex
         predicted = {
             "model_name": bundle.name,
@@ -117,7 +106,7 @@ def add_routes(app: FastAPI, state) -> None:
                 "labels_present": chosen,
                 "top_k": [{"label": lab, "index": i, "score": s} for s, i, lab in best],
                 "labels": bundle.labels,
-                "ood": ood[0] if ood else None,
+                "ood": result.ood[0] if result.ood else None,
             },
             bundle=bundle,
         )
@@ -125,8 +114,8 @@ def add_routes(app: FastAPI, state) -> None:
     @app.post("/feedback")
     async def feedback(request: Request):
         if pinned(request) is None:
-            raise ApiError(503, "the model is not loaded yet")
-        body, _ = parse_body(await request.body(), None)
+            raise ApiError(503, "the model is not loaded yet", {"Retry-After": "1"})
+        body, _ = parse_body(await request.body(), None, state.budget)
         record = await run_in_threadpool(state.store.record, body)
         return state.reply({"stored": True, "record": record}, bundle=pinned(request))
 
@@ -136,7 +125,7 @@ def add_routes(app: FastAPI, state) -> None:
 def _route_delete(app: FastAPI, state) -> None:
     @app.delete("/feedback/{request_id}")
     async def forget(request_id: str):
-        if not REQUEST_ID.match(request_id):
+        if not REQUEST_ID.fullmatch(request_id):
             raise ApiError(400, "request_id must be the 32 hex characters /predict returned")
         if state.store is None:
             raise ApiError(503, "the feedback store is not open yet")

@@ -12,29 +12,28 @@ URLs.
 With --workers N (workers.py) each worker process has its own State, and readiness is 200
 only once all N have their model: each marks itself ready with a file in env SERVE_READY_DIR.
 
-SIGTERM: readiness turns 503 at once, new requests get 503 {"error": "shutting down"},
-requests in flight finish (for at least --drain-seconds, at most --shutdown-timeout), then
-the process exits with status 0 (1 when the first load failed).
+SIGTERM: readiness turns 503 at once, new requests get 503 {"error": "shutting down"}
+(door.py), requests in flight finish (for at least --drain-seconds, at most
+--shutdown-timeout), then the process exits with status 0 (1 when the first load failed).
 """
 
-import json
 import os
 import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import uvicorn
-from fastapi import Request
 
 from deployment.server import ood
-from deployment.server.batching import Batcher
+from deployment.server.batcher import Batcher
+from deployment.server.budget import Budget
 from deployment.server.bundle import load_bundle
+from deployment.server.errors import ApiError, JSONResponse
 from deployment.server.feedback_store import FeedbackStore
-from deployment.server.inference import ApiError, DecodeLimits, JSONResponse, pinned
+from deployment.server.options import Config
 from deployment.server.reload import (
     CandidateError,
     PointerWatcher,
@@ -45,57 +44,28 @@ from deployment.server.reload import (
 from deployment.server.retention import Sweeper
 from deployment.server.telemetry import Metrics
 
-ALWAYS_ANSWERED = ("/v2/health/live", "/v2/health/ready", "/metrics")  # also while draining
 READY_DIR = "SERVE_READY_DIR"  # --workers N > 1: a file per worker with a model (workers.py)
 
 
-@dataclass
-class Config:
-    bundle: Path | None  # serve this bundle as is; None: the one `pointer` names
-    pointer: Path | None = None  # the production pointer (deployment/production.json)
-    watch_interval: float | None = None  # seconds between pointer polls; None: no reload
-    feedback_dir: Path = Path("datasets/raw/feedback")  # a seed-format dataset (feedback.py)
-    max_body_bytes: int = 16 << 20  # 16 MiB: a few large photos, base64 included
-    max_pixels: int = 40_000_000  # a request's images in all; also PIL.Image.MAX_IMAGE_PIXELS
-    decode_slots: int = os.cpu_count() or 1  # images decoding at once (inference.DecodeLimits)
-    intra_op: int | None = None
-    inter_op: int | None = None
-    backend: str = "auto"  # load_bundle's: onnx when the bundle has model.onnx, else tf
-    drift_window: int = 500  # live predictions compared with bundle/reference.json
-    batch_max_size: int = 1  # micro-batching (deployment/server/batching.py); 1: off
-    batch_timeout_ms: float = 2.0  # the longest a single image waits for others to batch
-    drain_seconds: float = 2.0  # SIGTERM: readiness is false at least this long before exit
-    shutdown_timeout: float = 30.0  # SIGTERM: the longest wait for in-flight requests
-    workers: int = 1  # server processes on the port (workers.py), each with its own State
-    store_uploads: bool = False  # store every upload, not only those given feedback
-    retention_days: float = 30.0  # unexported feedback and stored uploads go after this; 0: never
-    pending_minutes: float = 15.0  # how long a prediction (and its upload) waits for feedback
-    host: str = "127.0.0.1"  # served on; with no review_token /review needs a loopback host
-    review_agree: int = 3  # distinct clients whose same label accepts a record; < 2: reviewer only
-    review_flag_score: float = 0.95  # flag a label contradicting a prediction scored this or more
-    review_token: str | None = None  # /review's bearer token (also env SERVE_REVIEW_TOKEN)
-    ood_threshold: float = 0.0  # refuse (422) images whose OOD score is over this; 0: never
-
-
 class State:
-    """What the routes share: the served bundle (swapped on reload), the feedback store, the
-    metrics, the batcher and the shutdown state. A request uses the bundle current when it
-    arrived (pinned), so a swap never changes the model under a request in flight."""
+    """What the routes share: the served bundle (swapped on reload), the request budget, the
+    model threads (batcher), the feedback store, the metrics and the shutdown state. A request
+    uses the bundle current when it arrived (pinned), so a swap never changes the model under
+    a request in flight."""
 
     def __init__(self, config: Config) -> None:
         self.config, self.bundle, self.store = config, None, None
         self.draining, self.in_flight, self.failed = False, 0, False
         self.metrics = Metrics(config.drift_window)
-        self.limits = DecodeLimits(config.max_pixels, config.decode_slots)
+        self.budget = Budget(config.limits(), config.decode_slots)
+        self.batcher = Batcher(
+            config.max_images,
+            self.budget.max_input_bytes,
+            config.model_threads,
+            self.metrics.batch_size.observe,
+        )
         self.watcher: PointerWatcher | None = None
         self.sweeper: Sweeper | None = None
-        self.batcher: Batcher | None = None
-        if config.batch_max_size > 1:
-            self.batcher = Batcher(
-                config.batch_max_size,
-                config.batch_timeout_ms / 1000,
-                self.metrics.batch_size.observe,
-            )
         self._load_lock = threading.Lock()
 
     @property
@@ -110,11 +80,11 @@ class State:
     def version(self) -> str | None:
         return self.bundle.version if self.bundle else None
 
-    def model(self, request: Request, name: str, version: str | None = None):
-        """The request's bundle if it is `name` (and `version`); 404 otherwise, 503 not ready."""
-        bundle = pinned(request)
+    def model(self, bundle, name: str, version: str | None = None):
+        """The request's pinned `bundle` if it is `name` (and `version`); 404 otherwise, 503
+        before the first load."""
         if bundle is None:
-            raise ApiError(503, "the model is not loaded yet")
+            raise ApiError(503, "the model is not loaded yet", {"Retry-After": "1"})
         if name != bundle.name or version not in (None, bundle.version):
             wanted = name if version is None else f"{name} version {version}"
             raise ApiError(404, f"unknown model {wanted!r}")
@@ -123,13 +93,6 @@ class State:
     def reply(self, data: dict, status: int = 200, bundle=None) -> JSONResponse:
         version = bundle.version if bundle else self.version()
         return JSONResponse({**data, "model_version": version}, status_code=status)
-
-    def predict(self, bundle, images: list[np.ndarray]) -> np.ndarray:
-        """float32 [N, K] for uint8 [H, W, C] images, through the batcher when it is on.
-        Blocks: call it from a worker thread."""
-        if self.batcher is not None:
-            return self.batcher.predict(bundle.predictor, images)
-        return bundle.predictor.predict_images(images)
 
     def screen(self, bundle, images: list[np.ndarray], probs: np.ndarray, headers=None):
         """Each image's out-of-distribution score (ood.for_images: [{"score", "reasons"}], None
@@ -189,13 +152,13 @@ class State:
             print(f"serve: kept {self.version()}: {reason}: {err}", file=sys.stderr, flush=True)
 
     def stop(self) -> None:
-        """Stop the pointer watcher and the batcher (the server is shutting down)."""
+        """Stop the pointer watcher, the retention sweeper and the model threads (the server
+        is shutting down)."""
         if self.watcher:
             self.watcher.stop()
         if self.sweeper:
             self.sweeper.stop()
-        if self.batcher:
-            self.batcher.close()
+        self.batcher.close()
 
     def _load_pointer(self) -> None:
         with self._load_lock:
@@ -231,32 +194,6 @@ class State:
             file=sys.stderr,
             flush=True,
         )
-
-
-class Lifecycle:
-    """ASGI middleware: pin the current bundle to each request and count requests in
-    flight; once draining, answer 503 to all but health and metrics."""
-
-    def __init__(self, app, state: State) -> None:
-        self.app, self.state = app, state
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        state = self.state
-        if state.draining and scope["path"] not in ALWAYS_ANSWERED:
-            body = json.dumps({"error": "shutting down", "model_version": state.version()})
-            headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
-            headers.append((b"content-length", str(len(body)).encode()))
-            await send({"type": "http.response.start", "status": 503, "headers": headers})
-            await send({"type": "http.response.body", "body": body.encode()})
-            return
-        scope.setdefault("state", {})["bundle"] = state.bundle
-        state.in_flight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            state.in_flight -= 1
 
 
 class DrainingServer(uvicorn.Server):

@@ -1,4 +1,4 @@
-"""Open Inference Protocol v2 (KServe / Triton): model metadata and the infer request/response.
+"""Open Inference Protocol v2 (KServe / Triton): the infer request and response.
 
 Inputs (exactly one per request):
     image   BYTES [N]           encoded PNG/JPEG/...; in JSON each element is base64 text,
@@ -7,12 +7,14 @@ Inputs (exactly one per request):
 Output:
     probabilities  FP32 [N, K]; with the classification extension (output parameter
                    "classification": k) BYTES [N, k] of "score:index:label", best first.
-Response parameter ood_score: [N] each image's out-of-distribution score (ood.py), when the
-bundle has input_stats.json.
+Response parameter ood_score: [N], each image's out-of-distribution score (ood.py).
 
 Binary tensor extension: a body with header Inference-Header-Content-Length holds that many
 bytes of JSON, then each input with parameters.binary_data_size, in order. Outputs are sent
 binary when asked (output parameter binary_data, or request parameter binary_data_output).
+
+The budget (budget.py) is checked as early as the request allows: the JSON's work before
+parsing, the image count and model input from the declared shape before any conversion.
 """
 
 import base64
@@ -20,36 +22,18 @@ import binascii
 import json
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import orjson
 
-from deployment.server.inference import ApiError, DecodeLimits, decode_images, top_k
+from deployment.server.budget import Budget
+from deployment.server.errors import ApiError
+from deployment.server.predict import Inputs, top_k
 
 OUTPUT = "probabilities"
 EXTENSIONS = ["classification", "binary_tensor_data"]
 INPUTS = {"image": "BYTES", "pixels": "UINT8"}
-PLATFORMS = {"onnx": "onnxruntime_onnx", "tf": "tensorflow_keras"}  # KServe's names
-
-
-def model_metadata(bundle) -> dict:
-    """The v2 model metadata: name, versions, platform, inputs and outputs."""
-    return {
-        "name": bundle.name,
-        "versions": [bundle.version],
-        "platform": PLATFORMS.get(bundle.backend, bundle.backend),
-        "inputs": [
-            {"name": "image", "datatype": "BYTES", "shape": [-1]},
-            {"name": "pixels", "datatype": "UINT8", "shape": [-1, -1, -1, bundle.channels]},
-        ],
-        "outputs": [{"name": OUTPUT, "datatype": "FP32", "shape": [-1, len(bundle.labels)]}],
-        "parameters": {"labels": bundle.labels},
-    }
-
-
-def _reject_constant(name: str):
-    raise ApiError(400, f"NaN or Inf is not allowed ({name})")
 
 
 def _finite(text: str) -> float:
@@ -59,14 +43,19 @@ def _finite(text: str) -> float:
     return value
 
 
-def parse_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
-    """Split a request into (JSON header, binary tail); 400 when either is malformed."""
+def parse_body(
+    body: bytes, header_length: str | None, budget: Budget | None = None
+) -> tuple[dict, bytes]:
+    """Split a request into (JSON header, binary tail); 400 when either is malformed, 413
+    when its JSON is over the budget's --max-json-values."""
     tail = b""
     if header_length is not None:
         digits = header_length.isascii() and header_length.isdigit()  # not "²" nor "-1"
         if not digits or int(header_length) > len(body):
             raise ApiError(400, f"bad Inference-Header-Content-Length {header_length!r}")
         body, tail = body[: int(header_length)], body[int(header_length) :]
+    if budget is not None:
+        budget.json(body)
     try:  # orjson refuses NaN, Infinity and overflowing floats itself
         request = orjson.loads(body)
     except orjson.JSONDecodeError:  # json says why, as before; and reads UTF-16/32 bodies
@@ -79,7 +68,7 @@ def parse_body(body: bytes, header_length: str | None) -> tuple[dict, bytes]:
 def _loads_stdlib(body: bytes):
     """The body parsed by json, for its error messages; 400 when malformed."""
     try:
-        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite)
+        return json.loads(body, parse_constant=_finite, parse_float=_finite)
     except (ValueError, UnicodeDecodeError) as err:
         raise ApiError(400, f"malformed JSON: {err}") from None
     except RecursionError:
@@ -110,34 +99,36 @@ def _shape(tensor: dict) -> list[int]:
 def _split_bytes_tensor(raw: bytes, count: int) -> list[bytes]:
     items, offset = [], 0
     while offset < len(raw):
+        where = f"binary BYTES data: element {len(items)}'s length prefix"
         if offset + 4 > len(raw):
-            raise ApiError(400, "binary BYTES data: truncated length prefix")
+            raise ApiError(400, f"{where} is cut short")
         (size,) = struct.unpack_from("<I", raw, offset)
-        items.append(raw[offset + 4 : offset + 4 + size])
-        offset += 4 + size
-    if offset != len(raw) or len(items) != count:
+        if (offset := offset + 4) + size > len(raw):
+            left = len(raw) - offset
+            raise ApiError(400, f"{where} says {size:,} bytes, but {left:,} bytes follow it")
+        items.append(raw[offset : offset + size])
+        offset += size
+    if len(items) != count:
         raise ApiError(400, f"binary BYTES data holds {len(items)} elements, shape says {count}")
     return items
 
 
 def _tensor_data(tensor: dict, tail: bytes, offset: int) -> tuple[object, int]:
     """Return (JSON data list or raw bytes, new offset into the binary tail)."""
-    params = tensor.get("parameters") or {}
-    size = params.get("binary_data_size") if isinstance(params, dict) else None
+    params = _object(tensor.get("parameters"), f"input {tensor.get('name')!r}'s 'parameters'")
+    size = params.get("binary_data_size")
     if size is None:
-        if "data" not in tensor:
-            raise ApiError(400, f"input {tensor.get('name')!r} has no data")
+        if not isinstance(tensor.get("data"), list):
+            raise ApiError(400, f"input {tensor.get('name')!r} needs 'data', a list")
         return tensor["data"], offset  # JSON: nested lists, flattened by the caller
     if not isinstance(size, int) or size < 0 or offset + size > len(tail):
         raise ApiError(400, "binary_data_size runs past the end of the body")
     return tail[offset : offset + size], offset + size
 
 
-def read_images(
-    request: dict, tail: bytes, bundle, limits: DecodeLimits, headers: list | None = None
-) -> list[np.ndarray]:
-    """Validate the request's single input; return uint8 [H, W, C] images. Encoded images
-    append their (width, height, mode) to `headers` (inference.decode_images)."""
+def read_inputs(request: dict, tail: bytes, bundle, budget: Budget) -> Inputs:
+    """Validate the request's single input within the budget; return its encoded images or
+    its uint8 [H, W, C] pixels."""
     inputs = request.get("inputs")
     if not isinstance(inputs, list) or not inputs or not all(isinstance(t, dict) for t in inputs):
         raise ApiError(400, "'inputs' must be a non-empty list of tensors")
@@ -157,32 +148,48 @@ def read_images(
     if name == "image":
         if len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1) or not count:
             raise ApiError(400, f"input 'image' shape must be [N] or [N, 1], N > 0; got {shape}")
+        budget.model_input(count, None, bundle)  # before any element is split or decoded
         items = _split_bytes_tensor(data, count) if isinstance(data, bytes) else _flatten(data)
         if len(items) != count:
             raise ApiError(400, f"shape {shape} needs {count} elements, data has {len(items)}")
-        return decode_images([_b64(v) for v in items], bundle, limits, headers)
-    return _pixels(data, shape, bundle, limits.max_pixels)
+        return Inputs(encoded=[_b64(v) for v in items])
+    return Inputs(arrays=_pixels(data, shape, bundle, budget))
+
+
+B64_PIECE = 1 << 20  # base64 characters decoded in one call (a multiple of 4)
 
 
 def _b64(value) -> bytes:
+    """A BYTES element's bytes. Long strings decode in 1 MiB pieces: each is one C call that
+    holds the GIL, and between them the event loop gets its turn."""
     if isinstance(value, bytes):
         return value  # binary extension: raw bytes
     if not isinstance(value, str):
         raise ApiError(400, "BYTES elements in JSON must be base64 strings")
     try:
-        return base64.b64decode(value, validate=True)
+        if len(value) <= B64_PIECE:
+            return base64.b64decode(value, validate=True)
+        if len(value) % 4:
+            raise binascii.Error("length is not a multiple of 4")
+        pieces = range(0, len(value), B64_PIECE)
+        return b"".join(base64.b64decode(value[i : i + B64_PIECE], validate=True) for i in pieces)
     except (binascii.Error, ValueError):
         raise ApiError(400, "BYTES element is not valid base64") from None
 
 
-def _pixels(data, shape: list[int], bundle, max_pixels: int) -> list[np.ndarray]:
+def _pixels(data, shape: list[int], bundle, budget: Budget) -> list[np.ndarray]:
     if len(shape) != 4 or shape[3] != bundle.channels or not all(shape):
         raise ApiError(
             400, f"input 'pixels' shape must be [N, H, W, {bundle.channels}], got {shape}"
         )
     count = math.prod(shape)
-    if shape[0] * shape[1] * shape[2] > max_pixels:
-        raise ApiError(413, f"{shape[0]} images of {shape[2]}x{shape[1]} exceed {max_pixels} px")
+    budget.model_input(shape[0], (shape[1], shape[2]), bundle)  # before any conversion
+    if shape[0] * shape[1] * shape[2] > budget.max_pixels:
+        raise ApiError(
+            413,
+            f"{shape[0]} images of {shape[2]}x{shape[1]} hold {shape[0] * shape[1] * shape[2]:,}"
+            f" pixels, over this server's budget of {budget.max_pixels:,} (--max-pixels)",
+        )
     if isinstance(data, bytes):
         array = np.frombuffer(data, np.uint8)
     elif (array := _uint8(data)) is None:
@@ -208,10 +215,25 @@ def _uint8(data) -> np.ndarray | None:
     return np.array(data, np.uint8)
 
 
+def _object(value, what: str) -> dict:
+    """`value` when it is a JSON object or absent (None: {}); 400 otherwise."""
+    if value is not None and not isinstance(value, dict):
+        raise ApiError(400, f"{what} must be an object, got {type(value).__name__}")
+    return value or {}
+
+
+def _flag(parameters: dict, name: str, default: bool) -> bool:
+    value = parameters.get(name, default)
+    if not isinstance(value, bool):
+        raise ApiError(400, f"parameter {name!r} must be true or false, got {value!r}")
+    return value
+
+
 def _requested_output(request: dict, k_max: int) -> tuple[int, bool]:
     """Return (classification k or 0, binary) for the single output."""
-    params = request.get("parameters") or {}
-    binary = bool(isinstance(params, dict) and params.get("binary_data_output"))
+    if "id" in request and not isinstance(request["id"], str):
+        raise ApiError(400, "'id' must be a string")
+    binary = _flag(_object(request.get("parameters"), "'parameters'"), "binary_data_output", False)
     outputs = request.get("outputs")
     if outputs is None:
         return 0, binary
@@ -221,10 +243,8 @@ def _requested_output(request: dict, k_max: int) -> tuple[int, bool]:
         raise ApiError(400, f"unknown output {unknown[0]!r}; the model has {[OUTPUT]}")
     k = 0
     for out in outputs:
-        p = out.get("parameters") or {}
-        if not isinstance(p, dict):
-            raise ApiError(400, "output 'parameters' must be an object")
-        binary = bool(p.get("binary_data", binary))
+        p = _object(out.get("parameters"), "output 'parameters'")
+        binary = _flag(p, "binary_data", binary)
         k = p.get("classification", 0)
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise ApiError(400, "classification must be an int >= 0")
@@ -239,17 +259,16 @@ class Infer:
     tail: bytes
     k: int  # classification: the k best as "score:index:label"; 0: the probabilities
     binary: bool  # the output as binary tensor data
-    headers: list = field(default_factory=list)  # (width, height, mode) per encoded image
 
-    def images(self, bundle, limits: DecodeLimits) -> list[np.ndarray]:
-        """The request's images, uint8 [H, W, C] (decoded within `limits`); encoded ones
-        fill `headers` (a pixels tensor leaves it empty)."""
-        return read_images(self.request, self.tail, bundle, limits, self.headers)
+    def inputs(self, bundle, budget: Budget) -> Inputs:
+        """The request's images as sent (read_inputs), within the budget."""
+        return read_inputs(self.request, self.tail, bundle, budget)
 
 
-def parse(body: bytes, header_length: str | None, n_labels: int) -> Infer:
-    """Parse a request body; 400 when it or its requested outputs are malformed."""
-    request, tail = parse_body(body, header_length)
+def parse(body: bytes, header_length: str | None, n_labels: int, budget: Budget) -> Infer:
+    """Parse a request body; 400 when it or its requested outputs are malformed, 413 when
+    its JSON is over the budget."""
+    request, tail = parse_body(body, header_length, budget)
     return Infer(request, tail, *_requested_output(request, n_labels))
 
 

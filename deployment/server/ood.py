@@ -152,7 +152,7 @@ def for_images(bundle, images: list[np.ndarray], probs: np.ndarray, headers=None
         bundle: the request's bundle (deployment.server.bundle.Bundle: its input_stats).
         images: the prepared (or tensor) images, uint8 [h, w, C].
         probs: their served scores [N, K].
-        headers: each upload's (width, height, mode) (inference.decode_images), or None /
+        headers: each upload's (width, height, mode) (predict.decode_images), or None /
             empty for a pixels tensor.
 
     Returns:

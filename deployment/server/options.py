@@ -1,5 +1,5 @@
-"""The server's command line: its flags, and the Config they make (lifecycle.Config), as JSON
-for the worker processes of --workers N (deployment/server/workers.py).
+"""The server's command line: its flags, and the Config they make, as JSON for the worker
+processes of --workers N (deployment/server/workers.py).
 
 params.yaml's `serve` section, when the working directory has one, sets the defaults of the
 flags it names (store_uploads, retention_days, ...: a flag's name with _ for -); a flag given
@@ -8,17 +8,55 @@ on the command line wins. A container without params.yaml gets Config's defaults
 
 import argparse
 import json
-import math
 import os
 import sys
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
 
 from deployment.server import pointer
+from deployment.server.budget import Limits
 from deployment.server.bundle import BACKENDS
-from deployment.server.lifecycle import Config
+from deployment.server.cpus import cores
+
+
+@dataclass
+class Config:
+    """One server process's settings: the flags, resolved (`config`)."""
+
+    bundle: Path | None  # serve this bundle as is; None: the one `pointer` names
+    pointer: Path | None = None  # the production pointer (deployment/production.json)
+    watch_interval: float | None = None  # seconds between pointer polls; None: no reload
+    feedback_dir: Path = Path("datasets/raw/feedback")  # a seed-format dataset (feedback.py)
+    max_body_bytes: int = Limits.max_body_bytes  # the request budget: budget.py
+    max_json_values: int = Limits.max_json_values
+    max_images: int = Limits.max_images
+    max_pixels: int = Limits.max_pixels
+    max_input_mib: float = Limits.max_input_mib
+    decode_slots: int = os.cpu_count() or 1  # images decoding at once (budget.Budget)
+    model_threads: int = 1  # model calls at once in this process (batcher.py)
+    intra_op: int | None = None
+    inter_op: int | None = None
+    backend: str = "auto"  # load_bundle's: onnx when the bundle has model.onnx, else tf
+    drift_window: int = 500  # live predictions compared with bundle/reference.json
+    drain_seconds: float = 2.0  # SIGTERM: readiness is false at least this long before exit
+    shutdown_timeout: float = 30.0  # SIGTERM: the longest wait for in-flight requests
+    workers: int = 1  # server processes on the port (workers.py), each with its own State
+    forwarded_allow_ips: str | None = None  # proxies whose X-Forwarded-For is believed
+    store_uploads: bool = False  # store every upload, not only those given feedback
+    retention_days: float = 30.0  # unexported feedback and stored uploads go after this; 0: never
+    pending_minutes: float = 15.0  # how long a prediction (and its upload) waits for feedback
+    host: str = "127.0.0.1"  # served on; with no review_token /review needs a loopback host
+    review_agree: int = 3  # distinct clients whose same label accepts a record; < 2: reviewer only
+    review_flag_score: float = 0.95  # flag a label contradicting a prediction scored this or more
+    review_token: str | None = None  # /review's bearer token (also env SERVE_REVIEW_TOKEN)
+    ood_threshold: float = 0.0  # refuse (422) images whose OOD score is over this; 0: never
+
+    def limits(self) -> Limits:
+        """The request budget these settings give."""
+        return Limits(**{f.name: getattr(self, f.name) for f in fields(Limits)})
+
 
 NO_MODEL = (
     "serve: no production model yet ({pointer} does not exist). Make one with `dvc repro` "
@@ -29,29 +67,6 @@ WAITING = (
     " Serving meanwhile: /v2/health/live is 200, readiness 503 until the pointer appears, "
     "then its model is loaded as it would be on a hot reload."
 )
-
-
-def cores() -> int:
-    """The cores this process may run on: its CPU affinity, capped by a cgroup CPU quota (a
-    container's --cpus or a Kubernetes CPU limit, which affinity does not show)."""
-    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    quota = _cpu_quota()
-    return max(1, min(count or 1, math.ceil(quota))) if quota else count or 1
-
-
-def _cpu_quota() -> float | None:
-    """CPUs' worth of time the cgroup may use (quota / period); None when unlimited."""
-    try:  # cgroup v2: "max 100000" or "200000 100000"
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-    except (OSError, ValueError):
-        try:  # cgroup v1: quota -1 is unlimited
-            quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text().strip()
-            period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text().strip()
-        except OSError:
-            return None
-    if quota in ("max", "-1") or not quota.isdigit() or not period.isdigit() or not int(period):
-        return None
-    return int(quota) / int(period)
 
 
 def _positive(text: str) -> int:
@@ -83,15 +98,32 @@ FLAGS = {
         type=Path, default=Config.feedback_dir, help="the feedback database and images"
     ),
     "--max-body-bytes": dict(
-        type=int,
+        type=_positive,
         default=Config.max_body_bytes,
         help="larger request bodies get 413 before they are read",
+    ),
+    "--max-json-values": dict(
+        type=_positive,
+        default=Config.max_json_values,
+        help="commas and brackets a JSON body may hold, counted before it is parsed (parsing "
+        "holds the GIL); more: 413",
+    ),
+    "--max-images": dict(
+        type=_positive,
+        default=Config.max_images,
+        help="images a request may hold; more: 413 (the model call's memory grows with them)",
+    ),
+    "--max-input-mib": dict(
+        type=float,
+        default=Config.max_input_mib,
+        help="MiB of float32 model input a request may make (images x the larger of the "
+        "model's input size and the size sent x channels x 4); more: 413",
     ),
     "--max-pixels": dict(
         type=_positive,
         default=Config.max_pixels,
-        help="pixels a request's images may hold in all, read from their headers before "
-        "decoding; more: 413",
+        help="pixels a request's images may hold in all as sent, read from their headers "
+        "before decoding; more: 413",
     ),
     "--decode-slots": dict(
         type=_positive,
@@ -118,13 +150,16 @@ FLAGS = {
         default=Config.drift_window,
         help="predictions compared with the bundle's reference.json",
     ),
-    "--batch-max-size": dict(
-        type=_positive, default=Config.batch_max_size, help="images per micro-batch; 1: off"
+    "--model-threads": dict(
+        type=_positive,
+        help="model calls running at once in each server process; each batches the "
+        "requests waiting for it (deployment/server/batcher.py); default: the cores over "
+        "--workers",
     ),
-    "--batch-timeout-ms": dict(
-        type=float,
-        default=Config.batch_timeout_ms,
-        help="the longest an image waits for a batch to fill",
+    "--forwarded-allow-ips": dict(
+        help="the proxies (comma-separated addresses, or *) whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed; unset: none, a client is the address it connects "
+        "from, whatever headers it sends",
     ),
     "--drain-seconds": dict(
         type=float,
@@ -181,7 +216,7 @@ FLAGS = {
     ),
 }
 PARAMS = Path("params.yaml")  # its `serve` section: defaults of the flags
-DERIVED = ("bundle", "pointer", "watch_interval")  # Config fields `config` works out
+DERIVED = ("bundle", "pointer", "watch_interval", "model_threads")  # worked out by `config`
 PATHS = ("bundle", "pointer", "feedback_dir")  # Config's Path fields: strings in JSON
 
 
@@ -240,10 +275,12 @@ def serve_params(
 
 def config(args: argparse.Namespace) -> Config:
     """The server's Config for parsed flags: a --bundle is served as is, with no reload."""
+    threads = args.model_threads or max(1, cores() // args.workers)
     return Config(
         bundle=args.bundle,
         pointer=None if args.bundle else args.pointer,
         watch_interval=args.watch_interval if args.watch_pointer and not args.bundle else None,
+        model_threads=threads,
         **{f.name: getattr(args, f.name) for f in fields(Config) if f.name not in DERIVED},
     )
 

@@ -205,7 +205,7 @@ def main() -> None:
         parser.add_argument(flag, **options.FLAGS[flag])
     options.serve_params(parser, keys=("retention_days",))
     args = parser.parse_args()
-    if args.delete is not None and not REQUEST_ID.match(args.delete):
+    if args.delete is not None and not REQUEST_ID.fullmatch(args.delete):
         parser.error("REQUEST_ID must be the 32 hex characters /predict returned")
     store = FeedbackStore(args.feedback_dir, retention_days=args.retention_days)
     if args.delete is not None:

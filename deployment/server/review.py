@@ -30,8 +30,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from deployment.server.errors import ApiError
 from deployment.server.feedback_store import REQUEST_ID, FeedbackStore
-from deployment.server.inference import ApiError
 from deployment.server.oip import parse_body
 from deployment.server.review_store import DECISIONS, Conflict
 
@@ -101,7 +101,7 @@ def _guard(request: Request, state) -> FeedbackStore:
 
 
 def _request_id(request_id: str) -> str:
-    if not REQUEST_ID.match(request_id):
+    if not REQUEST_ID.fullmatch(request_id):
         raise ApiError(400, "request_id must be the 32 hex characters /predict returned")
     return request_id
 
@@ -114,8 +114,11 @@ def add_routes(app: FastAPI, state) -> None:
     async def page(request: Request):
         store = _guard(request, state)
         number = request.query_params.get("page", "1")
-        if not (number.isascii() and number.isdigit() and int(number) >= 1):
-            raise ApiError(400, f"page must be a number from 1, not {number!r}")
+        if not (number.isascii() and number.isdigit() and len(number) <= 7 and int(number)):
+            shown = (
+                number if len(number) <= 20 else f"{number[:20]}... ({len(number):,} characters)"
+            )
+            raise ApiError(400, f"page must be a whole number from 1 to 9999999, not {shown!r}")
         offset = (int(number) - 1) * PAGE_SIZE
 
         def read():
@@ -146,7 +149,11 @@ def add_routes(app: FastAPI, state) -> None:
         if kind != "application/json":
             raise ApiError(415, f"send application/json, not {kind!r}")
         body, _ = parse_body(await request.body(), None)
-        if set(body) != {"decision"} or body["decision"] not in DECISIONS:
+        if (
+            set(body) != {"decision"}
+            or not isinstance(body["decision"], str)
+            or (body["decision"] not in DECISIONS)
+        ):
             raise ApiError(400, 'send exactly {"decision": "accept"} or {"decision": "reject"}')
         try:
             record = await run_in_threadpool(store.reviews.decide, request_id, body["decision"])

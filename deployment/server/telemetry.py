@@ -1,4 +1,4 @@
-"""Prometheus metrics and the request-size guard, as ASGI middleware for the server.
+"""Prometheus metrics of the server (door.py counts requests, predict.py predictions).
 
 Metrics (GET /metrics):
     serve_requests_total{route,method,status}   every answer, 4xx and 5xx included
@@ -6,8 +6,7 @@ Metrics (GET /metrics):
     serve_model_info{name,version}               1 for the loaded model
     serve_prediction_confidence                  histogram of the top score
     serve_predicted_class_total{label}           predictions by top-1 class
-    serve_batch_size                             images per micro-batch (batching.py;
-                                                 only with --batch-max-size > 1)
+    serve_batch_size                             images per model call (batcher.py)
     serve_model_reloads_total, serve_model_load_failures_total{reason},
     serve_model_load_seconds                     hot reload (deployment/server/lifecycle.py)
     serve_drift_window_predictions, serve_drift_psi, serve_confidence_psi,
@@ -32,9 +31,7 @@ recent load. The drift gauges are the answering worker's own window of its share
 predictions.
 """
 
-import json
 import os
-import time
 
 import numpy as np
 from prometheus_client import (
@@ -48,7 +45,6 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from deployment.server.drift import DriftCollector, DriftWindow
-from deployment.server.inference import ApiError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 disable_created_metrics()  # the *_created series only add noise here
@@ -174,58 +170,3 @@ class Metrics:
             self.ood_score.observe(result["score"])
             for reason in result["reasons"]:
                 self.ood_reasons.labels(reason["check"]).inc()
-
-
-class Guard:
-    """ASGI middleware: 413 on a body over max_bytes, and request metrics.
-
-    A declared Content-Length over the limit is refused before any of the body is read; a
-    chunked body is counted as it arrives and refused (ApiError 413) once over the limit.
-    """
-
-    def __init__(self, app, metrics: Metrics, max_bytes: int, version) -> None:
-        self.app, self.metrics, self.max_bytes, self.version = app, metrics, max_bytes, version
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        start, status = time.perf_counter(), [500]
-
-        async def send_counted(message) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if not length.isdigit():
-                await self._error(send_counted, 400, "bad Content-Length")
-            elif int(length) > self.max_bytes:
-                message = f"body of {int(length)} bytes is over {self.max_bytes}"
-                await self._error(send_counted, 413, message)
-            else:
-                await self.app(scope, self._limited(receive), send_counted)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            seconds = time.perf_counter() - start
-            self.metrics.count_request(route, scope["method"], status[0], seconds)
-
-    def _limited(self, receive):
-        seen = 0
-
-        async def receive_limited():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                raise ApiError(413, f"body is over {self.max_bytes} bytes")
-            return message
-
-        return receive_limited
-
-    async def _error(self, send, status: int, message: str) -> None:
-        body = json.dumps({"error": message, "model_version": self.version()}).encode()
-        headers = [(b"content-type", b"application/json"), (b"connection", b"close")]
-        headers.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})

@@ -1,10 +1,10 @@
 """Serving on every core: `serve --workers N` (N > 1) runs N server processes on one port.
 
 The parent binds host:port, makes a fresh folder for the workers, and starts N copies of
-`python -m deployment.server.workers`. Each inherits the listening socket and reads env
-SERVE_WORKER: the socket's fd, the parent's pid and the server's Config as JSON
-(options.to_json; nothing is pickled). Each then runs the one-process server on that socket
-(serve.run), so it loads the bundle, watches the pointer and hot-reloads on its own, and drains
+`python -m deployment.server.serve` with env SERVE_WORKER set: the listening socket's fd
+(inherited), the parent's pid and the server's Config as JSON (options.to_json; nothing is
+pickled). Each then runs the one-process server on that socket (serve.main reads
+`worker_spec`), so it loads the bundle, watches the pointer and hot-reloads on its own, and drains
 on SIGTERM as one server does; the kernel gives each new connection to the worker that accepts
 it first. While a pointer change is being loaded (each worker within --watch-interval of it),
 workers may answer with either version, each answer naming its model_version.
@@ -21,7 +21,7 @@ replaced (its ready file and live gauges go first); one that stops by itself (it
 failed) stops the server, status 1. A worker whose parent is gone drains and exits. The
 folder is removed at exit.
 
-Run: python -m deployment.server.serve --workers 2 ...   (this module is the workers' entry)
+Run: python -m deployment.server.serve --workers 2 ...
 """
 
 import json
@@ -39,7 +39,8 @@ from pathlib import Path
 from prometheus_client import multiprocess
 
 from deployment.server import options
-from deployment.server.lifecycle import READY_DIR, Config
+from deployment.server.lifecycle import READY_DIR
+from deployment.server.options import Config
 from deployment.server.telemetry import MULTIPROCESS_DIR
 
 WORKER_ENV = "SERVE_WORKER"  # {"fd", "parent", "config"} for a worker, as JSON
@@ -86,7 +87,7 @@ class _Pool:
         self.stopping = False
 
     def _start(self) -> None:
-        cmd = [sys.executable, "-m", "deployment.server.workers"]
+        cmd = [sys.executable, "-m", "deployment.server.serve"]
         proc = subprocess.Popen(cmd, env=self.env, pass_fds=(self.fd,), process_group=0)
         self.live[proc.pid] = proc
         if self.stopping:  # a signal came while it started
@@ -148,15 +149,12 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
-def main() -> None:
-    """A worker: serve the inherited socket with the Config in env SERVE_WORKER."""
-    from deployment.server import serve  # serve imports this module for supervise
-
-    spec = json.loads(os.environ.pop(WORKER_ENV))
+def worker_spec() -> tuple[Config, socket.socket] | None:
+    """In a worker process (env SERVE_WORKER): its Config and the inherited listening socket,
+    with a watch that drains it once the parent is gone; None in any other process."""
+    text = os.environ.pop(WORKER_ENV, None)
+    if text is None:
+        return None
+    spec = json.loads(text)
     _exit_with(spec["parent"])
-    listener = socket.socket(fileno=spec["fd"])
-    sys.exit(serve.run(options.from_json(spec["config"]), sockets=[listener]))
-
-
-if __name__ == "__main__":
-    main()
+    return options.from_json(spec["config"]), socket.socket(fileno=spec["fd"])
