@@ -13,8 +13,16 @@ reports the status counts and the peak RSS over the idle RSS after warm-up, agai
 bound the limits give: decode slots x max pixels x 4 bytes (RGBA, the widest decode) plus the
 request bodies in flight. The tests (tests/test_server_memory.py) assert the same bound.
 
+Then the request budget's worst cases (`worst`): the largest requests the budget allows,
+each from 8 clients at once: --max-images tensors of the model's size (JSON), the same as
+PNGs, and --max-images images of the model's size, each 25 times larger than it, as PNGs
+(the sent pixels then near --max-pixels). The bound it predicts: model threads x one call's
+peak at the budget (measured alone first: what the model holds for --max-images images),
+plus decode slots x the largest image's decode, plus 3x the bodies in flight. Concurrency
+adds requests, not model calls: the batcher runs at most --model-threads at once.
+
 Run: .venv/bin/python -m bench.server_memory [--bundle deployment/production]
-     [--max-pixels N] [--decode-slots N] [--backend onnx|tf]
+     [--max-pixels N] [--decode-slots N] [--model-threads N] [--backend onnx|tf]
 """
 
 import argparse
@@ -125,14 +133,75 @@ def run_cases(url: str, pid: int, clients: int, repeat: int = 4) -> dict:
     }
 
 
+def png_of(side: int, rng) -> bytes:
+    """A noisy gray PNG (noise does not compress: its bytes are its pixels)."""
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (side, side), dtype="uint8"), "L").save(out, "PNG")
+    return out.getvalue()
+
+
+def worst_bodies(size: tuple[int, int], max_images: int) -> dict[str, bytes]:
+    """The budget's largest requests for a model of input `size` (module doc)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    h, w = size
+    tensor = {"name": "pixels", "datatype": "UINT8", "shape": [max_images, h, w, 1]}
+    pixels = {"inputs": [{**tensor, "data": [0] * (max_images * h * w)}]}
+    small, large = png_of(h, rng), png_of(5 * h, rng)
+    return {
+        f"{max_images} tensors": json.dumps(pixels).encode(),
+        f"{max_images} PNGs": v2_body(small, max_images),
+        f"{max_images} PNGs 5x the side": v2_body(large, max_images),
+    }
+
+
+def peak_growth(url: str, pid: int, bodies: list[bytes], clients: int) -> tuple[float, dict]:
+    """Peak RSS growth (bytes) while `clients` threads each send every body twice; statuses."""
+    idle = psutil.Process(pid).memory_info().rss
+    statuses: dict[int, int] = {}
+
+    def client(_: int) -> None:
+        for _ in range(2):
+            for body in bodies:
+                status = post(url, body)[0]
+                statuses[status] = statuses.get(status, 0) + 1
+
+    with PeakRss(pid) as peak, ThreadPoolExecutor(clients) as pool:
+        list(pool.map(client, range(clients)))
+    return peak.peak - idle, statuses
+
+
+def run_worst(url: str, pid: int, size, max_images: int, threads: int, slots: int) -> list:
+    """The worst cases: one client per case alone, then 8 at once; rows with the bound."""
+    bodies = worst_bodies(size, max_images)
+    rows, alone = [], {}
+    for case, body in bodies.items():
+        post(url, body)  # once first: what any call of it keeps (arenas, buffers) is idle
+        alone[case], statuses = peak_growth(url, pid, [body], 1)
+        rows.append({"case": case, "clients": 1, "growth": alone[case], "statuses": statuses})
+    call_peak = max(alone.values())
+    decode = (5 * size[0]) * (5 * size[1]) * 4  # the largest image here, decoded RGBA
+    largest = max(len(b) for b in bodies.values())
+    bound = threads * call_peak + slots * decode + 3 * 8 * largest
+    growth, statuses = peak_growth(url, pid, list(bodies.values()), 8)
+    rows.append({"case": "all three", "clients": 8, "growth": growth, "statuses": statuses})
+    for row in rows:
+        row["bound"] = bound if row["clients"] == 8 else None
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=Path("deployment/production"))
     parser.add_argument("--max-pixels", type=int, default=40_000_000)
     parser.add_argument("--decode-slots", type=int, default=psutil.cpu_count() or 1)
+    parser.add_argument("--model-threads", type=int, default=psutil.cpu_count() or 1)
+    parser.add_argument("--max-images", type=int, default=256)
     parser.add_argument("--backend", default="onnx")
     args = parser.parse_args()
     flags = ["--max-pixels", str(args.max_pixels), "--decode-slots", str(args.decode_slots)]
+    flags += ["--model-threads", str(args.model_threads), "--max-images", str(args.max_images)]
     flags += ["--backend", args.backend, "--workers", "1"]  # the RSS of one process
     with tempfile.TemporaryDirectory() as tmp:
         serve_args = ["-m", "deployment.server.serve", "--bundle", str(args.bundle), *flags]
@@ -143,6 +212,16 @@ def main() -> None:
             infer = f"{server.url}/v2/models/{name}/infer"
             post(infer, v2_body(black_png(64), 1))  # warm-up
             results = [run_cases(infer, server.proc.pid, c) for c in (1, 8)]
+            spec = json.loads((args.bundle / "params.json").read_text())["spec"]
+            size = tuple(spec.get("input_size") or spec["image_size"])
+            worst = run_worst(
+                infer,
+                server.proc.pid,
+                size,
+                args.max_images,
+                args.model_threads,
+                args.decode_slots,
+            )
         finally:
             stop(server)
     print("| clients | seconds | idle MiB | peak MiB | growth MiB | bound MiB | statuses |")
@@ -155,6 +234,19 @@ def main() -> None:
             f"| {r['growth_mib']} | {limit:.0f} | {counts} |"
         )
     print(json.dumps(results[-1]["errors"], indent=1))
+    print(
+        f"\nworst allowed requests ({args.model_threads} model threads, {args.decode_slots} "
+        "decode slots):\n"
+    )
+    print("| case | clients | growth MiB | bound MiB | growth / bound | statuses |")
+    print("|---|---:|---:|---:|---:|---|")
+    for r in worst:
+        shown = f"{r['bound'] / 2**20:.0f}" if r["bound"] else "-"
+        ratio = f"{r['growth'] / r['bound']:.2f}" if r["bound"] else "-"
+        print(
+            f"| {r['case']} | {r['clients']} | {r['growth'] / 2**20:.0f} | {shown} | {ratio} "
+            f"| {r['statuses']} |"
+        )
 
 
 if __name__ == "__main__":

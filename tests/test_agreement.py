@@ -44,9 +44,12 @@ def test_a_tie_within_rounding_may_flip() -> None:
 def _model(channels: int):
     """A cnn as the zoo builds it, standardising each image, with a head scaled so its
     scores are confident (an untrained head would tie every class)."""
+    import keras
+
     from models.architectures import cnn
     from models.common.spec import ModelSpec
 
+    keras.utils.set_random_seed(0)  # the same weights every run
     model = cnn.build(ModelSpec(channels, 4, SIZE, standardize=True), cnn.Params(dropout=0.0))
     kernel, bias = model.get_layer("scores").get_weights()
     model.get_layer("scores").set_weights([kernel * 40, bias])
@@ -68,6 +71,7 @@ def test_a_standardised_grayscale_model_passes_export(tmp_path) -> None:
     from models.common import onnx_export
 
     record = onnx_export.export_onnx(_model(1), tmp_path / "model.onnx", _crops(1))
+    # here 4e-5 apart (4x the old fixed 1e-5), 9% of the tolerance
     assert record["label_agreement"] == 1.0 and record["tolerance_used"] <= 1.0
     assert record["checked_images"] == 24
 
