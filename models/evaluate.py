@@ -6,12 +6,13 @@ data, per-class cut-offs. Then streams datasets/shards/<dataset>/ (test records)
 model in bounded memory: confusion counts, a heap of the worst mistakes, top-k predictions
 written as they come. Test scores (accuracy, F1, AP) are the model's; the temperature
 changes no argmax, nor which side of 0.5 a multi-label score is on.
-Reads models/runs/<cell>/train/. Writes models/metrics/<cell>.json (with the expected
-calibration error, `ece`, and `calibration`: the temperature and the served scores' ECE),
-the plots models/plots/{confusion,per_class,calibration,calibrated}/<cell>.json
-(calibration: the model's reliability diagram, common/calibration.py; calibrated: the served
-scores') and {failures,curves}/<cell>.png (each mistake beside its heat map, Grad-CAM or
-integrated gradients, common/explain.py), and models/runs/<cell>/eval/:
+Reads models/runs/<cell>/train/. Writes the headline models/metrics/<cell>.json, a DVC metric
+kept in git: {"<cell>": {accuracy, f1_macro, ece (the model's expected calibration error),
+size_mb (model.keras)}}; the plots
+models/plots/{confusion,per_class,calibration,calibrated}/<cell>.json (calibration: the
+model's reliability diagram, common/calibration.py; calibrated: the served scores') and
+{failures,curves}/<cell>.png (each mistake beside its heat map, Grad-CAM or integrated
+gradients, common/explain.py), and models/runs/<cell>/eval/:
     predictions.jsonl  one line per test image: {"file", "top": [[class index, p], ...]}
                        (top-k), plus "probs" (all K) when the split is small (served scores)
     reference.json     test-set distributions for drift monitoring (common/reference.py)
@@ -19,6 +20,10 @@ integrated gradients, common/explain.py), and models/runs/<cell>/eval/:
                        the deploy test and the server's self-check replay them
     calibration.json   the temperature and cut-offs (common/postprocess.py), with validation
                        and test NLL / ECE before and after; export copies it into the bundle
+    metrics.json       every figure: test scores, training epochs, calibration, parameters
+                       and size (what the gate, the card and the leaderboard read)
+and models/runs/<cell>/logs/profile.json: inference ms per image at batch 1 and 256 (timings:
+not a DVC output, as no run would repeat them).
 
 Run: python -m models.evaluate digits cnn base
 """
@@ -125,8 +130,6 @@ def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out, 
     bar.close()
     result = scores.result() | {"ece": served.before.ece(), "mce": served.before.mce()}
     timing = {
-        "params": int(model.count_params()),
-        "saved_model_mb": profile.saved_model_mb(model),
         "infer_ms_b1": profile.ms_per_image(predict, first[:1], params.profile_repeats),
         "infer_ms_b256": profile.ms_per_image(
             predict, profile.tile_to(first, 256), max(3, params.profile_repeats // 4)
@@ -151,13 +154,27 @@ def samples_with_probs(samples: dict, sampled: dict, categories: list[str]) -> d
     return {"categories": categories, **samples, "images": images}
 
 
+def headline(cell: Cell, scores: dict, size_mb: float) -> dict:
+    """models/metrics/<cell>.json: what `dvc exp show` and `dvc metrics diff` compare. Its
+    keys start with the cell's name, so no two files share one and DVC shows them without
+    the file's path (README "Driving it with DVC")."""
+    return {
+        cell.name: {
+            "accuracy": round(scores["accuracy"], 4),
+            "f1_macro": round(scores["f1_macro"], 4),
+            "ece": round(scores["ece"], 4),
+            "size_mb": round(size_mb, 3),
+        }
+    }
+
+
 def metrics_record(scores: dict, summary: dict, profile: dict, calibration: dict) -> dict:
-    """models/metrics/<cell>.json: test scores, training summary, runtime profile and the
-    calibration: the temperature and ECE of the served scores."""
+    """eval/metrics.json: test scores, training epochs, size and the calibration: the
+    temperature and ECE of the served scores."""
     test = {  # per_class is a plot of its own
         k: v if isinstance(v, bool) else round(v, 6) for k, v in scores.items() if k != "per_class"
     }
-    train = {k: summary[k] for k in ("seconds", "epochs", "best_epoch", "images_per_second")}
+    train = {k: summary[k] for k in ("epochs", "best_epoch")}
     served = {
         "temperature": calibration["temperature"],
         "val_nll_before": calibration["val"]["nll_before"],
@@ -165,12 +182,7 @@ def metrics_record(scores: dict, summary: dict, profile: dict, calibration: dict
         "test_ece_before": calibration["test"]["ece_before"],
         "test_ece_after": calibration["test"]["ece_after"],
     }
-    return {
-        "test": test,
-        "train": train,
-        "profile": {k: round(v, 4) for k, v in profile.items()},
-        "calibration": served,
-    }
+    return {"test": test, "train": train, "profile": profile, "calibration": served}
 
 
 def write_plots(cell: Cell, result: dict, history: dict) -> None:
@@ -217,13 +229,18 @@ def main() -> None:
     shards = Shards.open(cell.shards)
     samples = shards.samples()
     fitted = fit_calibration(model, shards)
+    size_mb = (cell.train_dir / "model.keras").stat().st_size / 2**20
+    size = {"params": int(model.count_params()), "size_mb": round(size_mb, 3)}
     with staged_dir(cell.eval_dir) as out_dir:
         with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as out:
             result = evaluate(model, shards, samples, params, out, fitted)
         write_outputs(out_dir, result, samples, shards.categories)
-    scores = result["scores"]
-    record = metrics_record(scores, summary, result["profile"], result["calibration"])
-    write_json(cell.metrics, record)
+        scores = result["scores"]
+        record = metrics_record(scores, summary, size, result["calibration"])
+        write_json(out_dir / "metrics.json", record)
+    timing = {k: round(v, 4) for k, v in result["profile"].items()}
+    write_json(cell.logs / "profile.json", timing)
+    write_json(cell.metrics, headline(cell, scores, size_mb))
     write_plots(cell, result, summary["history"])
     print(
         f"evaluate: {cell.name}: accuracy {scores['accuracy']:.4f}, "

@@ -1,12 +1,12 @@
 """Export one cell as a self-contained bundle under models/runs/<cell>/bundle/.
 
-    model.keras      the best checkpoint        saved_model/   serving SavedModel (model.export)
+    model.keras      the best checkpoint (canonical bytes: common/canonical.py)
     model.onnx       the same model for onnxruntime, checked on test images (common/onnx_export)
     triton/<cell>/   a Triton model repository for model.onnx: config.pbtxt, 1/model.onnx
     kserve/          InferenceServices: custom.yaml (our server's image), triton.yaml (Triton)
                      (common/standard_servers; <cell> is the model's name on every server)
     labels.json      output index -> class      params.json    resolved params and model spec
-    metrics.json     the cell's test metrics    lineage.json   git commit, data hashes, versions
+    metrics.json     every test figure          lineage.json   code and data hashes, versions
     calibration.json the temperature and per-class cut-offs code/ serves (evaluate fitted them
                      on the validation split; common/postprocess.py)
     input_stats.json the train images' sides, modes, brightness and contrast and the test
@@ -15,6 +15,11 @@
     MODEL_CARD.md    what it is, its data, metrics, intended use and limits
     code/            the model file, every project module it imports, serving.py and explain.py;
                      `python -B -E -s code --bundle . ...` predicts with nothing else on the path
+
+Every file is a function of the cell's inputs: no time, commit or timing is written, so a
+clean run reproduces the bundle's hash in dvc.lock. A TensorFlow SavedModel (TF Serving) is
+not in the bundle, for the same reason: TensorFlow names its functions from a process
+counter. `reprovision savedmodel BUNDLE OUT` writes one from the bundle's model.keras.
 
 Run: python -m models.export digits cnn base
 """
@@ -134,8 +139,6 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     summary = json.loads((cell.train_dir / "train.json").read_text())
     model = keras.saving.load_model(cell.train_dir / "model.keras")
     shutil.copy2(cell.train_dir / "model.keras", out_dir / "model.keras")
-    step("SavedModel")
-    model.export(str(out_dir / "saved_model"), format="tf_saved_model", verbose=False)
     step("ONNX, checked against Keras on test images")
     onnx = export_onnx(model, out_dir / "model.onnx", load_check_images(cell.shards))
     step("Triton model repository and KServe manifests")
@@ -143,7 +146,7 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     step("code, lineage and model card")
     write_json(out_dir / "labels.json", summary["categories"])
     write_json(out_dir / "params.json", resolved_params(cell, summary["spec"]))
-    shutil.copy2(cell.metrics, out_dir / "metrics.json")
+    shutil.copy2(cell.details, out_dir / "metrics.json")
     files = copy_code(cell, out_dir / "code")
     data = lineage.data_hashes(cell.dataset)
     per_class = json.loads(cell.plot("per_class", "json").read_text())
@@ -157,7 +160,7 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
         "model": cell.model,
         "hparams": cell.hparams,
         "seed": seed,
-        **lineage.git_state(),
+        "code_sha256": lineage.tree_sha256(out_dir / "code"),
         "data": data,
         "images": {
             "train": summary["train_images"],
@@ -166,7 +169,6 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
         },
         "packages": lineage.package_versions(),
         "python": sys.version.split()[0],
-        "training_seconds": summary["seconds"],
         "code": files,
         "onnx": onnx,
     }
@@ -174,7 +176,7 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     card = model_card(
         record,
         json.loads((out_dir / "params.json").read_text()),
-        json.loads(cell.metrics.read_text()),
+        json.loads(cell.details.read_text()),
         per_class,
         summary["categories"],
     )

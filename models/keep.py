@@ -1,5 +1,6 @@
 """Keep one experiment: `dvc exp apply` it, then one git commit that records its name and
-key metrics (the seed's experiment log, kept by git itself).
+key metrics (the seed's experiment log, kept by git itself). Experiments of every commit
+count (`dvc exp show -A`), so one run before a commit is still found after it.
 
     python -m models.keep                 # the best experiment by test macro F1
     python -m models.keep NAME            # a named one (see `dvc exp show`)
@@ -17,29 +18,31 @@ from data_processing.core import cli
 from data_processing.core.errors import CommandError, DataError, exit_on_error
 from models.common.leaderboard import experiments
 
-KEY_METRICS = ("f1_macro", "accuracy", "precision_macro", "recall_macro")
+KEY_METRICS = ("f1_macro", "accuracy", "ece", "size_mb")  # evaluate.headline's
 
 
 def best_scores(data: dict) -> tuple[str, dict]:
-    """Return (metrics file, test scores) with the highest macro F1 in one experiment."""
+    """Return (cell, headline) with the highest macro F1 in one experiment's metrics."""
     found = [
-        (path, m["data"]["test"])
-        for path, m in (data.get("metrics") or {}).items()
-        if "data" in m and "test" in m["data"]
+        (cell, values)
+        for m in (data.get("metrics") or {}).values()
+        for cell, values in (m.get("data") or {}).items()
+        if isinstance(values, dict) and "f1_macro" in values
     ]
     if not found:
         raise DataError("dvc exp show", "an experiment with test metrics", found="none")
     return max(found, key=lambda item: item[1]["f1_macro"])
 
 
-def message(name: str, path: str, test: dict) -> str:
-    """The commit message: the experiment's name and key metrics, one line."""
-    scores = ", ".join(f"test.{k}={test[k]:.4f}" for k in KEY_METRICS if k in test)
-    return f"Keep experiment {name}: {scores} ({path})"
+def message(name: str, cell: str, test: dict) -> str:
+    """The commit message: the experiment's name and its best cell's headline, one line."""
+    scores = ", ".join(f"{k}={test[k]:.4f}" for k in KEY_METRICS if k in test)
+    return f"Keep experiment {name}: {cell} {scores}"
 
 
 def choose(show: list[dict], name: str | None) -> tuple[str, str, dict]:
-    """Return (experiment name, metrics file, scores) for `name`, or the best by macro F1."""
+    """Return (experiment name, its best cell, that cell's headline) for `name`, or the
+    experiment with the best macro F1."""
     records = experiments(show)
     if name is not None and name not in records:
         raise DataError("dvc exp show", f"one of {sorted(records)}", field="NAME", found=name)
@@ -63,9 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("name", nargs="?", help="experiment name (default: the best)")
     parser.add_argument("--dry-run", action="store_true")
     args = parser.parse_args(argv)
-    show = json.loads(_run("dvc", "exp", "show", "--json") or "[]")
-    name, path, test = choose(show, args.name)
-    text = message(name, path, test)
+    show = json.loads(_run("dvc", "exp", "show", "--json", "--all-commits") or "[]")
+    name, cell, test = choose(show, args.name)
+    text = message(name, cell, test)
     if args.dry_run:
         print(text)
         return

@@ -39,14 +39,21 @@ def queue_status() -> tuple[dict[str, str], int]:
     return status, workers
 
 
+ORPHANED_S = 30.0  # no live worker this long: a Running experiment is lost
+
+
 def wait(names: list[str], poll: float, timeout: float, jobs: int) -> dict[str, str]:
     """Poll the queue until every name has finished; print progress with an ETA. A queue
     worker can stop while experiments are still queued (kombu's file broker reads a message
-    half-written, treeverse/dvc#9143 and alike): after two such polls, start one again."""
-    start, last, stalled = time.monotonic(), "", 0
+    half-written, treeverse/dvc#9143 and alike): after two such polls, start one again. It
+    can also stop with an experiment marked Running that no worker runs: once no worker has
+    been alive for ORPHANED_S, such an experiment is reported Failed (lost by the queue),
+    instead of waiting for the timeout."""
+    start, last, stalled, idle_since = time.monotonic(), "", 0, None
+    lost: set[str] = set()
     while True:
         status, workers = queue_status()
-        mine = {n: status.get(n, "Queued") for n in names}
+        mine = {n: "Failed" if n in lost else status.get(n, "Queued") for n in names}
         done = sum(s in ("Success", "Failed") for s in mine.values())
         running = sum(s == "Running" for s in mine.values())
         failed = sum(s == "Failed" for s in mine.values())
@@ -60,6 +67,12 @@ def wait(names: list[str], poll: float, timeout: float, jobs: int) -> dict[str, 
             last = line
         if done == len(names):
             return mine
+        idle_since = None if workers else (idle_since or time.monotonic())
+        if running and idle_since and time.monotonic() - idle_since > ORPHANED_S:
+            for name in (n for n, s in mine.items() if s == "Running"):
+                print(f"sweep: {name}: marked Running, but no worker runs it; lost", flush=True)
+                lost.add(name)
+            continue
         stalled = stalled + 1 if workers == 0 and not running else 0
         if stalled >= 2:
             print("sweep: no queue worker is running; starting one again", flush=True)

@@ -2,14 +2,17 @@
 
 Reads datasets/shards/<dataset>/ (train records, streamed) and params `base`, `train`,
 `hparams.<set>` and `models.<model>`.
-Writes models/runs/<cell>/train/ (model.keras, train.json, live/ from dvclive, tensorboard/)
-and the per-epoch curves models/plots/{loss,accuracy}/<cell>.tsv. Several GPUs train
-data-parallel, and mixed precision is a switch (train.devices etc., models/common/devices.py).
+Writes models/runs/<cell>/train/ (model.keras, train.json) and the per-epoch curves
+models/plots/{loss,accuracy}/<cell>.tsv; and models/runs/<cell>/logs/ (live/ from dvclive,
+tensorboard/, timing.json), which carry wall-clock times and so are not DVC outputs.
+Several GPUs train data-parallel, and mixed precision is a switch (train.devices etc.,
+models/common/devices.py).
 
 Run: python -m models.train digits cnn base
 """
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,8 @@ from models.common.spec import HParams, ModelSpec, TrainParams
 def train(
     cell: Cell, params: TrainParams, hparams: HParams, arch_params, seed: int, out_dir: Path
 ) -> dict:
-    """Train `cell` into out_dir; return the train summary written to train.json."""
+    """Train `cell` into out_dir (its logs into cell.logs); return the train summary written
+    to train.json, and the timing under "timing"."""
     from dvclive import Live
 
     from models.common import devices, precise_bn  # import keras: not before --help is parsed
@@ -57,7 +61,7 @@ def train(
         if params.precise_bn_images and precise_bn.trainable_batch_norms(model):
             sample = precise_bn.sample(np.flatnonzero(~val), params.precise_bn_images, seed)
             bn_images = shards.images("train", sample)
-        with Live(str(out_dir / "live"), dvcyaml=None, save_dvc_exp=False, report=None) as live:
+        with Live(str(cell.logs / "live"), dvcyaml=None, save_dvc_exp=False, report=None) as live:
             live.log_params(
                 {
                     "cell": cell.name,
@@ -80,20 +84,25 @@ def train(
                 out_dir,
                 loss,
                 bn_images,
+                cell.logs,
             )
     return summary(result, val, spec, shards) | {"distribution": distribution}
 
 
 def summary(result: dict, val: np.ndarray, spec: ModelSpec, shards: Shards) -> dict:
-    """train.json: timing, epochs, the split sizes, the model spec, classes and history."""
+    """train.json: epochs, the split sizes, the model spec, classes and history; its timing
+    under "timing" (written to logs/timing.json, not train.json: no run would repeat it)."""
     epochs, n_train = len(result["history"]["loss"]), int((~val).sum())
-    return {
+    timing = {
         "seconds": round(result["seconds"], 3),
+        "images_per_second": round(n_train * epochs / result["seconds"], 1),
+    }
+    return {
+        "timing": timing,
         "epochs": epochs,
         "best_epoch": result["best_epoch"],
         "train_images": n_train,
         "val_images": int(val.sum()),
-        "images_per_second": round(n_train * epochs / result["seconds"], 1),
         "spec": {
             "channels": spec.channels,
             "num_classes": spec.num_classes,
@@ -128,13 +137,16 @@ def main() -> None:
     arch_params = load_params(f"models.{cell.model}", models.get(cell.model).Params)
     hparams = load_params(f"hparams.{cell.hparams}", HParams)
     params, seed = load_params("train", TrainParams), load_params("base", BaseParams).seed
+    shutil.rmtree(cell.logs, ignore_errors=True)  # this run's logs only
     with staged_dir(cell.train_dir) as out_dir:
         summary = train(cell, params, hparams, arch_params, seed, out_dir)
+        timing = summary.pop("timing")
         write_text(out_dir / "train.json", json.dumps(summary, indent=2) + "\n")
+    write_text(cell.logs / "timing.json", json.dumps(timing, indent=2) + "\n")
     for metric in ("loss", "accuracy"):
         write_text(cell.plot(metric, "tsv"), curves_tsv(summary["history"], metric))
     print(
-        f"train: {cell.name}: {summary['epochs']} epochs in {summary['seconds']:.1f}s, "
+        f"train: {cell.name}: {summary['epochs']} epochs in {timing['seconds']:.1f}s, "
         f"best epoch {summary['best_epoch']} -> {cell.train_dir}"
     )
 

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny generated datasets in the seed folder format, and stage runners."""
 
 import csv
+import json
 import os
 import shutil
 import socket
@@ -62,6 +63,17 @@ def project(tmp_path: Path) -> Path:
     work.mkdir()
     (work / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     return work
+
+
+def details(repo: Path, cell: str) -> dict:
+    """Every evaluation figure of a cell: models/runs/<cell>/eval/metrics.json (evaluate's
+    test scores, training epochs, size, calibration; its headline is models/metrics/)."""
+    return json.loads((repo / f"models/runs/{cell}/eval/metrics.json").read_text())
+
+
+def headline(repo: Path, cell: str) -> dict:
+    """A cell's headline metrics: models/metrics/<cell>.json's {cell: {...}}."""
+    return json.loads((repo / f"models/metrics/{cell}.json").read_text())[cell]
 
 
 def assert_same_model(expected, found) -> None:
@@ -138,6 +150,14 @@ def commit_and_repro(repo: Path, dataset: str, message: str) -> None:
     sh("dvc", "repro", cwd=repo)
 
 
+def _stage_outputs(lock: Path) -> set[str]:
+    """Every output path dvc.lock records (those in git too: cache: false metrics and plots)."""
+    if not lock.is_file():
+        return set()
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    return {out["path"] for stage in stages.values() for out in stage.get("outs", [])}
+
+
 def copy_project(repo: Path, models: tuple[str, ...] = ("mlp", "cnn")) -> Path:
     """Copy the project (tracked and new files, and the offline plot template) into a new git
     repo at `repo`, with params for tiny data: `models` only and one hyperparameter set,
@@ -150,7 +170,10 @@ def copy_project(repo: Path, models: tuple[str, ...] = ("mlp", "cnn")) -> Path:
         text=True,
         check=True,
     ).stdout.split()
+    generated = _stage_outputs(ROOT / "dvc.lock")  # this workspace's results are not copied
     for rel in [*files, OFFLINE_TEMPLATE]:
+        if any(rel == out or rel.startswith(out + "/") for out in generated):
+            continue
         if (ROOT / rel).is_file():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, repo / rel)

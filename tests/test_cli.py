@@ -25,6 +25,7 @@ TOOLS = [
     "models.sweep",
     "models.keep",
     "models.leaderboard",
+    "models.savedmodel",
     "deployment.server.serve",
     "deployment.release.watch",
     "deployment.release.registry",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import BIN, copy_project, edit_params, sh, write_seed_dataset
+from conftest import BIN, copy_project, details, edit_params, sh, write_seed_dataset
 
 N_FEEDBACK = 4  # labelled records the watch waits for (params feedback.min_records)
 
@@ -33,8 +33,8 @@ def project(root: Path) -> Path:
 
 
 def metrics(repo: Path) -> dict:
-    """Each cell's test metrics (timings vary from run to run; the rest must not)."""
-    return {c: json.loads((repo / f"models/metrics/{c}.json").read_text())["test"] for c in CELLS}
+    """Each cell's test metrics (timings are not in them: they vary from run to run)."""
+    return {c: details(repo, c)["test"] for c in CELLS}
 
 
 def test_repro_killed_in_a_train_stage_completes_with_the_same_metrics(tmp_path: Path) -> None:

@@ -85,13 +85,16 @@ def test_the_leaderboard_marks_the_promoted_cell_and_warns(tmp_path, monkeypatch
         },
         "d-resnet-quick": test | {"collapsed": True, "above_chance": False},
     }
-    for name, scores in cells.items():
-        profile = {"params": 1234, "infer_ms_b1": 0.5}
-        (tmp_path / f"models/metrics/{name}.json").write_text(
-            json.dumps({"test": scores, "profile": profile})
-        )
+    for name, scores in cells.items():  # evaluate's files: headline, details, the timing log
+        headline = {k: scores[k] for k in ("accuracy", "f1_macro")} | {"ece": 0.01, "size_mb": 0.3}
+        (tmp_path / f"models/metrics/{name}.json").write_text(json.dumps({name: headline}))
+        run = tmp_path / "models/runs" / name
+        (run / "eval").mkdir(parents=True)
+        (run / "eval/metrics.json").write_text(json.dumps({"test": scores}))
+        (run / "logs").mkdir()
+        (run / "logs/profile.json").write_text(json.dumps({"infer_ms_b1": 0.5}))
     bundle = tmp_path / "models/runs/d-cnn-quick/bundle"
-    bundle.mkdir(parents=True)
+    bundle.mkdir()
     (bundle / "model.keras").write_bytes(b"weights")
     sha = hashlib.sha256(b"weights").hexdigest()
     pointer = {"name": "d-cnn-quick", "version": sha[:12], "sha256": sha}
@@ -99,17 +102,17 @@ def test_the_leaderboard_marks_the_promoted_cell_and_warns(tmp_path, monkeypatch
     (tmp_path / "deployment/production.json").write_text(json.dumps(pointer))
     monkeypatch.chdir(tmp_path)
     lines = leaderboard.table(leaderboard.rows(), pointer).splitlines()
-    assert lines[1].split() == ["*d-cnn-quick", "0.9800", "0.9700", "1,234", "0.50"]
+    assert lines[1].split() == ["*d-cnn-quick", "0.9800", "0.9700", "0.0100", "0.30", "0.50"]
     assert lines[2].split()[0] == "d-resnet-quick"
     assert lines[3].startswith("   warning: predictions collapsed")
-    assert "not above chance" in lines[4] and lines[-1].startswith("* promoted")
+    assert "not above chance" in lines[4] and lines[-2].startswith("* promoted")
     assert max(map(len, lines)) <= 100
     # retrained since: production keeps the earlier model, and the table says so
     (bundle / "model.keras").write_bytes(b"retrained")
     lines = leaderboard.table(leaderboard.rows(), pointer).splitlines()
     assert lines[1].split()[0] == "d-cnn-quick"
     assert (
-        lines[-2]
+        lines[-3]
         == f"production: d-cnn-quick version {sha[:12]} (macro F1 0.9900), an earlier training"
     )
     assert max(map(len, lines)) <= 100

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import servers
-from conftest import ROOT, edit_params, run_stage
+from conftest import ROOT, details, edit_params, run_stage
 from PIL import Image
 
 from data_processing import schema
@@ -72,7 +72,7 @@ def test_multilabel_train_and_evaluate(project: Path) -> None:
     assert model.layers[-1].activation.__name__ == "sigmoid"
     loss = model.loss if isinstance(model.loss, str) else model.loss.name
     assert loss == "binary_crossentropy", loss
-    test = json.loads((project / "models/metrics/ml-mlp-quick.json").read_text())["test"]
+    test = details(project, "ml-mlp-quick")["test"]
     assert {"f1_micro", "f1_macro", "map", "accuracy"} <= set(test)
     per_class = json.loads((project / "models/plots/per_class/ml-mlp-quick.json").read_text())
     assert [r["class"] for r in per_class] == list(NAMES)

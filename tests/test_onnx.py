@@ -208,3 +208,32 @@ def test_a_bundle_exported_before_serving_load_asks_for_a_re_export(
     for backend in ("onnx", "tf"):
         error = load_in_subprocess(old, backend, images[:1])["error"]
         assert error.startswith("RuntimeError") and "re-export it (dvc repro -f export@" in error
+
+
+def test_savedmodel_writes_tf_servings_folder_from_a_bundle(bundle: Path, tmp_path: Path):
+    """Export leaves the SavedModel out (its bytes differ each run); `reprovision savedmodel`
+    writes one for TF Serving, whose signature gives the model's own scores."""
+    out = tmp_path / "tiny/1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "models.savedmodel", str(bundle), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "saved_model.pb").is_file()
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(out)).signatures["serving_default"]
+    batch = np.stack([pattern(k % 3, np.random.default_rng(k)) for k in range(3)])[..., None]
+    (scores,) = serve(tf.constant(batch)).values()
+    expected = serving.load(bundle, "tf").model_probs(batch)
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=0, atol=1e-6)  # both TensorFlow
+    bad = subprocess.run(
+        [sys.executable, "-m", "models.savedmodel", str(tmp_path), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "expected an export bundle with model.keras" in bad.stderr

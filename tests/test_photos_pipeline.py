@@ -7,7 +7,15 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import BIN, assert_same_model, commit_and_repro, copy_project, edit_params, sh
+from conftest import (
+    BIN,
+    assert_same_model,
+    commit_and_repro,
+    copy_project,
+    details,
+    edit_params,
+    sh,
+)
 from photos import write_photo_dataset
 
 pytestmark = [pytest.mark.slow, pytest.mark.scale]
@@ -33,7 +41,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_every_stage_passes_and_the_model_learns(repo: Path) -> None:
-    metrics = json.loads((repo / "models/metrics/photos-cnn-quick.json").read_text())["test"]
+    metrics = details(repo, "photos-cnn-quick")["test"]
     assert metrics["accuracy"] > 0.3  # 10 classes: chance is 0.1
     meta = json.loads((repo / "datasets/shards/photos/meta.json").read_text())
     assert meta["image_size"] == SIZE and meta["channels"] == 3

@@ -15,7 +15,9 @@ from conftest import (
     assert_same_model,
     commit_and_repro,
     copy_project,
+    details,
     edit_params,
+    headline,
     sh,
     write_seed_dataset,
 )
@@ -54,14 +56,21 @@ def test_repro_writes_metrics_for_every_cell(repo: Path) -> None:
 
     for model in ("mlp", "cnn"):
         cell = f"tiny-{model}-quick"
-        metrics = json.loads((repo / f"models/metrics/{cell}.json").read_text())
+        metrics = details(repo, cell)
         truth, predicted = _truth_and_predictions(repo, cell)
         assert len(truth) == 12  # 3 classes x 4 test images
         f1 = f1_score(truth, predicted, average="macro", zero_division=0)
         assert metrics["test"]["f1_macro"] == pytest.approx(f1, abs=1e-6)
         assert metrics["test"]["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
-        assert metrics["profile"]["params"] > 0 and metrics["profile"]["infer_ms_b1"] > 0
-        assert metrics["profile"]["saved_model_mb"] > 0
+        assert metrics["profile"]["params"] > 0 and metrics["profile"]["size_mb"] > 0
+        assert headline(repo, cell) == {  # what dvc exp show and metrics diff compare
+            "accuracy": round(metrics["test"]["accuracy"], 4),
+            "f1_macro": round(metrics["test"]["f1_macro"], 4),
+            "ece": round(metrics["test"]["ece"], 4),
+            "size_mb": metrics["profile"]["size_mb"],
+        }
+        profile = json.loads((repo / f"models/runs/{cell}/logs/profile.json").read_text())
+        assert profile["infer_ms_b1"] > 0  # timings: logs/, not a DVC output
         confusion = json.loads((repo / f"models/plots/confusion/{cell}.json").read_text())
         pairs = Counter(zip(truth, predicted, strict=True))
         assert {(r["actual"], r["predicted"]): r["count"] for r in confusion} == pairs
@@ -86,7 +95,7 @@ def test_bundle_contents_and_lineage(repo: Path) -> None:
     bundle = repo / pointer["bundle"]
     for name in (
         "model.keras",
-        "saved_model/saved_model.pb",
+        "model.onnx",
         "labels.json",
         "params.json",
         "metrics.json",
@@ -102,7 +111,8 @@ def test_bundle_contents_and_lineage(repo: Path) -> None:
         assert (bundle / name).is_file(), name
     assert json.loads((bundle / "labels.json").read_text()) == ["bar", "column", "diagonal"]
     lineage = json.loads((bundle / "lineage.json").read_text())
-    assert len(lineage["commit"]) == 40 and lineage["seed"] == 42
+    assert len(lineage["code_sha256"]) == 64 and lineage["seed"] == 42
+    assert not (bundle / "saved_model").exists()  # reprovision savedmodel writes one
     assert lineage["data"]["datasets/raw/tiny"]  # md5 from dvc.lock
     assert lineage["data"]["datasets/shards/tiny"]  # the training cache it was trained on
     assert lineage["dataset_version"] == lineage["data"]["datasets/raw/tiny"]
@@ -140,10 +150,12 @@ def test_plots_render_offline(repo: Path) -> None:
         "calibration",
         "calibrated",
         "failures",
-        "curves",
     ):
         for model in ("mlp", "cnn"):
             assert f"models_plots_{kind}_tiny-{model}-quick_" in html, (kind, model)
+    assert "models_plots_curves_" not in html  # the loss and accuracy charts, not a PNG copy
+    first_chart = min(html.find(f"models_plots_{kind}_") for kind in ("loss", "confusion"))
+    assert 0 < html.find("models_plots_compare_val_accuracy") < first_chart  # the overview first
     shown = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo, stdout_only=True))["data"]
     for metric in ("accuracy", "loss"):  # one chart per metric, every cell in it
         (chart,) = shown[f"models/plots/compare/val_{metric}.json"]
@@ -156,7 +168,7 @@ def test_plots_render_offline(repo: Path) -> None:
         assert sum(r["count"] for r in rows) == 12  # every test image in one bin
         assert all(0 <= r["confidence"] <= 1 and 0 <= r["accuracy"] <= 1 for r in rows)
         assert chart["content"]["layer"][0]["mark"]["type"] == "rule"
-        metrics = json.loads((repo / f"models/metrics/tiny-{model}-quick.json").read_text())
+        metrics = details(repo, f"tiny-{model}-quick")
         assert 0.0 <= metrics["test"]["ece"] <= metrics["test"]["mce"] <= 1.0
 
 
@@ -166,7 +178,7 @@ def test_experiment_shows_in_table_and_plots_diff(repo: Path) -> None:
     sh("dvc", "exp", "run", "-n", "short", "-S", "hparams.quick.epochs=2", cwd=repo)
     table = sh("dvc", "exp", "show", "--csv", cwd=repo)
     header, *rows = table.strip().splitlines()
-    assert "test.f1_macro" in header and "hparams.quick.epochs" in header
+    assert "tiny-mlp-quick.f1_macro" in header and "hparams.quick.epochs" in header
     assert any(row.startswith("short,") or ",short," in row for row in rows), table
     diff = json.loads(
         sh("dvc", "plots", "diff", "HEAD", "short", "--json", cwd=repo, stdout_only=True)
@@ -183,9 +195,9 @@ def test_experiment_shows_in_table_and_plots_diff(repo: Path) -> None:
 
 def test_keep_commits_the_experiment_with_its_metrics(repo: Path) -> None:
     out = sh(str(BIN / "python"), "-m", "models.keep", "short", cwd=repo)
-    assert "Keep experiment short: test.f1_macro=" in out
+    assert "Keep experiment short: tiny-" in out and "f1_macro=" in out, out
     log = sh("git", "log", "-1", "--format=%s", cwd=repo)
-    assert log.startswith("Keep experiment short: test.f1_macro=")
+    assert log.startswith("Keep experiment short: tiny-") and "f1_macro=" in log
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["hparams"]["quick"]["epochs"] == 2  # the experiment's params, committed
     assert sh("git", "status", "--porcelain", "--untracked-files=no", cwd=repo).strip() == ""
@@ -272,9 +284,9 @@ def test_unknown_model_in_params_stops_repro(repo: Path) -> None:
 
 
 def test_same_inputs_give_identical_metrics(repo: Path) -> None:
-    before = json.loads((repo / "models/metrics/tiny-mlp-quick.json").read_text())["test"]
+    before = details(repo, "tiny-mlp-quick")
     sh("dvc", "repro", "-f", "-s", "train@tiny-mlp-quick", cwd=repo)
     out = sh("dvc", "repro", "-f", "-s", "evaluate@tiny-mlp-quick", cwd=repo)
     assert "Running stage 'evaluate@tiny-mlp-quick'" in out
-    after = json.loads((repo / "models/metrics/tiny-mlp-quick.json").read_text())["test"]
+    after = details(repo, "tiny-mlp-quick")
     assert after == before

@@ -43,13 +43,12 @@ def cells(project: Path) -> Path:
     edit_params(project / "params.yaml", datasets=["d"], models=None, hparams=None)
     edit_params(project / "params.yaml", models={"a": {}, "b": {}}, hparams={"h": {}})
     for name, f1 in (("a", 0.95), ("b", 0.97)):
-        path = project / "models" / "metrics" / f"d-{name}-h.json"
+        path = project / "models" / "runs" / f"d-{name}-h" / "eval" / "metrics.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(metrics(f1)))
         bundle = project / "models" / "runs" / f"d-{name}-h" / "bundle"
         bundle.mkdir(parents=True)
         (bundle / "model.keras").write_bytes(name.encode())
-        (bundle.parent / "eval").mkdir()
         (bundle.parent / "eval" / "samples.json").write_text(json.dumps({"cell": name}))
     (project / "deployment").mkdir()
     return project
@@ -100,7 +99,7 @@ def test_failed_gate_without_pointer_fails(cells: Path) -> None:
 
 
 def set_f1(project: Path, cell: str, f1: float, model: bytes) -> None:
-    (project / "models/metrics" / f"{cell}.json").write_text(json.dumps(metrics(f1)))
+    (project / "models/runs" / cell / "eval/metrics.json").write_text(json.dumps(metrics(f1)))
     (project / "models/runs" / cell / "bundle/model.keras").write_bytes(model)
 
 
@@ -168,7 +167,24 @@ def test_rollback_without_history_fails_clearly(cells: Path) -> None:
 def test_pointer_without_its_production_folder_chooses_afresh(cells: Path) -> None:
     assert select(cells).returncode == 0
     shutil.rmtree(cells / "deployment/production")  # an older pointer format, or a lost folder
+    (cells / "models/runs/d-b-h/bundle/model.keras").write_bytes(b"b retrained")
     proc = select(cells)
     assert proc.returncode == 0, proc.stderr
     assert "does not hold deployment/production.json's model; choosing afresh" in proc.stdout
+    assert (cells / "deployment/production/model.keras").read_bytes() == b"b retrained"
+
+
+def test_a_fresh_clone_restores_production_from_its_run_and_keeps_the_pointer(
+    cells: Path,
+) -> None:
+    """A clone has the pointer (git) but not its folder (DVC cache); the cell's run holds the
+    same model.keras, so the folder is restored and the pointer's bytes stay as committed."""
+    assert select(cells).returncode == 0
+    before = (cells / "deployment/production.json").read_bytes()
+    shutil.rmtree(cells / "deployment/production")
+    proc = select(cells)
+    assert proc.returncode == 0, proc.stderr
+    assert "deployment/production restored from models/runs/d-b-h/bundle" in proc.stdout
+    assert (cells / "deployment/production.json").read_bytes() == before
     assert (cells / "deployment/production/model.keras").read_bytes() == b"b"
+    assert (cells / "deployment/production/eval/samples.json").is_file()

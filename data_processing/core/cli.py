@@ -23,6 +23,7 @@ COMMANDS = {
     "rollback": ("deployment.release.rollback", "roll production back to the previous version"),
     "watch": ("deployment.release.watch", "continuous training from served feedback"),
     "add-dataset": ("data_processing.add_dataset", "check a dataset, copy it in, dvc add it"),
+    "savedmodel": ("models.savedmodel", "write a bundle's TensorFlow SavedModel (TF Serving)"),
 }
 _command: str | None = None  # "reprovision <command>" while main() runs one
 

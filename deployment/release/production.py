@@ -68,6 +68,19 @@ def install(pointer: Path, bundle: Path, samples: Path, entry: dict, reason: str
     return _write(pointer, entry, reason, history, old.get("rejected", []) if old else [])
 
 
+def restore(pointer: Path, bundle: Path, samples: Path) -> None:
+    """Copy `bundle` (and its eval samples.json) into the pointer's production folder, which
+    is missing or holds another model; the pointer stays as it is."""
+    production, _ = folders(pointer)
+    staging = production.with_name(production.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(bundle, staging)
+    (staging / "eval").mkdir()
+    shutil.copy2(samples, staging / "eval" / "samples.json")
+    shutil.rmtree(production, ignore_errors=True)
+    staging.rename(production)
+
+
 def refresh(pointer: Path, bundle: Path, samples: Path) -> bool:
     """Re-copy production's own model from its re-exported `bundle` when the bundle's files
     differ (a newer export of the same model.keras adds files: calibration, explanations,

@@ -1,8 +1,8 @@
 """Select the production model: the best cell by test macro F1 among those that pass the gate,
 promoted only when it beats the current production model by `select.margin`.
 
-Reads models/metrics/<cell>.json for every cell of the current params (datasets x models x
-hparams).
+Reads models/runs/<cell>/eval/metrics.json (evaluate's figures) for every cell of the current
+params (datasets x models x hparams).
 Writes deployment/gate.json (every candidate, pass or fail and why, and the decision). On a
 promotion it copies the winner's bundle to deployment/production/ (the registry artifact),
 moves the old one to deployment/previous/, and rewrites the pointer
@@ -103,7 +103,7 @@ def eligible(report: dict, runs_dir: Path, rejected: list[str]):
     return first or (None, None)
 
 
-def read_candidates(metrics_dir: Path, grid: dict) -> tuple[dict, dict]:
+def read_candidates(runs_dir: Path, grid: dict) -> tuple[dict, dict]:
     """({cell: its dataset, model and hparams}, {cell: its metrics}) for every cell of the
     grid in params.yaml (DataError when one has no metrics)."""
     cells = {
@@ -114,19 +114,27 @@ def read_candidates(metrics_dir: Path, grid: dict) -> tuple[dict, dict]:
     }
     candidates = {}
     for name in cells:
-        path = metrics_dir / f"{name}.json"
+        path = runs_dir / name / "eval" / "metrics.json"
         if not path.is_file():
             raise DataError(path, "the metrics of every cell", found="no such file")
         candidates[name] = json.loads(path.read_text())
     return cells, candidates
 
 
-def current_production(pointer: Path) -> tuple[dict | None, list[str]]:
-    """(the pointer, when its folder holds its model; the versions rolled back)."""
+def current_production(pointer: Path, runs_dir: Path) -> tuple[dict | None, list[str]]:
+    """(the pointer, when its folder holds its model; the versions rolled back). A fresh
+    clone has the pointer (in git) but not its folder (in the DVC cache): when the cell's own
+    run holds the same model.keras, the folder is restored from it and the pointer kept
+    as it is, so a clean `dvc repro` leaves the pointer's bytes, and git, unchanged."""
     current = production.read(pointer)
     rejected = current.get("rejected", []) if current else []
     folder = production.folders(pointer)[0]
     if current and production.bundle_sha256(folder) != current.get("sha256"):
+        run = runs_dir / current.get("name", "")
+        if production.bundle_sha256(run / "bundle") == current.get("sha256"):
+            production.restore(pointer, run / "bundle", run / "eval" / "samples.json")
+            print(f"select: {folder} restored from {run / 'bundle'} (the pointer's model)")
+            return current, rejected
         print(f"select: {folder} does not hold {pointer}'s model; choosing afresh")
         current = None  # an older pointer format, or a folder lost: no production to beat
     return current, rejected
@@ -150,9 +158,9 @@ def main() -> None:
         ("pointer", "the production pointer to write (deployment/production.json)"),
     )
     params = load_params("select", SelectParams)
-    cells, candidates = read_candidates(metrics_dir, read_params())
+    cells, candidates = read_candidates(runs_dir, read_params())
     _, verdicts = choose(candidates, params)
-    current, rejected = current_production(pointer)
+    current, rejected = current_production(pointer, runs_dir)
     best, sha = eligible(verdicts, runs_dir, rejected)
     promote, reason = decide(best, verdicts, current, sha, params.margin)
     report(params, best, promote, reason, verdicts)

@@ -18,8 +18,8 @@ def _calibration(metrics: dict) -> str:
     return (
         f"- Scores are temperature-scaled (T = {cal['temperature']:.4g}, fitted on the "
         f"validation split; test ECE {cal['test_ece_before']:.4f} -> "
-        f"{cal['test_ece_after']:.4f}) by code/ from calibration.json; saved_model/, "
-        "model.onnx and the Triton repository give the model's own, unscaled scores."
+        f"{cal['test_ece_after']:.4f}) by code/ from calibration.json; model.onnx and the "
+        "Triton repository give the model's own, unscaled scores."
     )
 
 
@@ -42,8 +42,7 @@ def model_card(
         f"- dataset `{lineage['dataset']}`, version (md5 of the raw data): "
         f"`{lineage.get('dataset_version')}`",
         f"- train/validation/test images: {lineage.get('images', {})}",
-        f"- seed {lineage['seed']}; git commit `{lineage['commit']}`"
-        f"{' (uncommitted changes)' if lineage['dirty'] else ''}",
+        f"- seed {lineage['seed']}; code sha256 `{lineage['code_sha256'][:16]}` (code/)",
         "",
         "## Metrics (test split)",
         *_table([{k: v for k, v in test.items()}], list(test)),
@@ -55,10 +54,9 @@ def model_card(
         f"- epochs {metrics['train']['epochs']} (best {metrics['train']['best_epoch']}), "
         f"hyperparameter set `{params['hparams']}`: {hparams['optimizer']}, "
         f"batch {hparams['batch_size']}, learning rate {hparams['learning_rate']} "
-        f"({hparams['schedule']}), "
-        f"{metrics['train']['seconds']:.1f} s on CPU",
-        f"- parameters {metrics['profile']['params']:,}; inference "
-        f"{metrics['profile']['infer_ms_b1']:.2f} ms/image at batch 1",
+        f"({hparams['schedule']})",
+        f"- parameters {metrics['profile']['params']:,}; model.keras "
+        f"{metrics['profile']['size_mb']:.2f} MB",
         "",
         "## Intended use",
         f"Classifying images like those of `{lineage['dataset']}` into the classes above. "
@@ -74,7 +72,7 @@ def model_card(
         _calibration(metrics),
         "",
         "## Files",
-        "model.keras, saved_model/ (serving signature: uint8 [N, H, W, C]), model.onnx, "
+        "model.keras, model.onnx (input uint8 [N, H, W, C]), "
         "labels.json, params.json, metrics.json, lineage.json, calibration.json, code/ "
         "(`python -B -E -s code --bundle . --images IMAGES.json --out OUT.json`), "
         f"triton/{lineage['cell']}/ (a Triton model repository) and kserve/ "

@@ -6,18 +6,8 @@ from pathlib import Path
 
 from models.common.paths import METRICS, Cell
 
-COLUMNS = (
-    "experiment",
-    "f1_macro",
-    "accuracy",
-    "params",
-    "train_s",
-    "images_per_s",
-    "infer_ms_b1",
-    "infer_ms_b256",
-    "saved_model_mb",
-    "timestamp",
-)
+COLUMNS = ("experiment", "f1_macro", "accuracy", "ece", "size_mb", "timestamp")
+HEADLINE = ("f1_macro", "accuracy", "ece", "size_mb")  # evaluate.headline's keys
 
 
 def experiments(show: list[dict]) -> dict[str, dict]:
@@ -44,34 +34,24 @@ def collect(cells: dict[str, Cell], show: list[dict] | None = None) -> list[dict
         metrics = (data.get("metrics") or {}).get((METRICS / f"{cell.name}.json").as_posix())
         if not metrics or "data" not in metrics:
             continue
-        m = metrics["data"]
-        rows.append(
-            {
-                "experiment": name,
-                "f1_macro": m["test"]["f1_macro"],
-                "accuracy": m["test"]["accuracy"],
-                "params": m["profile"]["params"],
-                "train_s": m["train"]["seconds"],
-                "images_per_s": m["train"]["images_per_second"],
-                "infer_ms_b1": m["profile"]["infer_ms_b1"],
-                "infer_ms_b256": m["profile"]["infer_ms_b256"],
-                "saved_model_mb": m["profile"].get("saved_model_mb"),
-                "timestamp": data.get("timestamp"),
-            }
-        )
+        m = metrics["data"].get(cell.name) or {}
+        if "f1_macro" not in m:
+            continue
+        headline = {key: m.get(key) for key in HEADLINE}
+        rows.append({"experiment": name, **headline, "timestamp": data.get("timestamp")})
     return sorted(rows, key=lambda r: (-r["f1_macro"], r["experiment"]))
 
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| rank | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
     for rank, row in enumerate(rows, start=1):
-        cells = [f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS]
+        cells = [f"{row[c]:.4f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS]
         lines.append(f"| {rank} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def chart(rows: list[dict], path: Path) -> None:
-    """Macro F1 and batch-1 latency per experiment, best first."""
+    """Macro F1 and expected calibration error per experiment, best first."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -81,8 +61,8 @@ def chart(rows: list[dict], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 0.35 * len(rows) + 1.5), sharey=True)
     ax1.barh(names, [r["f1_macro"] for r in rows][::-1])
     ax1.set(xlabel="test macro F1", xlim=(0, 1))
-    ax2.barh(names, [r["infer_ms_b1"] for r in rows][::-1], color="tab:orange")
-    ax2.set(xlabel="inference ms/image (batch 1)")
+    ax2.barh(names, [r["ece"] or 0 for r in rows][::-1], color="tab:orange")
+    ax2.set(xlabel="expected calibration error (lower: better calibrated)")
     fig.suptitle("sweep leaderboard")
     fig.savefig(path, dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(fig)

@@ -1,6 +1,10 @@
-"""Lineage of a run: git commit and dirty flag, data hashes from dvc.lock, package versions."""
+"""Lineage of a bundle: its code's hash, data hashes from dvc.lock, package versions.
 
-import subprocess
+No git commit: the commit that holds a run's dvc.lock is made after the run, so a bundle
+naming its commit could never be reproduced; `git log dvc.lock` finds it, and the registry's
+tags (deployment/release/registry.py) name it for every promoted version."""
+
+import hashlib
 from importlib import metadata
 from pathlib import Path
 
@@ -11,22 +15,13 @@ from data_processing.core.params import read_params
 PACKAGES = ("tensorflow", "keras", "numpy", "pillow", "scikit-learn", "dvc", "dvclive")
 
 
-def _git(*args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip()
-
-
-def git_state() -> dict:
-    """Return {"commit", "dirty"}; dirty ignores dvc.lock, which a running repro rewrites."""
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    changed = [line for line in (status or "").splitlines() if not line.endswith("dvc.lock")]
-    return {
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(changed) if status is not None else None,
-    }
+def tree_sha256(folder: Path) -> str:
+    """The sha256 of a folder's files: each relative path and its bytes, in sorted order."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _tracked_md5(path: str, stages: dict) -> str | None:

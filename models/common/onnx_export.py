@@ -21,6 +21,7 @@ import numpy as np
 
 from data_processing.core.agreement import Agreement, compare
 from data_processing.core.errors import CheckError, DataError
+from models.common import canonical
 from models.common.serving import OnnxPredictor, TfPredictor, inference_fn
 
 OPSET = 17
@@ -46,6 +47,7 @@ def convert(model, path: Path, opset: int = OPSET) -> None:
 
     logging.getLogger("tf2onnx").setLevel(logging.ERROR)  # per-op INFO lines otherwise
     tf2onnx.convert.from_function(fn, input_signature=[spec], opset=opset, output_path=str(path))
+    canonical.onnx_file(path)  # the same bytes for the same model (common/canonical.py)
 
 
 def agreement(model, path: Path, images: np.ndarray) -> Agreement:

@@ -9,8 +9,8 @@ from pathlib import Path
 RAW = Path("datasets/raw")
 NORMALIZED = Path("datasets/normalized")
 SHARDS = Path("datasets/shards")
-RUNS = Path("models/runs")  # models/runs/<cell>/{train,eval,bundle}/
-METRICS = Path("models/metrics")  # models/metrics/<cell>.json  (top-level metrics in dvc.yaml)
+RUNS = Path("models/runs")  # models/runs/<cell>/{train,eval,bundle}/ and logs/ (untracked)
+METRICS = Path("models/metrics")  # models/metrics/<cell>.json: the headline (dvc metrics)
 PLOTS = Path("models/plots")  # models/plots/<kind>/<cell>.<ext>  (top-level plots in dvc.yaml)
 POINTER = Path("deployment/production.json")
 
@@ -43,7 +43,19 @@ class Cell:
 
     @property
     def metrics(self) -> Path:
+        """The headline: {cell: {accuracy, f1_macro, ece, size_mb}}, a DVC metric in git."""
         return METRICS / f"{self.name}.json"
+
+    @property
+    def details(self) -> Path:
+        """Every evaluation figure (test scores, training, calibration, size): eval/."""
+        return self.eval_dir / "metrics.json"
+
+    @property
+    def logs(self) -> Path:
+        """TensorBoard, dvclive and timings: not a DVC output (they carry wall-clock times,
+        so no run could reproduce dvc.lock), git-ignored, rewritten by every run."""
+        return RUNS / self.name / "logs"
 
     def plot(self, kind: str, ext: str) -> Path:
         """models/plots/<kind>/<cell>.<ext>, e.g. plot("confusion", "json")."""

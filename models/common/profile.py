@@ -20,14 +20,3 @@ def tile_to(images: np.ndarray, n: int) -> np.ndarray:
     """Repeat images along the batch axis until there are exactly n."""
     reps = -(-n // len(images))
     return np.concatenate([images] * reps)[:n]
-
-
-def saved_model_mb(model) -> float:
-    """Size on disk of the model exported as a serving SavedModel, in MiB."""
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
-        size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
-    return size / 2**20

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import keras
 
+from models.common import canonical
 from models.common.devices import save_float32
 from models.common.precise_bn import PreciseBatchNorm
 from models.common.spec import HParams, TrainParams
@@ -57,6 +58,23 @@ def optimizer(hparams: HParams, steps_per_epoch: int) -> keras.optimizers.Optimi
     return keras.optimizers.Adam(rate)
 
 
+def _callbacks(params: TrainParams, monitor: str, mode: str, out_dir, logs_dir, live) -> list:
+    """Early stopping on the best weights, the best checkpoint, TensorBoard and dvclive."""
+    return [
+        keras.callbacks.EarlyStopping(
+            monitor=monitor,
+            mode=mode,
+            patience=params.early_stopping.patience,
+            restore_best_weights=True,
+        ),
+        keras.callbacks.ModelCheckpoint(
+            out_dir / "model.keras", monitor=monitor, mode=mode, save_best_only=True
+        ),
+        keras.callbacks.TensorBoard(log_dir=str(logs_dir / "tensorboard"), write_graph=False),
+        LiveLogger(live),
+    ]
+
+
 def fit(
     model: keras.Model,
     train_ds,
@@ -67,14 +85,16 @@ def fit(
     out_dir: Path,
     loss: str,
     bn_images=None,
+    logs_dir: Path | None = None,
 ) -> dict:
     """Compile and train; keep the best checkpoint at out_dir/model.keras.
 
     `model` is uncompiled (an architecture's `build`); train_ds and val_ds are batched
     tf.data datasets of (uint8 images, targets); `live` an open dvclive.Live; out_dir gets
-    model.keras and tensorboard/. bn_images, when given, re-estimate BatchNorm statistics
-    before each validation (models/common/precise_bn.py). For several devices or mixed
-    precision, build and fit under models/common/devices.py's strategy and dtype policy.
+    model.keras (canonical bytes: common/canonical.py), logs_dir tensorboard/. bn_images,
+    when given, re-estimate BatchNorm statistics before each validation
+    (models/common/precise_bn.py). For several devices or mixed precision, build and fit
+    under models/common/devices.py's strategy and dtype policy.
 
     Returns:
         {"history": {keras metric: [per epoch]}, "seconds": float, "best_epoch": int}
@@ -84,19 +104,7 @@ def fit(
     model.compile(optimizer(hparams, steps), loss=loss, metrics=["accuracy"], jit_compile=False)
     monitor = keras_name(params.early_stopping.monitor)
     mode = "min" if monitor.endswith("loss") else "max"
-    callbacks = [
-        keras.callbacks.EarlyStopping(
-            monitor=monitor,
-            mode=mode,
-            patience=params.early_stopping.patience,
-            restore_best_weights=True,
-        ),
-        keras.callbacks.ModelCheckpoint(
-            out_dir / "model.keras", monitor=monitor, mode=mode, save_best_only=True
-        ),
-        keras.callbacks.TensorBoard(log_dir=str(out_dir / "tensorboard"), write_graph=False),
-        LiveLogger(live),
-    ]
+    callbacks = _callbacks(params, monitor, mode, out_dir, logs_dir or out_dir, live)
     if bn_images is not None:  # first: statistics are fixed before validation sees them
         batch = max(hparams.batch_size, 256)  # larger batches: cheaper (bench/README.md)
         callbacks.insert(0, PreciseBatchNorm(bn_images, batch, steps))
@@ -114,6 +122,7 @@ def fit(
     )
     seconds = time.perf_counter() - start
     save_float32(model, out_dir / "model.keras")  # a mixed-precision model's checkpoint
+    canonical.keras_file(out_dir / "model.keras")  # no save time in it: the same model, same bytes
     scores = history.history[monitor]
     best = scores.index(min(scores) if mode == "min" else max(scores))
     return {"history": history.history, "seconds": seconds, "best_epoch": best + 1}
