@@ -5,7 +5,8 @@ params.yaml. Broken data is refused before anything is copied: the validation re
 stderr and the command exits non-zero. Otherwise it writes datasets/raw/NAME/ (a copy, all or
 nothing), runs `dvc add` (datasets/raw/NAME.dvc, datasets/raw/.gitignore), appends NAME to
 `datasets:` in params.yaml (comments and layout kept; a non-default --format also goes to
-`normalize.formats`) and `git add`s those three files. Nothing is committed.
+`normalize.formats`), declares its registry artifact NAME-classifier in dvc.yaml, and `git add`s
+those files. Nothing is committed.
 
 Run from the project root:
     python -m data_processing.add_dataset ~/data/shapes --name shapes [--format auto] [--force]
@@ -26,7 +27,7 @@ from data_processing import normalize, sources
 from data_processing.core import cli
 from data_processing.core.errors import DataError, exit_on_error
 from data_processing.core.io import staged_dir, write_text
-from data_processing.core.params import PARAMS_FILE, load_params
+from data_processing.core.params import PARAMS_FILE, load_params, name_clashes, read_params
 from data_processing.validate import ValidateParams, fail_on_errors, load_splits, validate
 
 NAME_PATTERN = re.compile(r"[a-z0-9_-]+")  # the name becomes a DVC matrix value and stage name
@@ -45,6 +46,15 @@ def check_target(path: Path, name: str, force: bool, raw_root: Path = RAW_ROOT) 
             "--name",
             f"a name matching {NAME_PATTERN.pattern} (it becomes a DVC stage name)",
             found=repr(name),
+        )
+    grid = read_params() if PARAMS_FILE.is_file() else {}
+    grid = {**grid, "datasets": [*(grid.get("datasets") or []), name]}
+    for clash, owner in name_clashes(grid):
+        raise DataError(
+            "--name",
+            "a name no model is served by (each dataset's model is served by its name)",
+            found=f"{clash!r}, the name of a cell of dataset {owner!r}",
+            hint="choose another --name",
         )
     if not Path(path).is_dir():
         raise DataError(path, "a dataset folder", found="no such folder")
@@ -132,6 +142,28 @@ def add_to_params(name: str, fmt: str, path: Path = PARAMS_FILE) -> None:
     write_text(path, text.getvalue())
 
 
+def add_artifact(name: str, path: Path = Path("dvc.yaml")) -> None:
+    """Declare NAME's production bundle as the registry artifact NAME-classifier in dvc.yaml
+    `artifacts:` (deployment/release/registry.py; comments and layout kept)."""
+    yaml = YAML()
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    data = yaml.load(Path(path).read_text(encoding="utf-8"))
+    artifacts = data.setdefault("artifacts", {})
+    artifacts.setdefault(
+        f"{name}-classifier",
+        {
+            "path": f"deployment/{name}/production",
+            "type": "model",
+            "desc": f"The promoted {name} classifier, a self-contained bundle (models/export.py)",
+            "labels": ["vision", "classification"],
+        },
+    )
+    text = io.StringIO()
+    yaml.dump(data, text)
+    write_text(path, text.getvalue())
+
+
 def _represent_null(representer, _data: None):
     return representer.represent_scalar("tag:yaml.org,2002:null", "null")
 
@@ -156,7 +188,8 @@ def track(dest: Path, name: str, fmt: str) -> list[str]:
         err.hint = f"removed {dest}; `dvc checkout {dest}.dvc` restores a replaced version"
         raise
     add_to_params(name, fmt)
-    staged = [f"{dest}.dvc", str(dest.parent / ".gitignore"), str(PARAMS_FILE)]
+    add_artifact(name)
+    staged = [f"{dest}.dvc", str(dest.parent / ".gitignore"), str(PARAMS_FILE), "dvc.yaml"]
     _run(["git", "add", "--", *staged])
     return staged
 

@@ -19,13 +19,15 @@ from data_processing.core.errors import CommandError, DataError, exit_on_error
 from models.common.leaderboard import experiments
 
 KEY_METRICS = ("f1_macro", "accuracy", "ece", "size_mb")  # evaluate.headline's
+HEADLINES = "models/metrics/"  # evaluate's per-cell headline files
 
 
 def best_scores(data: dict) -> tuple[str, dict]:
     """Return (cell, headline) with the highest macro F1 in one experiment's metrics."""
     found = [
         (cell, values)
-        for m in (data.get("metrics") or {}).values()
+        for path, m in (data.get("metrics") or {}).items()
+        if path.startswith(HEADLINES)  # each cell's; not a dataset's best.json
         for cell, values in (m.get("data") or {}).items()
         if isinstance(values, dict) and "f1_macro" in values
     ]

@@ -1,12 +1,13 @@
-"""The workspace's cells in one compact table: what `make run` ends with.
+"""The workspace's cells, a compact table per dataset: what `make run` ends with.
 
 Reads models/metrics/<cell>.json (evaluate's headline: what `dvc exp show` shows, the same
 figures), the warnings evaluate's checks raise from models/runs/<cell>/eval/metrics.json
 (predictions collapsed onto one class, accuracy not above chance), inference ms per image at
 batch 1 from models/runs/<cell>/logs/profile.json when the cell ran on this machine (a
-timing, not in dvc.lock), and deployment/production.json. One row per cell, best macro F1
-first. The promoted cell is marked * when production serves this very training of it
-(the same model.keras); when the gate kept an earlier, better model, a last line says so.
+timing, not in dvc.lock), and each dataset's deployment/<dataset>/production.json. One table
+per dataset of params.yaml (a dataset's cells are never ranked against another's), best macro
+F1 first. The promoted cell is marked * when production serves this very training of it (the
+same model.keras); when the gate kept an earlier, better model, a line says so.
 
 Run: python -m models.leaderboard
 """
@@ -16,15 +17,16 @@ import json
 from pathlib import Path
 
 from data_processing.core import cli
+from data_processing.core.params import read_params
 from models.common.metrics import health_warnings
-from models.common.paths import METRICS, POINTER, RUNS
+from models.common.paths import METRICS, RUNS
 
 HEADLINE = ("accuracy", "f1_macro", "ece", "size_mb")  # evaluate.headline's keys
 
 
-def production() -> dict:
-    """deployment/production.json, or {} before the first promotion."""
-    return json.loads(POINTER.read_text()) if POINTER.is_file() else {}
+def production(dataset: str) -> dict:
+    """deployment/<dataset>/production.json, or {} before its first promotion."""
+    return _read(Path("deployment") / dataset / "production.json")
 
 
 def serves(pointer: dict, cell_name: str) -> bool:
@@ -39,13 +41,15 @@ def _read(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def rows(pointer: dict | None = None) -> list[dict]:
-    """One row per models/metrics/*.json, best macro F1 first; `pointer`: production()."""
-    pointer = production() if pointer is None else pointer
+def rows(dataset: str, pointer: dict | None = None) -> list[dict]:
+    """One row per cell of `dataset` with a models/metrics/<cell>.json, best macro F1 first;
+    `pointer`: production(dataset)."""
+    pointer = production(dataset) if pointer is None else pointer
+    grid = read_params()
+    names = [f"{dataset}-{m}-{h}" for m in grid.get("models", {}) for h in grid.get("hparams", {})]
     found = []
-    for path in sorted(METRICS.glob("*.json")):
-        name = path.stem
-        headline = _read(path).get(name, {})
+    for name in (n for n in names if (METRICS / f"{n}.json").is_file()):
+        headline = _read(METRICS / f"{name}.json").get(name, {})
         details = _read(RUNS / name / "eval" / "metrics.json")
         timing = _read(RUNS / name / "logs" / "profile.json")  # this machine's, if it ran here
         found.append(
@@ -64,7 +68,7 @@ def _cell(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def table(found: list[dict], pointer: dict | None = None) -> str:
+def table(dataset: str, found: list[dict], pointer: dict | None = None) -> str:
     """Plain text, about 75 characters wide; warnings on their own lines."""
     width = max([len(r["cell"]) for r in found] + [4]) + 2
     head = f"{'cell':<{width}}{'accuracy':>9}{'macro F1':>10}{'ECE':>8}{'MB':>7}{'ms/image':>10}"
@@ -77,24 +81,33 @@ def table(found: list[dict], pointer: dict | None = None) -> str:
             f"{_cell(r['size_mb'], '>7.2f')}{_cell(r['ms_per_image'], '>10.2f')}"
         )
         lines += [f"   warning: {w}" for w in r["warnings"]]
+    where = f"deployment/{dataset}/production.json"
     if any(r["promoted"] for r in found):
-        lines.append("* promoted to production (deployment/production.json)")
+        lines.append(f"* promoted to production ({where})")
     elif pointer and pointer.get("name"):  # the gate kept a better, earlier model
         f1 = pointer.get("metrics", {}).get("f1_macro", 0.0)
         lines.append(
             f"production: {pointer['name']} version {pointer.get('version', '?')} "
             f"(macro F1 {f1:.4f}), an earlier training\n"
-            "  that no cell here beat (deployment/production.json)"
+            f"  that no cell here beat ({where})"
         )
-    lines.append("ms/image: batch 1 on this machine (models/runs/<cell>/logs/, not in dvc.lock)")
+    else:
+        lines.append(f"no production model for {dataset}: no cell passed the gate ({where})")
     return "\n".join(lines)
 
 
 def main() -> None:
     cli.parse(__doc__)
-    pointer = production()
-    found = rows(pointer)
-    print(table(found, pointer) if found else "no evaluated cells yet: run `dvc repro`")
+    tables = []
+    for dataset in read_params().get("datasets") or []:
+        found = rows(dataset)
+        if found:
+            tables.append(f"{dataset}:\n" + table(dataset, found, production(dataset)))
+    if not tables:
+        print("no evaluated cells yet: run `dvc repro`")
+        return
+    print("\n\n".join(tables))
+    print("ms/image: batch 1 on this machine (models/runs/<cell>/logs/, not in dvc.lock)")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from filelock import FileLock
 from PIL import Image
 
 CELL = "tiny-mlp-quick"  # the cell build_bundle and releases train
+POINTER = "deployment/tiny/production.json"  # the tiny dataset's production pointer
 READY_TIMEOUT = 60  # seconds: TF import, bundle load and warm-up
 
 
@@ -88,7 +89,7 @@ def start(
 def start_watching(repo: Path) -> Server:
     """The server of a project copy, serving its production pointer (checked every 0.3 s)
     and storing feedback where the watch reads it."""
-    flags = ("--pointer", "deployment/production.json", "--watch-interval", "0.3")
+    flags = ("--watch-interval", "0.3")  # every deployment/<dataset>/production.json
     return start(repo, *flags, cwd=repo, feedback=Path("datasets/raw/feedback"), timeout=90)
 
 
@@ -278,8 +279,8 @@ def releases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Release, R
 
 def write_pointer(root: Path, pointer: dict | str) -> None:
     """Atomically, as data_processing.core.io.write_json does for deployment/release/select.py."""
-    path = root / "deployment/production.json"
-    path.parent.mkdir(exist_ok=True)
+    path = root / POINTER
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_text(pointer if isinstance(pointer, str) else json.dumps(pointer, indent=2))
     os.replace(tmp, path)

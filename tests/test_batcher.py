@@ -20,6 +20,7 @@ from deployment.server.door import Door
 from deployment.server.errors import ApiError
 from deployment.server.lifecycle import State
 from deployment.server.options import Config
+from deployment.server.served import Served
 from models.common.serving import Predictor
 
 
@@ -133,10 +134,10 @@ def _state(predictor: Predictor, **config) -> State:
     bundle = SimpleNamespace(
         name="m", version="v1", labels=predictor.labels, backend="onnx", channels=1
     )
-    bundle.predictor, bundle.input_stats = predictor, None
+    bundle.predictor, bundle.input_stats, bundle.served_as = predictor, None, "m"
     bundle.input_size = bundle.model_size = (8, 8)
     state = State(Config(bundle=None, **config))
-    state.bundle = bundle
+    state.models.served = Served({"m": bundle}, {"m": "m"})
     return state
 
 
@@ -194,7 +195,8 @@ def test_the_door_answers_infer_and_owns_errors_draining_and_metrics() -> None:
 
         assert one("/predict")[0] == 299  # not infer: the app's
         status, _, body = one("/v2/models/other/infer", bodies[0])
-        assert (status, body) == (404, {"error": "unknown model 'other'", "model_version": "v1"})
+        assert (status, body["model_version"]) == (404, "v1")
+        assert body["error"] == "unknown model 'other'; serving ['m']"
         status, _, body = one("/v2/models/m/infer", b"{not json")
         assert status == 400 and body["error"].startswith("malformed JSON")
         status, headers, _ = one("/v2/models/m/infer", method="GET")

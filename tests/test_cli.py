@@ -17,7 +17,7 @@ STAGES = {  # module: its positional arguments, as dvc.yaml passes them
     "models.evaluate": ["dataset", "model", "hparams"],
     "models.export": ["dataset", "model", "hparams"],
     "models.compare": ["plots_dir", "out_dir"],
-    "deployment.release.select": ["metrics_dir", "runs_dir", "pointer"],
+    "deployment.release.select": ["dataset"],
     "deployment.release.deploy_test": ["pointer", "out"],
 }
 TOOLS = [

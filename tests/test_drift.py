@@ -67,11 +67,15 @@ def _bundle(tmp_path: Path, with_reference: bool = True) -> SimpleNamespace:
     return SimpleNamespace(path=tmp_path, labels=LABELS)
 
 
-def _gauges(window: DriftWindow) -> dict[str, float]:
+def _gauges(window: DriftWindow, model: str = "m") -> dict[str, float]:
+    """The collector's gauges for `window` served as `model` (the label dropped)."""
     registry = CollectorRegistry()
-    registry.register(DriftCollector(window))
+    registry.register(DriftCollector({model: window}))
     lines = generate_latest(registry).decode().splitlines()
-    return {k: float(v) for k, v in (line.split() for line in lines if line[0] != "#")}
+    found = {k: float(v) for k, v in (line.split() for line in lines if line[0] != "#")}
+    suffix = f'{{model="{model}"}}'
+    assert all(k.endswith(suffix) for k in found), found
+    return {k.removesuffix(suffix): v for k, v in found.items()}
 
 
 def test_window_gauges_follow_the_last_predictions(tmp_path: Path) -> None:
@@ -113,13 +117,14 @@ def test_swap_resets_the_window(tmp_path: Path) -> None:
     first, second = _bundle(tmp_path), _bundle(tmp_path)
     for bundle, version in ((first, "1" * 12), (second, "2" * 12)):
         bundle.name, bundle.version, bundle.backend = "cell", version, "onnx"
-        bundle.serving = SimpleNamespace(__file__="serving.py")
-    state._swap(first, "checked", time.perf_counter())
+        bundle.serving, bundle.dataset = SimpleNamespace(__file__="serving.py"), "d"
+    state.models._swap("d", first, "checked", time.perf_counter())
     state.metrics.observe_predictions(np.eye(3), first)
-    assert _gauges(state.metrics.drift)["serve_drift_window_predictions"] == 3
-    state._swap(second, "checked", time.perf_counter())
+    assert _gauges(state.metrics.drift("d"), "d")["serve_drift_window_predictions"] == 3
+    state.models._swap("d", second, "checked", time.perf_counter())
     state.metrics.observe_predictions(np.eye(3), first)  # in flight on the old bundle
-    assert _gauges(state.metrics.drift)["serve_drift_window_predictions"] == 0
+    assert _gauges(state.metrics.drift("d"), "d")["serve_drift_window_predictions"] == 0
+    assert state.served.find("cell") is second and state.served.find("d") is second
 
 
 @pytest.mark.slow
@@ -151,8 +156,9 @@ def _scrape(server) -> dict[str, float]:
     from servers import call
 
     text = call(server, "GET", "/metrics")[1].decode()
+    model = f'{{model="{server.name}"}}'  # one served model: the --bundle's cell
     return {
-        line.split()[0]: float(line.split()[1])
+        line.split()[0].removesuffix(model): float(line.split()[1])
         for line in text.splitlines()
         if line.startswith(("serve_drift", "serve_confidence_psi", "serve_confidence_shift"))
     }

@@ -193,14 +193,14 @@ def test_soak_60s_at_c32_with_10_hot_reloads(releases, tmp_path: Path) -> None: 
     import base64
     import threading
 
-    from servers import CELL, metric, png, start, stop, write_pointer
+    from servers import CELL, POINTER, metric, png, start, stop, write_pointer
 
     from bench.serve import wrk
     from bench.server_memory import PeakRss
 
     root, a, b = releases
     write_pointer(root, a.pointer())
-    pointer = str(root / "deployment/production.json")
+    pointer = str(root / POINTER)
     srv = start(root, "--pointer", pointer, "--watch-interval", "0.2", name="soak")
     try:
         tensor = {"name": "image", "datatype": "BYTES", "shape": [1]}

@@ -99,20 +99,23 @@ def test_the_leaderboard_marks_the_promoted_cell_and_warns(tmp_path, monkeypatch
     sha = hashlib.sha256(b"weights").hexdigest()
     pointer = {"name": "d-cnn-quick", "version": sha[:12], "sha256": sha}
     pointer |= {"metrics": {"f1_macro": 0.99}}
-    (tmp_path / "deployment/production.json").write_text(json.dumps(pointer))
+    (tmp_path / "deployment/d").mkdir()
+    (tmp_path / "deployment/d/production.json").write_text(json.dumps(pointer))
+    grid = {"datasets": ["d"], "models": {"cnn": {}, "resnet": {}}, "hparams": {"quick": {}}}
+    (tmp_path / "params.yaml").write_text(json.dumps(grid))
     monkeypatch.chdir(tmp_path)
-    lines = leaderboard.table(leaderboard.rows(), pointer).splitlines()
+    lines = leaderboard.table("d", leaderboard.rows("d"), pointer).splitlines()
     assert lines[1].split() == ["*d-cnn-quick", "0.9800", "0.9700", "0.0100", "0.30", "0.50"]
     assert lines[2].split()[0] == "d-resnet-quick"
     assert lines[3].startswith("   warning: predictions collapsed")
-    assert "not above chance" in lines[4] and lines[-2].startswith("* promoted")
+    assert "not above chance" in lines[4] and lines[-1].startswith("* promoted")
     assert max(map(len, lines)) <= 100
     # retrained since: production keeps the earlier model, and the table says so
     (bundle / "model.keras").write_bytes(b"retrained")
-    lines = leaderboard.table(leaderboard.rows(), pointer).splitlines()
+    lines = leaderboard.table("d", leaderboard.rows("d"), pointer).splitlines()
     assert lines[1].split()[0] == "d-cnn-quick"
     assert (
-        lines[-3]
+        lines[-2]
         == f"production: d-cnn-quick version {sha[:12]} (macro F1 0.9900), an earlier training"
     )
     assert max(map(len, lines)) <= 100

@@ -52,7 +52,8 @@ def test_every_stage_passes_and_the_model_learns(repo: Path) -> None:
 
 
 def test_deploy_test_passes_on_both_backends(repo: Path) -> None:
-    result = json.loads((repo / "deployment/deploy_test.json").read_text())["deploy_test"]
+    result = json.loads((repo / "deployment/photos/deploy_test.json").read_text())["photos"]
+    result = result["deploy_test"]
     assert result["passed"] is True
     for backend in ("tf", "onnx"):
         assert result[backend]["samples"] == 24
@@ -68,7 +69,7 @@ def test_the_bundle_predicts_raw_files_as_evaluate_did(repo: Path) -> None:
     files += [f for f in expected if f.endswith(".jpg")][:20]
     script = (
         "import json, sys; from deployment.server.bundle import load_bundle; "
-        "p = load_bundle('deployment/production', backend=sys.argv[1]).predictor; "
+        "p = load_bundle('deployment/photos/production', backend=sys.argv[1]).predictor; "
         "files = json.loads(sys.argv[2]); root = sys.argv[3]; "
         "print(json.dumps({f: p.predict(p.prepare(f'{root}/{f}')[None])[0].tolist() "
         "for f in files}))"

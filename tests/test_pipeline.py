@@ -91,7 +91,7 @@ def test_repro_writes_metrics_for_every_cell(repo: Path) -> None:
 
 
 def test_bundle_contents_and_lineage(repo: Path) -> None:
-    pointer = json.loads((repo / "deployment/production.json").read_text())
+    pointer = json.loads((repo / "deployment/tiny/production.json").read_text())
     bundle = repo / pointer["bundle"]
     for name in (
         "model.keras",
@@ -124,7 +124,8 @@ def test_bundle_contents_and_lineage(repo: Path) -> None:
 
 
 def test_deploy_test_passed(repo: Path) -> None:
-    result = json.loads((repo / "deployment/deploy_test.json").read_text())["deploy_test"]
+    result = json.loads((repo / "deployment/tiny/deploy_test.json").read_text())["tiny"]
+    result = result["deploy_test"]
     assert result["passed"] is True
     for backend in ("tf", "onnx"):
         checks = result[backend]
@@ -221,7 +222,7 @@ def test_shared_through_a_dvc_remote_and_a_fresh_clone(repo: Path, tmp_path: Pat
 
 
 def test_bundle_loads_without_the_models_sources(repo: Path, tmp_path: Path) -> None:
-    pointer = json.loads((repo / "deployment/production.json").read_text())
+    pointer = json.loads((repo / "deployment/tiny/production.json").read_text())
     project = tmp_path / "project"  # the repo without its models/ and data_processing/ code
     shutil.copytree(repo / "deployment", project / "deployment")
     shutil.copytree(repo / pointer["bundle"], project / "bundle")
@@ -245,7 +246,7 @@ def test_bundle_loads_without_the_models_sources(repo: Path, tmp_path: Path) -> 
 
 
 def test_deploy_test_catches_a_tampered_bundle(repo: Path, tmp_path: Path) -> None:
-    pointer = json.loads((repo / "deployment/production.json").read_text())
+    pointer = json.loads((repo / "deployment/tiny/production.json").read_text())
     bundle = tmp_path / "bundle"
     shutil.copytree(repo / pointer["bundle"], bundle)
     labels = json.loads((bundle / "labels.json").read_text())
@@ -265,7 +266,7 @@ def test_deploy_test_catches_a_tampered_bundle(repo: Path, tmp_path: Path) -> No
         timeout=300,
     )
     assert proc.returncode != 0
-    result = json.loads((tmp_path / "result.json").read_text())["deploy_test"]
+    result = json.loads((tmp_path / "result.json").read_text())["tiny"]["deploy_test"]
     assert result["passed"] is False
     assert result["tf"]["labels_match"] is False and result["onnx"]["labels_match"] is False
 

@@ -27,6 +27,7 @@ from conftest import (
 )
 from servers import (
     CELL,
+    POINTER,
     READY_TIMEOUT,
     Server,
     call,
@@ -47,7 +48,7 @@ def server(releases):
     """A server on the pointer, first naming release a; polls the pointer every 0.2 s."""
     root, a, _ = releases
     write_pointer(root, a.pointer())
-    pointer = str(root / "deployment/production.json")
+    pointer = str(root / POINTER)
     flags = ("--pointer", pointer, "--watch-interval", "0.2", "--drain-seconds", "0.2")
     srv = start(root, *flags, name="watch")
     yield srv
@@ -297,7 +298,7 @@ def test_no_model_yet_serves_unready_then_loads_the_pointer(releases, tmp_path: 
     root, a, _ = releases
     project = tmp_path / "project"
     (project / "deployment").mkdir(parents=True)
-    pointer = project / "deployment/production.json"
+    pointer = project / POINTER
     base = [sys.executable, "-m", "deployment.server.serve", "--pointer", str(pointer)]
     refused = subprocess.run([*base, "--require-model"], capture_output=True, text=True)
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
@@ -336,7 +337,7 @@ def workers(releases, tmp_path_factory: pytest.TempPathFactory):
     root, a, _ = releases
     project = tmp_path_factory.mktemp("workers")
     write_pointer(project, a.pointer(**_absolute(root, a)))
-    pointer = project / "deployment/production.json"
+    pointer = project / POINTER
     flags = ("--workers", "2", "--pointer", pointer, "--watch-interval", "0.2")
     srv = start(project, *flags, "--drain-seconds", "0.2", name="workers")
     yield srv, project
@@ -418,7 +419,7 @@ def test_metrics_add_up_across_workers(workers) -> None:
     and the drift windows (each worker's own) grow by K in all, each worker's by some."""
     srv, _ = workers
     counter = "serve_requests_total{method=POST,route=/v2/models/{name}/infer,status=200}"
-    window = "serve_drift_window_predictions{}"
+    window = "serve_drift_window_predictions{model=tiny}"  # served by its dataset's name
     before = _scrapes(srv)
     count = {s.get(counter, 0.0) for found in before.values() for s in found}
     assert len(count) == 1, count

@@ -25,6 +25,8 @@ from conftest import (
 )
 from servers import Server, call, png, start_watching
 
+from data_processing.add_dataset import add_artifact
+
 pytestmark = pytest.mark.slow
 CELL = "tiny-mlp-quick"
 N_FEEDBACK = 4
@@ -32,7 +34,7 @@ LABELS = ("bar", "column", "diagonal")
 
 
 def pointer(repo: Path) -> dict:
-    return json.loads((repo / "deployment/production.json").read_text())
+    return json.loads((repo / "deployment/tiny/production.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -45,20 +47,23 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
         select={"margin": -1.0},  # any passing retrain replaces production
     )
     write_seed_dataset(repo / "datasets/raw/tiny", {"train": 12, "test": 4})
+    add_artifact("tiny", repo / "dvc.yaml")  # what reprovision add-dataset declares
     commit_and_repro(repo, "tiny", "project with a tiny dataset")
     return repo
 
 
 def test_registry_says_what_to_commit_then_tags(repo: Path) -> None:
     out = sh(sys.executable, "-m", "deployment.release.registry", cwd=repo)
-    assert "dvc.lock is not committed, so there is no commit to tag yet" in out, out
-    assert "git add dvc.lock && git commit" in out
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "commit", "-qm", "Promote the first model", cwd=repo)
-    out = sh(sys.executable, "-m", "deployment.release.registry", cwd=repo)
-    assert "registered classifier@v0.0.1" in out and "v0.0.1 is now prod" in out, out
+    assert "dvc.lock" in out and "is not committed, so there is no commit to tag yet" in out, out
+    (command,) = [line.strip() for line in out.splitlines() if line.strip().startswith("git add")]
+    assert "vc.lock" not in command.replace("dvc.lock", "")  # every path whole
+    sh("bash", "-c", command, cwd=repo)  # the printed command, as printed
+    assert sh("git", "status", "--porcelain", "dvc.lock", "deployment", cwd=repo) == ""
+    out = sh(sys.executable, "-m", "deployment.release.registry", "tiny", cwd=repo)
+    assert "registered tiny-classifier@v0.0.1" in out and "v0.0.1 is now prod" in out, out
     assert "already prod" in sh(sys.executable, "-m", "deployment.release.registry", cwd=repo)
-    sh("dvc", "artifacts", "get", ".", "classifier", "--stage", "prod", "-o", "fetched", cwd=repo)
+    get = ["dvc", "artifacts", "get", ".", "tiny-classifier", "--stage", "prod", "-o", "fetched"]
+    sh(*get, cwd=repo)
     fetched = hashlib.sha256((repo / "fetched/model.keras").read_bytes()).hexdigest()
     assert fetched == pointer(repo)["sha256"]
 
@@ -137,7 +142,7 @@ def test_watch_with_nothing_new_does_nothing(repo: Path) -> None:
 
 def test_rollback_restores_the_previous_version_everywhere(repo: Path, server: Server) -> None:
     current, previous = pointer(repo), pointer(repo)["history"][0]
-    out = sh(sys.executable, "-m", "deployment.release.rollback", cwd=repo)
+    out = sh(sys.executable, "-m", "deployment.release.rollback", "tiny", cwd=repo)
     assert f"{current['version']} -> {previous['name']} {previous['version']}" in out, out
     assert "v0.0.1 is already prod" in out  # the registry never moved off the first version
     wait_for_version(server, previous["version"])

@@ -80,3 +80,17 @@ def load_params(section: str, cls: type[P], path: Path = PARAMS_FILE) -> P:
             raise DataError(path, f"a section {section!r}", field=section, found="none")
         data = data[key]
     return parse_params(data, cls, section, path)
+
+
+def name_clashes(grid: dict) -> list[tuple[str, str]]:
+    """Pairs of a dataset and a cell (<dataset>-<model>-<hparams>) of params.yaml's grid
+    that share a name: the server serves each dataset's model by the dataset's name and by
+    its cell's, so one name must never mean two models."""
+    datasets = list(grid.get("datasets") or [])
+    cells = {
+        f"{d}-{m}-{h}": d
+        for d in datasets
+        for m in grid.get("models") or {}
+        for h in grid.get("hparams") or {}
+    }
+    return [(name, cells[name]) for name in datasets if name in cells]

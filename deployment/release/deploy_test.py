@@ -10,10 +10,11 @@ model.onnx on onnxruntime) it must:
   - accept any size and mode (L, RGB, RGBA) and return a probability vector;
   - load no project module from outside code/.
 It reads only the production folder, never datasets/. Writes the result as a metric,
-deployment/deploy_test.json; exits non-zero when it fails.
+{dataset: {"deploy_test": {model, passed, tf: {...}, onnx: {...}}}} (keyed by the dataset, so
+two datasets' files never share a key in `dvc exp show`); exits non-zero when it fails.
 
-Run: python -m deployment.release.deploy_test deployment/production.json \
-        deployment/deploy_test.json
+Run: python -m deployment.release.deploy_test deployment/digits/production.json \
+        deployment/digits/deploy_test.json
 """
 
 import base64
@@ -129,8 +130,8 @@ def deploy_test(bundle: Path, samples: dict) -> dict:
 def main() -> None:
     pointer_path, out_path = cli.paths(
         __doc__,
-        ("pointer", "the production pointer (deployment/production.json)"),
-        ("out", "where the results are written (deployment/deploy_test.json)"),
+        ("pointer", "a production pointer (deployment/<dataset>/production.json)"),
+        ("out", "where the results are written (deployment/<dataset>/deploy_test.json)"),
     )
     pointer = json.loads(pointer_path.read_text())
     bundle = Path(pointer["bundle"])
@@ -139,7 +140,9 @@ def main() -> None:
         raise DataError(samples_path, "the promoted cell's eval samples (dvc repro writes them)")
     results = deploy_test(bundle, json.loads(samples_path.read_text()))
     passed = all(r["passed"] for r in results.values())
-    write_json(out_path, {"deploy_test": {"model": pointer["name"], "passed": passed, **results}})
+    checked = {"model": pointer["name"], "passed": passed, **results}
+    dataset = pointer.get("dataset") or pointer["name"]
+    write_json(out_path, {dataset: {"deploy_test": checked}})
     for backend, checks in results.items():
         verdict = "passed" if checks["passed"] else "FAILED"
         print(f"deploy_test: {pointer['name']} ({backend}): {verdict} {checks}")

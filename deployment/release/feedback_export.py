@@ -6,12 +6,15 @@ Under the feedback root, from the server's database (deployment/server/feedback_
     <split>/groundtruth.csv         filename,label: every accepted record of the split, sorted
 
 Only records accepted in review (by a reviewer or by agreement, deployment/server/
-review_store.py) are exported or counted: pending and rejected ones never train.
+review_store.py) are exported or counted: pending and rejected ones never train. Given the
+trained dataset's labels, only feedback on a model of those labels counts: a server that
+serves several datasets' models keeps all their feedback in one store.
 .dvcignore keeps the database and images/ out of the `dvc add`ed snapshot.
 """
 
 import csv
 import io
+import json
 import os
 import shutil
 from pathlib import Path
@@ -20,32 +23,36 @@ from data_processing.core.io import write_text
 from deployment.server.feedback_store import CSV_NAME, DATABASE, SPLITS, connect
 
 
-def count(root: Path) -> int:
-    """How many accepted records the database under root holds (0 when there is none)."""
-    if not (Path(root) / DATABASE).is_file():
-        return 0
-    db = connect(Path(root))
-    try:
-        return db.execute("SELECT COUNT(*) FROM feedback WHERE review = 'accepted'").fetchone()[0]
-    finally:
-        db.close()
-
-
-def export(root: Path) -> int:
-    """Write the seed-format dataset from the database: <split>/<request_id>.<ext> and
-    <split>/groundtruth.csv for every accepted record; files no accepted record names
-    (deleted, rejected or relabelled ones, a CSV of a split left empty) are removed. Returns
-    the number of records exported."""
-    root = Path(root)
-    if not (root / DATABASE).is_file():
-        return 0
+def _accepted(root: Path, labels: list[str] | None) -> list[tuple[str, str, str]]:
+    """(file, image, true_label) of every accepted record, by file; of a model with `labels`
+    when given."""
     db = connect(root)
     try:
         rows = db.execute(
-            "SELECT file, image, true_label FROM feedback WHERE review = 'accepted' ORDER BY file"
+            "SELECT file, image, true_label, labels FROM feedback WHERE review = 'accepted' "
+            "ORDER BY file"
         ).fetchall()
     finally:
         db.close()
+    return [row[:3] for row in rows if labels is None or json.loads(row[3]) == labels]
+
+
+def count(root: Path, labels: list[str] | None = None) -> int:
+    """How many accepted records (of a model with `labels`) the database under root holds."""
+    if not (Path(root) / DATABASE).is_file():
+        return 0
+    return len(_accepted(Path(root), labels))
+
+
+def export(root: Path, labels: list[str] | None = None) -> int:
+    """Write the seed-format dataset from the database: <split>/<request_id>.<ext> and
+    <split>/groundtruth.csv for every accepted record; files no accepted record names
+    (deleted, rejected or relabelled ones, a CSV of a split left empty) are removed. Returns
+    the number of records exported. Given `labels`, only feedback on a model of them."""
+    root = Path(root)
+    if not (root / DATABASE).is_file():
+        return 0
+    rows = _accepted(root, labels)
     for split in SPLITS:
         chosen = [row for row in rows if row[0].startswith(f"{split}/")]
         keep = {Path(file).name for file, _, _ in chosen} | ({CSV_NAME} if chosen else set())

@@ -1,14 +1,15 @@
-"""The local production pointer and the promoted bundle folders beside it.
+"""A dataset's local production pointer and the promoted bundle folders beside it.
 
-    deployment/production.json   the pointer: what is in production (written by select,
-                                 rollback); the server watches it and hot-reloads
-    deployment/production/       a copy of the promoted bundle, with eval/samples.json (test
-                                 files and their evaluated probabilities: the self-check)
-                                 (the registry artifact `classifier` in dvc.yaml)
-    deployment/previous/         the bundle that was in production before it (rollback)
+    deployment/<dataset>/production.json   the pointer: what is in production (written by
+                                           select, rollback); the server watches it
+    deployment/<dataset>/production/       a copy of the promoted bundle, with
+                                           eval/samples.json (test files and their evaluated
+                                           probabilities: the self-check); the registry
+                                           artifact <dataset>-classifier in dvc.yaml
+    deployment/<dataset>/previous/         the bundle in production before it (rollback)
 
 The pointer holds name (the cell), version (sha256[:12] of model.keras), sha256, bundle
-(always deployment/production), dataset/model/hparams, test metrics, promoted_at and reason,
+(deployment/<dataset>/production), dataset/model/hparams, test metrics, promoted_at and reason,
 plus `history` (earlier productions, newest first) and `rejected` (sha256 of versions rolled
 back: select never promotes them again). Every write is atomic: the folders are renamed
 into place and the pointer is written through a temporary file; the pointer is written
@@ -114,7 +115,7 @@ def _same_files(bundle: Path, production: Path) -> bool:
     )
 
 
-def swap_back(pointer: Path) -> dict:
+def swap_back(pointer: Path, artifact: str = "<dataset>-classifier") -> dict:
     """Roll back: previous becomes production again, and the current version is rejected.
 
     Raises:
@@ -131,7 +132,7 @@ def swap_back(pointer: Path) -> dict:
             f"{previous}: expected the bundle of {target['name']} version {target['version']}"
             f" (model.keras sha256 {target['sha256'][:12]}), found "
             f"{'no bundle' if found is None else found[:12]}; fetch it from the registry: "
-            f"dvc artifacts get . classifier --version <v> -o {previous}"
+            f"dvc artifacts get . {artifact} --version <v> -o {previous}"
         )
     swap = production.with_name(production.name + ".swap")
     shutil.rmtree(swap, ignore_errors=True)

@@ -1,15 +1,17 @@
-"""Select the production model: the best cell by test macro F1 among those that pass the gate,
-promoted only when it beats the current production model by `select.margin`.
+"""Select one dataset's production model: the best of its cells by test macro F1 among those
+that pass the gate, promoted only when it beats the dataset's production model by
+`select.margin`. Each dataset has its own production model (its own labels, its own task):
+the gate never ranks one dataset's cells against another's.
 
-Reads models/runs/<cell>/eval/metrics.json (evaluate's figures) for every cell of the current
-params (datasets x models x hparams).
-Writes deployment/gate.json (every candidate, pass or fail and why, and the decision). On a
-promotion it copies the winner's bundle to deployment/production/ (the registry artifact),
-moves the old one to deployment/previous/, and rewrites the pointer
-deployment/production.json (deployment/release/production.py). Otherwise the pointer and both
-folders
+Reads models/runs/<dataset>-<model>-<hparams>/eval/metrics.json (evaluate's figures) for
+every model and hparams set of the current params. Writes, under deployment/<dataset>/:
+gate.json (every candidate, pass or fail and why, and the decision) and best.json (the
+dataset's headline for `dvc exp show`: {dataset: {best, f1_macro, accuracy, ece, size_mb,
+production}}). On a promotion it copies the winner's bundle to production/ (the registry
+artifact <dataset>-classifier), moves the old one to previous/, and rewrites the pointer
+production.json (deployment/release/production.py). Otherwise the pointer and both folders
 are left unchanged (the stage outputs are `persist: true`); with no pointer at all and no
-passing candidate it fails.
+passing candidate it fails, and the other datasets' stages still promote theirs.
 
 A candidate is promoted when it passes every threshold, is not a rolled-back version
 (pointer `rejected`), and either nothing is in production or its F1 is above production's
@@ -18,7 +20,7 @@ F1 (as recorded in the pointer) plus `margin`. A negative margin accepts a small
 Registering the promoted version in the git-tag registry (GTO) needs a commit:
 `python -m deployment.release.registry` says what to commit and then tags it.
 
-Run: python -m deployment.release.select models/metrics models/runs deployment/production.json
+Run: python -m deployment.release.select digits
 """
 
 import json
@@ -27,11 +29,19 @@ from pathlib import Path
 from data_processing.core import cli
 from data_processing.core.errors import CheckError, DataError, exit_on_error
 from data_processing.core.io import write_json
-from data_processing.core.params import Params, load_params, read_params
+from data_processing.core.params import (
+    PARAMS_FILE,
+    Params,
+    load_params,
+    name_clashes,
+    read_params,
+)
 from deployment.release import production
+from deployment.server import pointer as server_pointer
 from deployment.server.bundle import file_sha256
 
-GATE_REPORT = Path("deployment/gate.json")
+RUNS = Path("models/runs")
+HEADLINE = ("f1_macro", "accuracy", "ece")  # best.json's scores (and size_mb)
 
 
 class SelectParams(Params):
@@ -103,12 +113,21 @@ def eligible(report: dict, runs_dir: Path, rejected: list[str]):
     return first or (None, None)
 
 
-def read_candidates(runs_dir: Path, grid: dict) -> tuple[dict, dict]:
-    """({cell: its dataset, model and hparams}, {cell: its metrics}) for every cell of the
-    grid in params.yaml (DataError when one has no metrics)."""
+def read_candidates(runs_dir: Path, grid: dict, dataset: str) -> tuple[dict, dict]:
+    """({cell: its dataset, model and hparams}, {cell: its metrics}) for every cell of
+    `dataset` in the grid of params.yaml (DataError when one has no metrics)."""
+    if dataset not in grid["datasets"]:
+        raise DataError(PARAMS_FILE, f"one of {grid['datasets']}", field="datasets", found=dataset)
+    for name, owner in name_clashes(grid):
+        raise DataError(
+            PARAMS_FILE,
+            "dataset names unlike every cell's name (each is a served model's name)",
+            field="datasets",
+            found=f"{name!r}, also the name of a cell of {owner!r}",
+            hint="rename the dataset",
+        )
     cells = {
-        f"{d}-{m}-{h}": {"dataset": d, "model": m, "hparams": h}
-        for d in grid["datasets"]
+        f"{dataset}-{m}-{h}": {"dataset": dataset, "model": m, "hparams": h}
         for m in grid["models"]
         for h in grid["hparams"]
     }
@@ -140,48 +159,66 @@ def current_production(pointer: Path, runs_dir: Path) -> tuple[dict | None, list
     return current, rejected
 
 
-def report(params: SelectParams, best, promote: bool, reason: str, candidates: dict) -> None:
-    """Write deployment/gate.json and print each candidate's verdict."""
+def report(pointer: Path, params: SelectParams, best, promote: bool, reason: str, candidates):
+    """Write gate.json beside the pointer and print each candidate's verdict."""
     gate = {"gate": params.model_dump(), "selected": best, "promoted": promote}
-    write_json(GATE_REPORT, {**gate, "reason": reason, "candidates": candidates})
+    write_json(pointer.parent / "gate.json", {**gate, "reason": reason, "candidates": candidates})
     for name, r in sorted(candidates.items()):
         verdict = "passes" if r["passed"] else "fails: " + "; ".join(r["reasons"])
         print(f"select: {name}: F1 {r['f1_macro']:.4f} {verdict}")
 
 
+def headline(dataset: str, pointer: Path, verdicts: dict, candidates: dict) -> None:
+    """best.json beside the pointer: the dataset's best cell by the gate's ranking (passing or
+    not: what the grid reached) and what is in production, for `dvc exp show`."""
+    order = sorted(verdicts, key=lambda n: (verdicts[n]["f1_macro"], verdicts[n]["accuracy"], n))
+    best = order[-1]
+    test = candidates[best]["test"]
+    scores = {k: round(test[k], 4) if k in test else None for k in HEADLINE}
+    size = candidates[best].get("profile", {}).get("size_mb")
+    current = production.read(pointer)
+    serving = (
+        f"{current['model']}-{current['hparams']}@{current['version'][:8]}" if current else "-"
+    )
+    row = {"best": best.removeprefix(f"{dataset}-"), **scores, "size_mb": size}
+    write_json(pointer.parent / "best.json", {dataset: {**row, "production": serving}})
+
+
 @exit_on_error
 def main() -> None:
-    metrics_dir, runs_dir, pointer = cli.paths(
-        __doc__,
-        ("metrics_dir", "every cell's metrics (models/metrics)"),
-        ("runs_dir", "every cell's outputs (models/runs)"),
-        ("pointer", "the production pointer to write (deployment/production.json)"),
-    )
+    (dataset,) = cli.parse(__doc__, ("dataset", "a dataset of params.yaml `datasets`"))
+    select(dataset, RUNS, server_pointer.of(dataset))
+
+
+def select(dataset: str, runs_dir: Path, pointer: Path) -> None:
+    """The gate for `dataset`'s cells under runs_dir; promote into `pointer` (module doc)."""
     params = load_params("select", SelectParams)
-    cells, candidates = read_candidates(runs_dir, read_params())
+    cells, candidates = read_candidates(runs_dir, read_params(), dataset)
     _, verdicts = choose(candidates, params)
     current, rejected = current_production(pointer, runs_dir)
     best, sha = eligible(verdicts, runs_dir, rejected)
     promote, reason = decide(best, verdicts, current, sha, params.margin)
-    report(params, best, promote, reason, verdicts)
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    report(pointer, params, best, promote, reason, verdicts)
     if not promote:
         if current is None:
             raise CheckError(
                 pointer,
-                "a candidate that passes the gate in params.yaml `select`",
+                f"a candidate of {dataset} that passes the gate in params.yaml `select`",
                 found="none, and no previous pointer to keep",
             )
         print(f"select: {reason}; {pointer} left unchanged")
         cell = runs_dir / current["name"]
         if production.refresh(pointer, cell / "bundle", cell / "eval" / "samples.json"):
             print(f"select: {current['name']} re-exported: production's bundle files refreshed")
-        return
-    entry = {"name": best, "version": sha[:12], "sha256": sha, **cells[best]}
-    entry["metrics"] = candidates[best]["test"]
-    bundle, samples = runs_dir / best / "bundle", runs_dir / best / "eval" / "samples.json"
-    production.install(pointer, bundle, samples, entry, reason)
-    print(f"select: promoted: {reason} -> {pointer}")
-    print("select: to register it: commit, then run python -m deployment.release.registry")
+    else:
+        entry = {"name": best, "version": sha[:12], "sha256": sha, **cells[best]}
+        entry["metrics"] = candidates[best]["test"]
+        bundle, samples = runs_dir / best / "bundle", runs_dir / best / "eval" / "samples.json"
+        production.install(pointer, bundle, samples, entry, reason)
+        print(f"select: promoted: {reason} -> {pointer}")
+        print(f"select: to register it: commit, then run reprovision registry {dataset}")
+    headline(dataset, pointer, verdicts, candidates)
 
 
 if __name__ == "__main__":

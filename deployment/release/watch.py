@@ -14,7 +14,8 @@ Each check (every --interval seconds, or once with --once):
      snapshot param is its signal to re-run), the changed cells retrain and evaluate, and
      select promotes the best candidate only when it passes the gate and beats production
      by `select.margin`;
-  3. on a promotion select rewrites deployment/production.json, which a running server
+  3. on a promotion select rewrites deployment/<dataset>/production.json (params
+     `feedback.dataset`'s), which a running server
      (`python -m deployment.server.serve`, which watches it) loads, warms up, checks and swaps in.
 
 The watch is idempotent and survives restarts: what it has acted on is kept in
@@ -46,12 +47,24 @@ from deployment.release import feedback_export as feedback
 FEEDBACK = Path("datasets/raw/feedback")
 STATE = Path("deployment/watch.json")
 LOCK = Path("deployment/watch.lock")
-GATE = Path("deployment/gate.json")
+
+
+def gate_report() -> Path:
+    """The gate report of the dataset the feedback trains (params `feedback.dataset`)."""
+    dataset = load_params("feedback", FeedbackParams).dataset
+    return Path("deployment") / dataset / "gate.json"
+
+
+def trained_labels() -> list[str] | None:
+    """The labels of the production model of params `feedback.dataset` (only feedback on a
+    model of those labels joins it); None before its first promotion."""
+    labels = gate_report().parent / "production" / "labels.json"
+    return json.loads(labels.read_text()) if labels.is_file() else None
 
 
 def labelled_records(folder: Path = FEEDBACK) -> int:
-    """How many feedback records were accepted in review (only those train)."""
-    return feedback.count(folder)
+    """How many feedback records on the trained dataset's model were accepted in review."""
+    return feedback.count(folder, trained_labels())
 
 
 def datasets_digest() -> str:
@@ -93,14 +106,14 @@ def cycle(reason: str, records: int) -> dict:
     print(f"watch: {reason}: retraining as experiment {name}", flush=True)
     snapshot = []
     if records:
-        feedback.export(FEEDBACK)
+        feedback.export(FEEDBACK, trained_labels())
         run("dvc", "add", "-q", FEEDBACK.as_posix())
         # normalize depends on datasets/raw/<dataset> only (the feedback folder may not exist):
         # the snapshot's hash, a param, is what makes it merge the new feedback
         md5 = yaml.safe_load(FEEDBACK.with_suffix(".dvc").read_text())["outs"][0]["md5"]
         snapshot = ["-S", f"feedback.snapshot={md5}"]
     run("dvc", "exp", "run", "-n", name, *snapshot)
-    gate = json.loads(GATE.read_text())
+    gate = json.loads(gate_report().read_text())
     verdict = "promoted" if gate.get("promoted") else "kept production"
     print(f"watch: {name}: {verdict}: {gate.get('reason')}", flush=True)
     return {"experiment": name, "promoted": bool(gate.get("promoted")), "reason": gate["reason"]}

@@ -54,6 +54,8 @@ class Bundle:
     explain: ModuleType | None = None  # the bundle's models.common.explain, if it has one
     input_size: tuple[int, int] | None = None  # (h, w) prepare resizes images to
     model_size: tuple[int, int] | None = None  # (h, w) the model's graph resizes to
+    dataset: str | None = None  # lineage.json's: the name its production model is served by
+    served_as: str | None = None  # the name the server serves it by (lifecycle.State sets it)
 
     @property
     def labels(self) -> list[str]:
@@ -92,9 +94,13 @@ def _import_explain(code_dir: Path) -> ModuleType | None:
     return importlib.import_module(EXPLAIN_MODULE)
 
 
-def _name(path: Path) -> str:
+def _lineage(path: Path) -> dict:
     lineage = path / "lineage.json"
-    if lineage.is_file() and (cell := json.loads(lineage.read_text()).get("cell")):
+    return json.loads(lineage.read_text()) if lineage.is_file() else {}
+
+
+def _name(path: Path) -> str:
+    if cell := _lineage(path).get("cell"):
         return str(cell)
     return path.parent.name if path.name == "bundle" else path.name  # runs/<cell>/bundle
 
@@ -198,4 +204,5 @@ def load_bundle(
         explain=explain,
         input_size=input_size,
         model_size=model_size,
+        dataset=_lineage(path).get("dataset"),
     )

@@ -1,7 +1,6 @@
 """The API's contract, as data: OPERATIONS, every route the server answers with its request
 body and every status it can return, with their bodies (JSON Schema). openapi.py builds
-GET /openapi.json from it; tests/test_openapi.py checks it against the app's routes, and
-schemathesis checks the server against it.
+GET /openapi.json from it; tests/test_openapi.py checks it against the routes and the server.
 """
 
 DESCRIPTION = (
@@ -205,6 +204,7 @@ HTML = {"text/html": {"schema": {"type": "string"}}}
 PAGE_PARAM = _query("page", {"type": "integer", "minimum": 1, "maximum": 9_999_999})
 TOKEN_PARAM = _query("token", {"type": "string"})
 LABEL_PARAM = _query("label", {"type": "string"})
+MODEL_PARAM = _query("model", {"type": "string"})  # which model, when several are served
 MODEL = (404, 503)  # a model route: unknown name or version, or no model yet
 IMAGES = (400, 404, 413, 422, 503)  # a prediction: bad input, model, budget, OOD, memory
 INSTANCES = {
@@ -257,15 +257,16 @@ OPERATIONS = {
     ("post", "/predict"): _op(
         "one image's top-k, for people (multipart field 'file', or an image/* body)",
         json_of(PREDICTED),
-        (400, 413, 415, 422, 503),
+        (400, 404, 413, 415, 422, 503),
         body=UPLOAD,
+        parameters=[MODEL_PARAM],
     ),
     ("post", "/explain"): _op(
         "/predict with a heat map of where the model looked",
         json_of(PREDICTED) | {"image/png": BINARY},
-        (400, 413, 415, 422, 501, 503),
+        (400, 404, 413, 415, 422, 501, 503),
         body=UPLOAD,
-        parameters=[LABEL_PARAM],
+        parameters=[LABEL_PARAM, MODEL_PARAM],
     ),
     ("post", "/feedback"): _op(
         "the true label of a /predict answer",

@@ -5,8 +5,8 @@ For every HTTP request it owns, in this order:
                     close) to all but health and metrics (ALWAYS_ANSWERED)
     size limit      413 on a declared Content-Length over --max-body-bytes, before any of
                     the body is read; a chunked body is counted as it arrives
-    pinning         the bundle current on arrival serves the whole request (a hot reload
-                    never switches the model under it), in scope["state"]["bundle"]
+    pinning         the models current on arrival serve the whole request (a hot reload
+                    never switches the model under it), in scope["state"]["served"]
     in flight       state.in_flight, what the drain waits for
     metrics         serve_requests_total and serve_request_seconds, by route template
     errors          one JSON body for every error (errors.py), also for exceptions
@@ -64,28 +64,29 @@ class Door:
                 status[:] = message["status"], True
             await send(message)
 
-        bundle = state.bundle
-        scope.setdefault("state", {})["bundle"] = bundle
+        served = state.served  # served.Served: replaced, never changed, by a swap
+        scope.setdefault("state", {})["served"] = served
+        answered = [served.only]  # the bundle an error names (the model asked for, once known)
         state.in_flight += 1
         try:
             if state.draining and path not in ALWAYS_ANSWERED:
                 raise ApiError(503, "shutting down", {"Retry-After": RETRY_AFTER, **CLOSE})
             self._check_length(scope)
             if infer is not None:
-                await self._infer(scope, receive, send_counted, infer, bundle)
+                await self._infer(scope, receive, send_counted, infer, served, answered)
             else:
                 await self.app(scope, self._limited(receive), send_counted)
         except ApiError as err:
-            await _error(send_counted, err, bundle)
+            await _error(send_counted, err, answered[0])
         except _ClientGone:
             status[0] = CLIENT_GONE
         except MemoryError:
-            await _error(send_counted, out_of_memory(), bundle)
+            await _error(send_counted, out_of_memory(), answered[0])
         except Exception as err:  # Starlette re-raises what its handler already answered
             if not status[1]:
                 traceback.print_exception(err, file=sys.stderr)
                 error = ApiError(500, f"internal error: {type(err).__name__}")
-                await _error(send_counted, error, bundle)
+                await _error(send_counted, error, answered[0])
         finally:
             state.in_flight -= 1
             if route is None:
@@ -116,11 +117,11 @@ class Door:
 
         return receive_limited
 
-    async def _infer(self, scope, receive, send, match, bundle) -> None:
+    async def _infer(self, scope, receive, send, match, served, answered: list) -> None:
         if scope["method"] != "POST":
             raise ApiError(405, "v2 infer takes POST", {"Allow": "POST"})
         state = self.state
-        bundle = state.model(bundle, match["name"], match["version"])
+        bundle = answered[0] = state.model(served, match["name"], match["version"])
         body = await self._read(receive)
         header = None
         for key, value in scope["headers"]:
@@ -182,6 +183,6 @@ async def _send(send, status: int, content: bytes, media=b"application/json", he
 
 
 def pinned(request):
-    """The bundle pinned to a request on arrival (None before the first load). Every route
+    """The models pinned to a request on arrival (served.Served). Every route
     serves with it, so a hot reload never switches the model under a request in flight."""
-    return request.scope.get("state", {}).get("bundle")
+    return request.scope.get("state", {}).get("served")

@@ -1,9 +1,9 @@
-"""Prediction drift: the last W live predictions against the bundle's test-set reference.
+"""Prediction drift: each served model's last W live predictions against its test-set reference.
 
 Reads bundle/reference.json (written by models/export.py through models/common/reference.py:
 the test set's predicted-class fractions and its top-score mean and histogram). Writes
-nothing; its gauges appear in GET /metrics, computed when Prometheus scrapes, never per
-request:
+nothing; its gauges appear in GET /metrics, one series per served model (label `model`),
+computed when Prometheus scrapes, never per request:
 
     serve_drift_window_predictions  predictions the window holds now (0..W, --drift-window)
     serve_drift_psi                 PSI of the window's predicted-class distribution
@@ -140,25 +140,35 @@ HELP = {
 
 
 class DriftCollector:
-    """A prometheus_client collector: the gauges of the module docstring, at scrape time."""
+    """A prometheus_client collector: the gauges of the module docstring, at scrape time, for
+    every window of `windows` (served model name -> DriftWindow; read at each scrape)."""
 
-    def __init__(self, window: DriftWindow) -> None:
-        self.window = window
+    def __init__(self, windows: dict[str, DriftWindow]) -> None:
+        self.windows = windows
 
     def describe(self):
-        return [GaugeMetricFamily(name, text) for name, text in HELP.items()]
+        return [GaugeMetricFamily(name, text, labels=["model"]) for name, text in HELP.items()]
 
     def collect(self):
-        classes, scores, ref = self.window.snapshot()
-        values = {"serve_drift_window_predictions": len(classes)}
-        if ref is not None:
-            live = np.bincount(classes, minlength=len(ref.predicted))
-            bins = np.minimum(np.searchsorted(ref.bins, scores, side="left"), len(ref.bins) - 1)
-            values["serve_drift_psi"] = psi(live, ref.predicted)
-            values["serve_confidence_psi"] = psi(
-                np.bincount(bins, minlength=len(ref.bins)), ref.histogram
-            )
-            mean = float(scores.mean()) if len(scores) else math.nan
-            values["serve_confidence_shift"] = mean - ref.confidence_mean
-        for name, value in values.items():
-            yield GaugeMetricFamily(name, HELP[name], value=value)
+        families = {
+            name: GaugeMetricFamily(name, text, labels=["model"]) for name, text in HELP.items()
+        }
+        for model, window in sorted(self.windows.items()):
+            for name, value in _values(window).items():
+                families[name].add_metric([model], value)
+        yield from families.values()
+
+
+def _values(window: DriftWindow) -> dict[str, float]:
+    classes, scores, ref = window.snapshot()
+    values = {"serve_drift_window_predictions": len(classes)}
+    if ref is not None:
+        live = np.bincount(classes, minlength=len(ref.predicted))
+        bins = np.minimum(np.searchsorted(ref.bins, scores, side="left"), len(ref.bins) - 1)
+        values["serve_drift_psi"] = psi(live, ref.predicted)
+        values["serve_confidence_psi"] = psi(
+            np.bincount(bins, minlength=len(ref.bins)), ref.histogram
+        )
+        mean = float(scores.mean()) if len(scores) else math.nan
+        values["serve_confidence_shift"] = mean - ref.confidence_mean
+    return values

@@ -117,9 +117,7 @@ def add_routes(app: FastAPI, state) -> None:
 
     @app.post("/explain")
     async def explain(request: Request):
-        bundle = pinned(request)
-        if bundle is None:
-            raise ApiError(503, "the model is not loaded yet", {"Retry-After": "1"})
+        bundle = pinned(request).choose(request.query_params.get("model"))
         wanted = request.query_params.get("label")
         if wanted is not None and wanted not in bundle.labels:
             raise ApiError(400, f"unknown label {wanted!r}; choose from {bundle.labels}")

@@ -2,6 +2,7 @@
 
 GET  /          static/index.html (choose or drop an image, see top-k, correct it)
 POST /predict   multipart/form-data with one file (field "file"), or a raw image/* body;
+                ?model=NAME picks the model when several are served (one: it, by default);
                 -> {request_id, model_name, model_version, label, score, labels_present,
                 top_k}: labels_present at the bundle's cut-offs (calibration.json; binary and
                 multi-label), `label` the single-label answer or the top multi-label score,
@@ -77,9 +78,7 @@ def add_routes(app: FastAPI, state) -> None:
 
     @app.post("/predict")
     async def predict(request: Request):
-        bundle = pinned(request)
-        if bundle is None:
-            raise ApiError(503, "the model is not loaded yet", {"Retry-After": "1"})
+        bundle = pinned(request).choose(request.query_params.get("model"))
         data = await _image_bytes(request)
         result = await sequence.predict(state, bundle, Inputs(encoded=[data]))
         best, chosen, label, score = answer(result.scores, bundle)
@@ -113,11 +112,11 @@ def add_routes(app: FastAPI, state) -> None:
 
     @app.post("/feedback")
     async def feedback(request: Request):
-        if pinned(request) is None:
-            raise ApiError(503, "the model is not loaded yet", {"Retry-After": "1"})
+        if state.store is None:
+            raise ApiError(503, "the feedback store is not open yet", {"Retry-After": "1"})
         body, _ = parse_body(await request.body(), None, state.budget)
         record = await run_in_threadpool(state.store.record, body)
-        return state.reply({"stored": True, "record": record}, bundle=pinned(request))
+        return state.reply({"stored": True, "record": record}, bundle=pinned(request).only)
 
     _route_delete(app, state)
 

@@ -1,16 +1,16 @@
-"""The server's state and lifecycle: the served bundle (first load, hot reload, swap),
-request pinning, and the draining shutdown.
+"""The server's state and lifecycle: the served models (served.py: first load, hot reload,
+swap), and the draining shutdown.
 
-Hot reload (serving the pointer, --watch-pointer, on by default): when the pointer's bytes
-change, the bundle it names is loaded, sha256-checked and self-checked in the background
-(reload.py), then made current with one assignment. Each request is pinned to the bundle
+Hot reload (serving the pointers, --watch-pointer, on by default): when a dataset's pointer
+changes, the bundle it names is loaded, sha256-checked and self-checked in the background
+(reload.py), then made current with one assignment. Each request is pinned to the models
 current when it arrived, so requests in flight finish on the old model, and model_version
 names the one that served it. A bad candidate leaves the old model serving and counts
-serve_model_load_failures_total{reason}. A pointer to another cell renames the model in the
-URLs.
+serve_model_load_failures_total{reason}. Other datasets' models are not touched.
 
 With --workers N (workers.py) each worker process has its own State, and readiness is 200
-only once all N have their model: each marks itself ready with a file in env SERVE_READY_DIR.
+only once all N have their models: each marks itself ready with a file in env
+SERVE_READY_DIR.
 
 SIGTERM: readiness turns 503 at once, new requests get 503 {"error": "shutting down"}
 (door.py), requests in flight finish (for at least --drain-seconds, at most
@@ -30,31 +30,25 @@ import uvicorn
 from deployment.server import ood
 from deployment.server.batcher import Batcher
 from deployment.server.budget import Budget
-from deployment.server.bundle import load_bundle
 from deployment.server.errors import ApiError, JSONResponse
 from deployment.server.feedback_store import FeedbackStore
 from deployment.server.options import Config
-from deployment.server.reload import (
-    CandidateError,
-    PointerWatcher,
-    load_candidate,
-    read_pointer,
-    self_check,
-)
+from deployment.server.reload import CandidateError
 from deployment.server.retention import Sweeper
+from deployment.server.served import READY_DIR, Models, Served
 from deployment.server.telemetry import Metrics
 
-READY_DIR = "SERVE_READY_DIR"  # --workers N > 1: a file per worker with a model (workers.py)
+__all__ = ["READY_DIR", "DrainingServer", "State"]
 
 
 class State:
-    """What the routes share: the served bundle (swapped on reload), the request budget, the
-    model threads (batcher), the feedback store, the metrics and the shutdown state. A request
-    uses the bundle current when it arrived (pinned), so a swap never changes the model under
-    a request in flight."""
+    """What the routes share: the served models (served.py: swapped on reload), the request
+    budget, the model threads (batcher), the feedback store, the metrics and the shutdown
+    state. A request uses the models current when it arrived (pinned), so a swap never
+    changes the model under a request in flight."""
 
     def __init__(self, config: Config) -> None:
-        self.config, self.bundle, self.store = config, None, None
+        self.config, self.store = config, None
         self.draining, self.in_flight, self.failed = False, 0, False
         self.metrics = Metrics(config.drift_window)
         self.budget = Budget(config.limits(), config.decode_slots)
@@ -64,31 +58,29 @@ class State:
             config.model_threads,
             self.metrics.batch_size.observe,
         )
-        self.watcher: PointerWatcher | None = None
+        self.models = Models(config, self._prepare, self._swapped)
+        self.models.on_change = self.reload
         self.sweeper: Sweeper | None = None
-        self._load_lock = threading.Lock()
+
+    @property
+    def served(self) -> Served:
+        """The models served now (door.py pins it to each request)."""
+        return self.models.served
 
     @property
     def ready(self) -> bool:
-        """A model is loaded and the server is not draining; with --workers N, in every
-        worker (a file each in SERVE_READY_DIR)."""
-        if self.bundle is None or self.draining:
-            return False
-        folder = os.environ.get(READY_DIR)
-        return not folder or len(os.listdir(folder)) >= self.config.workers
+        """Every model is loaded and the server is not draining (served.Models.ready)."""
+        return not self.draining and self.models.ready
 
-    def version(self) -> str | None:
-        return self.bundle.version if self.bundle else None
+    def version(self, served: Served | None = None) -> str | None:
+        """The model_version of an answer that names no model: the only model's."""
+        only = (served or self.served).only
+        return only.version if only else None
 
-    def model(self, bundle, name: str, version: str | None = None):
-        """The request's pinned `bundle` if it is `name` (and `version`); 404 otherwise, 503
-        before the first load."""
-        if bundle is None:
-            raise ApiError(503, "the model is not loaded yet", {"Retry-After": "1"})
-        if name != bundle.name or version not in (None, bundle.version):
-            wanted = name if version is None else f"{name} version {version}"
-            raise ApiError(404, f"unknown model {wanted!r}")
-        return bundle
+    def model(self, served: Served | None, name: str, version: str | None = None):
+        """The model a request names (and its version) among those pinned to it; 404
+        otherwise, 503 before the first load."""
+        return (served or Served()).find(name, version)
 
     def reply(self, data: dict, status: int = 200, bundle=None) -> JSONResponse:
         version = bundle.version if bundle else self.version()
@@ -107,11 +99,9 @@ class State:
         return results
 
     def load(self) -> None:
-        """Load, warm up and check the first bundle, then mark ready and start watching the
-        pointer; a failure logs and stops the server (exit status 1)."""
+        """Open the feedback store, then load, warm up and check the models and start
+        watching their pointers; a failure logs and stops the server (exit status 1)."""
         config = self.config
-        if config.pointer and config.watch_interval:  # before reading: no change is missed
-            self.watcher = PointerWatcher(config.pointer, config.watch_interval, self.reload)
         try:
             self.store = FeedbackStore(
                 config.feedback_dir,
@@ -123,72 +113,48 @@ class State:
                 review_flag_score=config.review_flag_score,
             )
             self.sweeper = Sweeper(self.store)  # purges now, then hourly
-            if config.bundle is not None:
-                started = time.perf_counter()
-                bundle = load_bundle(
-                    config.bundle, config.intra_op, config.inter_op, backend=config.backend
-                )
-                self._swap(bundle, self_check(bundle, None), started)
-            elif config.pointer.exists() or not self.watcher:
-                self._load_pointer()
-            else:  # no model yet: the watcher loads the pointer once it appears
-                print(f"serve: waiting for {config.pointer}", file=sys.stderr, flush=True)
+            self.models.start()
         except Exception as err:
             print(f"serve: cannot load: {err!r}", file=sys.stderr, flush=True)
             self.failed = True
             os.kill(os.getpid(), signal.SIGTERM)
-            return
-        if self.watcher:
-            self.watcher.start()
 
-    def reload(self) -> None:
-        """The pointer changed: load and check its bundle, then swap it in. A bad candidate
+    def reload(self, path: Path) -> None:
+        """A pointer changed: load and check its bundle, then swap it in. A bad candidate
         is counted (serve_model_load_failures_total) and the old model keeps serving."""
         try:
-            self._load_pointer()
+            self.models.reload(path)
         except Exception as err:  # never let the watcher thread die
             reason = err.reason if isinstance(err, CandidateError) else "load"
             self.metrics.load_failures.labels(reason).inc()
-            print(f"serve: kept {self.version()}: {reason}: {err}", file=sys.stderr, flush=True)
+            kept = self.served.models.get(path.parent.name)
+            which = kept.version if kept else "nothing"
+            print(f"serve: kept {which}: {reason}: {path}: {err}", file=sys.stderr, flush=True)
 
     def stop(self) -> None:
-        """Stop the pointer watcher, the retention sweeper and the model threads (the server
+        """Stop the pointer watchers, the retention sweeper and the model threads (the server
         is shutting down)."""
-        if self.watcher:
-            self.watcher.stop()
+        self.models.stop()
         if self.sweeper:
             self.sweeper.stop()
         self.batcher.close()
 
-    def _load_pointer(self) -> None:
-        with self._load_lock:
-            started = time.perf_counter()
-            pointer = read_pointer(self.config.pointer)
-            if self.bundle and pointer.sha256 and pointer.sha256[:12] == self.bundle.version:
-                print(f"serve: pointer changed, same model {self.bundle.version}", file=sys.stderr)
-                return  # only the pointer's metrics or paths changed
-            config = self.config
-            bundle, checked = load_candidate(
-                pointer, config.intra_op, config.inter_op, backend=config.backend
-            )
-            self._swap(bundle, checked, started)
-
-    def _swap(self, bundle, checked: str, started: float) -> None:
+    def _prepare(self, key: str, bundle) -> str:
+        """Before `bundle` serves as `key`: its drift window starts empty (no old model's
+        predictions in it) and decoding uses the server's pixel limit."""
         from PIL import Image as PILImage
 
         PILImage.MAX_IMAGE_PIXELS = self.config.max_pixels  # after the bundle's own value
-        drift = self.metrics.drift.reset(bundle)  # before the swap: no old predictions in it
-        old, self.bundle = self.bundle, bundle  # one assignment: requests see old or new
-        if old is None and (folder := os.environ.get(READY_DIR)):
-            Path(folder, str(os.getpid())).touch()  # this worker is ready (workers.py)
-        seconds = time.perf_counter() - started
+        return self.metrics.drift(key).reset(bundle)
+
+    def _swapped(self, key: str, old, bundle, seconds: float, checked: str, drift: str) -> None:
         self.metrics.load_seconds.set(seconds)
         self.metrics.swap_model(old, bundle)
         if old is not None:
             self.metrics.reloads.inc()
         where = f"from {bundle.path}; serving module {bundle.serving.__file__}"
         print(
-            f"serve: ready: {bundle.name} version {bundle.version} {where} "
+            f"serve: ready: {key}: {bundle.name} version {bundle.version} {where} "
             f"(backend {bundle.backend}; loaded and checked in {seconds:.2f} s: {checked}; "
             f"drift: {drift})",
             file=sys.stderr,

@@ -37,9 +37,10 @@ ALWAYS_ANSWERED = {"/v2/health/live", "/v2/health/ready", "/metrics"}  # door.py
 PARAMETER = re.compile(r"\{(\w+)\}")
 
 
-def schema(version: str, bundle=None) -> dict:
-    """The OpenAPI 3.1 document of OPERATIONS, for `bundle` (its name, version and labels)
-    when one is loaded."""
+def schema(version: str, served=None) -> dict:
+    """The OpenAPI 3.1 document of OPERATIONS, for the models served (served.Served: their
+    names and versions; the labels too when one model is served)."""
+    served = served if served is not None and served.models else None
     paths: dict = {}
     for (method, path), operation in OPERATIONS.items():
         operation = {**operation, "responses": dict(operation["responses"])}
@@ -50,12 +51,12 @@ def schema(version: str, bundle=None) -> dict:
             too_big = {"description": REASONS[413], "content": json_of(ERROR)}
             operation["responses"].setdefault("413", too_big)
         parameters = [
-            {"name": name, "in": "path", "required": True, "schema": _path_schema(name, bundle)}
+            {"name": name, "in": "path", "required": True, "schema": _path_schema(name, served)}
             for name in PARAMETER.findall(path)
         ]
         operation["parameters"] = parameters + operation.get("parameters", [])
-        if bundle is not None:
-            operation = _with_labels(operation, bundle.labels)
+        if served is not None:
+            operation = _with_models(operation, served)
         operation["operationId"] = (
             f"{method}_{re.sub(r'[^a-z0-9]+', '_', path.lower()).strip('_') or 'root'}"
         )
@@ -67,12 +68,24 @@ def schema(version: str, bundle=None) -> dict:
     }
 
 
-def _path_schema(name: str, bundle) -> dict:
+def _path_schema(name: str, served) -> dict:
     if name == "request_id":
         return REQUEST_ID  # what /predict returned; anything else is 400
-    if bundle is not None:  # the served model: any other name or version is 404
-        return {"type": "string", "enum": [bundle.name if name == "name" else bundle.version]}
+    if served is not None:  # the served models: any other name or version is 404
+        values = served.names if name == "name" else {b.version for b in served.models.values()}
+        return {"type": "string", "enum": sorted(values)}
     return {"type": "string", "pattern": "^[^/:]+$"}
+
+
+def _with_models(operation: dict, served) -> dict:
+    """The operation with the served names as the enum of ?model and, when one model is
+    served, its labels as the enum of true_label and ?label."""
+    names = {"type": "string", "enum": sorted(served.names)}
+    parameters = [
+        {**p, "schema": names} if p["name"] == "model" else p for p in operation["parameters"]
+    ]
+    operation = {**operation, "parameters": parameters}
+    return _with_labels(operation, served.only.labels) if served.only else operation
 
 
 def _with_labels(operation: dict, labels: list[str]) -> dict:
@@ -110,15 +123,15 @@ def _asset(name: str) -> bytes:
 def add_routes(app: FastAPI, state) -> None:
     """GET /openapi.json from OPERATIONS for the model being served, and GET /docs: Swagger
     UI from local files."""
-    documents: dict[str | None, bytes] = {}
+    documents: dict[tuple, bytes] = {}
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request):
-        bundle = state.bundle
-        key = bundle.version if bundle is not None else None
+        served = state.served
+        key = tuple(sorted((n, b.version) for n, b in served.models.items()))
         if key not in documents:
-            documents.clear()  # the served version's only
-            documents[key] = dumps(schema(app.version, bundle))
+            documents.clear()  # the served versions' only
+            documents[key] = dumps(schema(app.version, served))
         return Response(documents[key], media_type="application/json")
 
     @app.get("/docs", include_in_schema=False)

@@ -1,5 +1,5 @@
-"""The server's command line: its flags, and the Config they make, as JSON for the worker
-processes of --workers N (deployment/server/workers.py).
+"""The server's command line: its flags, and the Config they make (workers.py hands it to
+the worker processes of --workers N as JSON).
 
 params.yaml's `serve` section, when the working directory has one, sets the defaults of the
 flags it names (store_uploads, retention_days, ...: a flag's name with _ for -); a flag given
@@ -7,10 +7,9 @@ on the command line wins. A container without params.yaml gets Config's defaults
 """
 
 import argparse
-import json
 import os
 import sys
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -25,8 +24,9 @@ from deployment.server.cpus import cores
 class Config:
     """One server process's settings: the flags, resolved (`config`)."""
 
-    bundle: Path | None  # serve this bundle as is; None: the one `pointer` names
-    pointer: Path | None = None  # the production pointer (deployment/production.json)
+    bundle: Path | None  # serve this bundle as is; None: the production pointers' models
+    pointers: list[Path] = field(default_factory=list)  # these pointers only; []: deployment's
+    deployment: Path | None = None  # serve every deployment/<dataset>/production.json here
     watch_interval: float | None = None  # seconds between pointer polls; None: no reload
     feedback_dir: Path = Path("datasets/raw/feedback")  # a seed-format dataset (feedback.py)
     max_body_bytes: int = Limits.max_body_bytes  # the request budget: budget.py
@@ -63,10 +63,7 @@ NO_MODEL = (
     "(it trains, gates and promotes a model), or serve a bundle with --bundle PATH "
     "(for example models/runs/digits-cnn-base/bundle after `dvc repro`).{then}"
 )
-WAITING = (
-    " Serving meanwhile: /v2/health/live is 200, readiness 503 until the pointer appears, "
-    "then its model is loaded as it would be on a hot reload."
-)
+WAITING = " Serving meanwhile: /v2/health/live is 200, readiness 503 until a pointer appears."
 
 
 def _positive(text: str) -> int:
@@ -87,7 +84,18 @@ FLAGS = {
         "this process may use",
     ),
     "--bundle": dict(type=Path, help="serve this bundle (no pointer, no reload)"),
-    "--pointer": dict(type=Path, default=pointer.PATH, help="the production pointer"),
+    "--deployment": dict(
+        type=Path,
+        default=pointer.DEPLOYMENT,
+        help="serve every dataset's production model: each <dir>/<dataset>/production.json, "
+        "by the dataset's name; one that appears later is served too",
+    ),
+    "--pointer": dict(
+        type=Path,
+        action="append",
+        help="serve only this production pointer (repeat for several) instead of every "
+        "one under --deployment",
+    ),
     "--watch-pointer": dict(
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -216,8 +224,7 @@ FLAGS = {
     ),
 }
 PARAMS = Path("params.yaml")  # its `serve` section: defaults of the flags
-DERIVED = ("bundle", "pointer", "watch_interval", "model_threads")  # worked out by `config`
-PATHS = ("bundle", "pointer", "feedback_dir")  # Config's Path fields: strings in JSON
+DERIVED = ("bundle", "pointers", "deployment", "watch_interval", "model_threads")  # by `config`
 
 
 def parse(argv: list[str] | None = None, doc: str = "") -> argparse.Namespace:
@@ -230,16 +237,21 @@ def parse(argv: list[str] | None = None, doc: str = "") -> argparse.Namespace:
         parser.add_argument(flag, **options)
     serve_params(parser)
     args = parser.parse_args(argv)
-    if args.bundle is None and not args.pointer.exists():
+    found = args.pointer or pointer.every(args.deployment)
+    if args.bundle is None and not any(p.exists() for p in found):
         waiting = args.watch_pointer and not args.require_model
         then = WAITING if waiting else ""
-        print(NO_MODEL.format(pointer=args.pointer, then=then), file=sys.stderr)
+        where = ", ".join(map(str, args.pointer or [args.deployment / pointer.PATTERN]))
+        print(NO_MODEL.format(pointer=where, then=then), file=sys.stderr)
         if not waiting:
             sys.exit(2)
         return args
-    bundle = args.bundle or pointer.read(args.pointer).bundle
-    if not (bundle / "model.keras").is_file():
-        parser.error(f"{bundle} is not a bundle (no model.keras)")
+    bundles = (
+        [args.bundle] if args.bundle else [pointer.read(p).bundle for p in found if p.exists()]
+    )
+    for bundle in bundles:
+        if not (bundle / "model.keras").is_file():
+            parser.error(f"{bundle} is not a bundle (no model.keras)")
     return args
 
 
@@ -278,19 +290,9 @@ def config(args: argparse.Namespace) -> Config:
     threads = args.model_threads or max(1, cores() // args.workers)
     return Config(
         bundle=args.bundle,
-        pointer=None if args.bundle else args.pointer,
+        pointers=[] if args.bundle else list(args.pointer or []),
+        deployment=None if args.bundle or args.pointer else args.deployment,
         watch_interval=args.watch_interval if args.watch_pointer and not args.bundle else None,
         model_threads=threads,
         **{f.name: getattr(args, f.name) for f in fields(Config) if f.name not in DERIVED},
     )
-
-
-def to_json(config: Config) -> str:
-    """`config` as JSON text, how --workers hands it to each worker process (no pickle)."""
-    return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in asdict(config).items()})
-
-
-def from_json(text: str) -> Config:
-    """The Config `to_json` wrote."""
-    data = json.loads(text)
-    return Config(**{k: Path(v) if k in PATHS and v is not None else v for k, v in data.items()})

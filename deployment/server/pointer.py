@@ -1,15 +1,36 @@
-"""The production pointer, deployment/production.json: which bundle is in production.
+"""The production pointers, deployment/<dataset>/production.json: which bundle is in
+production for each dataset.
 
-The release stages write it (deployment/release/production.py); the server reads it here at
-start and on every change (reload.py). Paths in it are relative to the repo root, the
-parent of the pointer's folder.
+The release stages write them (deployment/release/production.py); the server reads them here
+at start and on every change (reload.py). Paths in a pointer are relative to the repo root,
+the folder that holds deployment/.
 """
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-PATH = Path("deployment/production.json")
+DEPLOYMENT = Path("deployment")
+PATTERN = "*/production.json"  # under DEPLOYMENT: one pointer per dataset
+
+
+def of(dataset: str, deployment: Path = DEPLOYMENT) -> Path:
+    """The production pointer of `dataset`."""
+    return Path(deployment) / dataset / "production.json"
+
+
+def every(deployment: Path = DEPLOYMENT) -> list[Path]:
+    """Every dataset's production pointer under `deployment`, by dataset name."""
+    return sorted(Path(deployment).glob(PATTERN))
+
+
+def _root(path: Path) -> Path:
+    """The repo root of a pointer: the folder that holds its deployment/ folder."""
+    resolved = path.resolve()
+    for parent in resolved.parents:
+        if parent.name == DEPLOYMENT.name:
+            return parent.parent
+    return resolved.parents[1]
 
 
 class PointerError(ValueError):
@@ -25,7 +46,7 @@ class Pointer:
     data: dict = field(repr=False)  # the whole pointer (history, rejected, metrics, ...)
 
 
-def read(path: Path = PATH) -> Pointer | None:
+def read(path: Path) -> Pointer | None:
     """The pointer at `path`; None when there is none yet.
 
     Raises:
@@ -40,7 +61,7 @@ def read(path: Path = PATH) -> Pointer | None:
         raise PointerError(f"{path}: not a production pointer: {err!r}") from None
     if not isinstance(data, dict) or not isinstance(data.get("bundle"), str):
         raise PointerError(f'{path}: not a production pointer: no "bundle"')
-    root = path.resolve().parents[1]
+    root = _root(path)
     samples = data.get("eval_samples")
     return Pointer(
         path=path,

@@ -79,10 +79,11 @@ class _ModelName(StringConvertor):
 register_url_convertor("model", _ModelName())
 
 
-def v2_metadata(bundle) -> dict:
-    """The v2 model metadata: name, versions, platform, inputs and outputs (oip.py)."""
+def v2_metadata(bundle, name: str) -> dict:
+    """The v2 model metadata: name, versions, platform, inputs and outputs (oip.py); the
+    cell it is and the labels in `parameters`."""
     return {
-        "name": bundle.name,
+        "name": name,
         "versions": [bundle.version],
         "platform": PLATFORMS.get(bundle.backend, bundle.backend),
         "inputs": [
@@ -90,7 +91,7 @@ def v2_metadata(bundle) -> dict:
             {"name": "pixels", "datatype": "UINT8", "shape": [-1, -1, -1, bundle.channels]},
         ],
         "outputs": [{"name": oip.OUTPUT, "datatype": "FP32", "shape": [-1, len(bundle.labels)]}],
-        "parameters": {"labels": bundle.labels},
+        "parameters": {"labels": bundle.labels, "cell": bundle.name, "dataset": bundle.dataset},
     }
 
 
@@ -111,21 +112,21 @@ def _routes_v2(app: FastAPI, state: State) -> None:
 
     @app.post("/v2/repository/index")
     async def repository_index(request: Request):
-        bundle = pinned(request)
-        models = [{"name": bundle.name, "version": bundle.version}] if bundle else []
+        served = pinned(request).models
+        models = [{"name": k, "version": b.version, "cell": b.name} for k, b in served.items()]
         return JSONResponse([{**m, "state": "READY"} for m in models])
 
     @app.get("/v2/models/{name:model}")
     @app.get("/v2/models/{name:model}/versions/{version:model}")
     async def model_metadata(request: Request, name: str, version: str | None = None):
         bundle = state.model(pinned(request), name, version)
-        return state.reply(v2_metadata(bundle), bundle=bundle)
+        return state.reply(v2_metadata(bundle, name), bundle=bundle)
 
     @app.get("/v2/models/{name:model}/ready")
     @app.get("/v2/models/{name:model}/versions/{version:model}/ready")
     async def model_ready(request: Request, name: str, version: str | None = None):
         bundle = state.model(pinned(request), name, version)
-        return state.reply({"name": bundle.name, "ready": True}, bundle=bundle)
+        return state.reply({"name": name, "ready": True}, bundle=bundle)
 
 
 def _routes_v1(app: FastAPI, state: State) -> None:
@@ -164,7 +165,8 @@ def _error_handlers(app: FastAPI, state: State) -> None:
     bundle; 405 names the methods the path takes (Allow)."""
 
     def reply(request: Request, err: ApiError):
-        response = state.reply({"error": err.message}, err.status, pinned(request))
+        served = pinned(request)
+        response = state.reply({"error": err.message}, err.status, served and served.only)
         response.headers.update(err.headers)
         return response
 

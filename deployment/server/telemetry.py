@@ -5,13 +5,13 @@ Metrics (GET /metrics):
     serve_request_seconds{route}                 latency histogram
     serve_model_info{name,version}               1 for the loaded model
     serve_prediction_confidence                  histogram of the top score
-    serve_predicted_class_total{label}           predictions by top-1 class
+    serve_predicted_class_total{model,label}     predictions by served model and top-1 class
     serve_batch_size                             images per model call (batcher.py)
     serve_model_reloads_total, serve_model_load_failures_total{reason},
     serve_model_load_seconds                     hot reload (deployment/server/lifecycle.py)
     serve_drift_window_predictions, serve_drift_psi, serve_confidence_psi,
-    serve_confidence_shift                       the last --drift-window predictions against
-                                                 bundle/reference.json (deployment/server/drift.py)
+    serve_confidence_shift{model}                each model's last --drift-window predictions
+                                                 against its bundle/reference.json (drift.py)
     serve_ood_score                              histogram of each image's out-of-distribution
                                                  score (deployment/server/ood.py; bundles with
                                                  input_stats.json)
@@ -85,7 +85,7 @@ class Metrics:
             registry=r,
         )
         self.predicted = Counter(
-            "serve_predicted_class", "Predictions by top-1 class", ["label"], registry=r
+            "serve_predicted_class", "Predictions by top-1 class", ["model", "label"], registry=r
         )
         self.batch_size = Histogram(
             "serve_batch_size", "Images per micro-batch", buckets=BATCH_BUCKETS, registry=r
@@ -99,17 +99,16 @@ class Metrics:
         self.ood_refused = Counter(
             "serve_ood_refused", "Requests refused as out of distribution", registry=r
         )
-        self._predicted: dict = {}  # label -> its serve_predicted_class child
+        self._predicted: dict = {}  # (model, label) -> its serve_predicted_class child
         self._request_children: dict = {}  # (route, method, status) -> (counter, histogram)
-        self.drift = DriftWindow(drift_window)
-        r.register(DriftCollector(self.drift))
+        self.drift_window = drift_window
+        self.drifts: dict[str, DriftWindow] = {}  # served model name -> its window
+        r.register(DriftCollector(self.drifts))
         self.reloads = Counter("serve_model_reloads", "Bundles swapped in", registry=r)
         self.load_failures = Counter(
             "serve_model_load_failures",
             "Candidate bundles refused, the old model kept serving",
-            [
-                "reason"
-            ],  # pointer | missing | sha256 | load | self_check (deployment/server/reload.py)
+            ["reason"],  # pointer | missing | sha256 | load | self_check (reload.py)
             registry=r,
         )
         self.load_seconds = Gauge(
@@ -126,7 +125,7 @@ class Metrics:
             return generate_latest(self.registry)
         registry = CollectorRegistry()
         MultiProcessCollector(registry)
-        registry.register(DriftCollector(self.drift))
+        registry.register(DriftCollector(self.drifts))
         return generate_latest(registry)
 
     def swap_model(self, old, new) -> None:
@@ -139,18 +138,25 @@ class Metrics:
         if not os.environ.get(MULTIPROCESS_DIR):
             self.model.remove(old.name, old.version)
 
+    def drift(self, model: str) -> DriftWindow:
+        """The drift window of the served model `model` (made on its first use)."""
+        if (window := self.drifts.get(model)) is None:
+            window = self.drifts[model] = DriftWindow(self.drift_window)
+        return window
+
     def observe_predictions(self, probs: np.ndarray, bundle) -> None:
         """Count the top-1 class and its confidence for each row of probs [N, K] from
-        `bundle`, and add them to the drift window."""
+        `bundle` (served as bundle.served_as), and add them to its drift window."""
         classes, scores = probs.argmax(axis=1).tolist(), probs.max(axis=1).tolist()
+        model = bundle.served_as or bundle.name
         children = self._predicted  # labels() takes a lock and builds a key: once per label
         for cls, score in zip(classes, scores, strict=True):
             self.confidence.observe(score)
-            label = bundle.labels[cls]
-            if (child := children.get(label)) is None:
-                child = children[label] = self.predicted.labels(label)
+            key = (model, bundle.labels[cls])
+            if (child := children.get(key)) is None:
+                child = children[key] = self.predicted.labels(*key)
             child.inc()
-        self.drift.observe_top(bundle, classes, scores)
+        self.drift(model).observe_top(bundle, classes, scores)
 
     def count_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """serve_requests_total and serve_request_seconds for one answer (the hot path's:

@@ -2,7 +2,7 @@
 
 The parent binds host:port, makes a fresh folder for the workers, and starts N copies of
 `python -m deployment.server.serve` with env SERVE_WORKER set: the listening socket's fd
-(inherited), the parent's pid and the server's Config as JSON (options.to_json; nothing is
+(inherited), the parent's pid and the server's Config as JSON (to_json; nothing is
 pickled). Each then runs the one-process server on that socket (serve.main reads
 `worker_spec`), so it loads the bundle, watches the pointer and hot-reloads on its own, and drains
 on SIGTERM as one server does; the kernel gives each new connection to the worker that accepts
@@ -34,13 +34,13 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from prometheus_client import multiprocess
 
-from deployment.server import options
-from deployment.server.lifecycle import READY_DIR
 from deployment.server.options import Config
+from deployment.server.served import READY_DIR
 from deployment.server.telemetry import MULTIPROCESS_DIR
 
 WORKER_ENV = "SERVE_WORKER"  # {"fd", "parent", "config"} for a worker, as JSON
@@ -64,7 +64,7 @@ def supervise(config: Config, host: str, port: int, workers: int) -> int:
     folder = Path(tempfile.mkdtemp(prefix="serve-workers-"))
     (folder / "metrics").mkdir()
     (folder / "ready").mkdir()
-    spec = {"fd": listener.fileno(), "parent": os.getpid(), "config": options.to_json(config)}
+    spec = {"fd": listener.fileno(), "parent": os.getpid(), "config": to_json(config)}
     env = {**os.environ, WORKER_ENV: json.dumps(spec)}
     env |= {MULTIPROCESS_DIR: str(folder / "metrics"), READY_DIR: str(folder / "ready")}
     pool = _Pool(env, listener.fileno(), folder)
@@ -149,6 +149,23 @@ def _exit_with(parent: int) -> None:
     threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
+PATHS = ("bundle", "deployment", "feedback_dir")  # Config's Path fields: strings in JSON
+
+
+def to_json(config: Config) -> str:
+    """`config` as JSON text, how --workers hands it to each worker process (no pickle)."""
+    data = asdict(config)
+    data["pointers"] = [str(p) for p in config.pointers]
+    return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in data.items()})
+
+
+def from_json(text: str) -> Config:
+    """The Config `to_json` wrote."""
+    data = json.loads(text)
+    data["pointers"] = [Path(p) for p in data.get("pointers", [])]
+    return Config(**{k: Path(v) if k in PATHS and v is not None else v for k, v in data.items()})
+
+
 def worker_spec() -> tuple[Config, socket.socket] | None:
     """In a worker process (env SERVE_WORKER): its Config and the inherited listening socket,
     with a watch that drains it once the parent is gone; None in any other process."""
@@ -157,4 +174,4 @@ def worker_spec() -> tuple[Config, socket.socket] | None:
         return None
     spec = json.loads(text)
     _exit_with(spec["parent"])
-    return options.from_json(spec["config"]), socket.socket(fileno=spec["fd"])
+    return from_json(spec["config"]), socket.socket(fileno=spec["fd"])

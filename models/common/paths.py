@@ -12,7 +12,6 @@ SHARDS = Path("datasets/shards")
 RUNS = Path("models/runs")  # models/runs/<cell>/{train,eval,bundle}/ and logs/ (untracked)
 METRICS = Path("models/metrics")  # models/metrics/<cell>.json: the headline (dvc metrics)
 PLOTS = Path("models/plots")  # models/plots/<kind>/<cell>.<ext>  (top-level plots in dvc.yaml)
-POINTER = Path("deployment/production.json")
 
 
 @dataclass(frozen=True)
