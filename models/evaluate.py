@@ -7,8 +7,8 @@ model in bounded memory: confusion counts, a heap of the worst mistakes, top-k p
 written as they come. Test scores (accuracy, F1, AP) are the model's; the temperature
 changes no argmax, nor which side of 0.5 a multi-label score is on.
 Reads models/runs/<cell>/train/. Writes the headline models/metrics/<cell>.json, a DVC metric
-kept in git: {"<cell>": {accuracy, f1_macro, ece (the model's expected calibration error),
-size_mb (model.keras)}}; the plots
+kept in git: {accuracy, f1_macro, ece (the model's expected calibration error), size_mb
+(model.keras)}; the plots
 models/plots/{confusion,per_class,calibration,calibrated}/<cell>.json (calibration: the
 model's reliability diagram, common/calibration.py; calibrated: the served scores') and
 {failures,curves}/<cell>.png (each mistake beside its heat map, Grad-CAM or integrated
@@ -154,17 +154,14 @@ def samples_with_probs(samples: dict, sampled: dict, categories: list[str]) -> d
     return {"categories": categories, **samples, "images": images}
 
 
-def headline(cell: Cell, scores: dict, size_mb: float) -> dict:
-    """models/metrics/<cell>.json: what `dvc exp show` and `dvc metrics diff` compare. Its
-    keys start with the cell's name, so no two files share one and DVC shows them without
-    the file's path (README "Driving it with DVC")."""
+def headline(scores: dict, size_mb: float) -> dict:
+    """models/metrics/<cell>.json: what `dvc metrics show` and `dvc metrics diff` compare,
+    the same four keys in every cell's file (one row each in `dvc metrics show`)."""
     return {
-        cell.name: {
-            "accuracy": round(scores["accuracy"], 4),
-            "f1_macro": round(scores["f1_macro"], 4),
-            "ece": round(scores["ece"], 4),
-            "size_mb": round(size_mb, 3),
-        }
+        "accuracy": round(scores["accuracy"], 4),
+        "f1_macro": round(scores["f1_macro"], 4),
+        "ece": round(scores["ece"], 4),
+        "size_mb": round(size_mb, 3),
     }
 
 
@@ -240,7 +237,7 @@ def main() -> None:
         write_json(out_dir / "metrics.json", record)
     timing = {k: round(v, 4) for k, v in result["profile"].items()}
     write_json(cell.logs / "profile.json", timing)
-    write_json(cell.metrics, headline(cell, scores, size_mb))
+    write_json(cell.metrics, headline(scores, size_mb))
     write_plots(cell, result, summary["history"])
     print(
         f"evaluate: {cell.name}: accuracy {scores['accuracy']:.4f}, "

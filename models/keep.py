@@ -13,6 +13,7 @@ itself) to publish the kept model's data.
 import argparse
 import json
 import subprocess
+from pathlib import Path
 
 from data_processing.core import cli
 from data_processing.core.errors import CommandError, DataError, exit_on_error
@@ -25,11 +26,9 @@ HEADLINES = "models/metrics/"  # evaluate's per-cell headline files
 def best_scores(data: dict) -> tuple[str, dict]:
     """Return (cell, headline) with the highest macro F1 in one experiment's metrics."""
     found = [
-        (cell, values)
+        (Path(path).stem, m["data"])
         for path, m in (data.get("metrics") or {}).items()
-        if path.startswith(HEADLINES)  # each cell's; not a dataset's best.json
-        for cell, values in (m.get("data") or {}).items()
-        if isinstance(values, dict) and "f1_macro" in values
+        if path.startswith(HEADLINES) and "f1_macro" in (m.get("data") or {})  # not best.json
     ]
     if not found:
         raise DataError("dvc exp show", "an experiment with test metrics", found="none")

@@ -49,7 +49,7 @@ def rows(dataset: str, pointer: dict | None = None) -> list[dict]:
     names = [f"{dataset}-{m}-{h}" for m in grid.get("models", {}) for h in grid.get("hparams", {})]
     found = []
     for name in (n for n in names if (METRICS / f"{n}.json").is_file()):
-        headline = _read(METRICS / f"{name}.json").get(name, {})
+        headline = _read(METRICS / f"{name}.json")
         details = _read(RUNS / name / "eval" / "metrics.json")
         timing = _read(RUNS / name / "logs" / "profile.json")  # this machine's, if it ran here
         found.append(

@@ -87,7 +87,7 @@ def test_the_leaderboard_marks_the_promoted_cell_and_warns(tmp_path, monkeypatch
     }
     for name, scores in cells.items():  # evaluate's files: headline, details, the timing log
         headline = {k: scores[k] for k in ("accuracy", "f1_macro")} | {"ece": 0.01, "size_mb": 0.3}
-        (tmp_path / f"models/metrics/{name}.json").write_text(json.dumps({name: headline}))
+        (tmp_path / f"models/metrics/{name}.json").write_text(json.dumps(headline))
         run = tmp_path / "models/runs" / name
         (run / "eval").mkdir(parents=True)
         (run / "eval/metrics.json").write_text(json.dumps({"test": scores}))

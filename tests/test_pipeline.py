@@ -179,7 +179,8 @@ def test_experiment_shows_in_table_and_plots_diff(repo: Path) -> None:
     sh("dvc", "exp", "run", "-n", "short", "-S", "hparams.quick.epochs=2", cwd=repo)
     table = sh("dvc", "exp", "show", "--csv", cwd=repo)
     header, *rows = table.strip().splitlines()
-    assert "tiny-mlp-quick.f1_macro" in header and "hparams.quick.epochs" in header
+    assert "models/metrics/tiny-mlp-quick.json:f1_macro" in header
+    assert "tiny.f1_macro" in header and "hparams.quick.epochs" in header
     assert any(row.startswith("short,") or ",short," in row for row in rows), table
     diff = json.loads(
         sh("dvc", "plots", "diff", "HEAD", "short", "--json", cwd=repo, stdout_only=True)

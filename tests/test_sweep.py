@@ -57,7 +57,7 @@ def test_plan_rejects_unknown_names() -> None:
 
 
 def test_leaderboard_reads_dvc_records() -> None:
-    metrics = {"d-m-h": {"f1_macro": 0.9, "accuracy": 0.91, "ece": 0.02, "size_mb": 0.1}}
+    metrics = {"f1_macro": 0.9, "accuracy": 0.91, "ece": 0.02, "size_mb": 0.1}
     show = [
         {"rev": "workspace", "experiments": None},
         {
@@ -112,12 +112,12 @@ def check_sweep(repo: Path, out: str, expected: list[str]) -> None:
     assert [r[1] for r in rows] == sorted(
         expected,
         key=lambda n: (
-            -ran[n]["metrics"][f"models/metrics/{n}.json"]["data"][n]["f1_macro"],
+            -ran[n]["metrics"][f"models/metrics/{n}.json"]["data"]["f1_macro"],
             n,
         ),
     )
     for name, f1 in ((r[1], float(r[2])) for r in rows):
-        test = ran[name]["metrics"][f"models/metrics/{name}.json"]["data"][name]
+        test = ran[name]["metrics"][f"models/metrics/{name}.json"]["data"]
         assert abs(f1 - test["f1_macro"]) < 1e-3
     assert (repo / "models" / "leaderboard.png").stat().st_size > 0
     diff = json.loads(sh("dvc", "plots", "diff", *expected, "--json", cwd=repo, stdout_only=True))[

@@ -9,9 +9,9 @@ model.onnx on onnxruntime) it must:
   - report labels in the order of labels.json (and of the evaluate stage);
   - accept any size and mode (L, RGB, RGBA) and return a probability vector;
   - load no project module from outside code/.
-It reads only the production folder, never datasets/. Writes the result as a metric,
-{dataset: {"deploy_test": {model, passed, tf: {...}, onnx: {...}}}} (keyed by the dataset, so
-two datasets' files never share a key in `dvc exp show`); exits non-zero when it fails.
+It reads only the production folder, never datasets/. Writes the result (kept in git, not a
+metric: a check, not a score), {dataset: {"deploy_test": {model, passed, tf: {...}, onnx:
+{...}}}}; exits non-zero when it fails.
 
 Run: python -m deployment.release.deploy_test deployment/digits/production.json \
         deployment/digits/deploy_test.json

@@ -34,7 +34,7 @@ def collect(cells: dict[str, Cell], show: list[dict] | None = None) -> list[dict
         metrics = (data.get("metrics") or {}).get((METRICS / f"{cell.name}.json").as_posix())
         if not metrics or "data" not in metrics:
             continue
-        m = metrics["data"].get(cell.name) or {}
+        m = metrics["data"]
         if "f1_macro" not in m:
             continue
         headline = {key: m.get(key) for key in HEADLINE}

@@ -42,7 +42,7 @@ class Cell:
 
     @property
     def metrics(self) -> Path:
-        """The headline: {cell: {accuracy, f1_macro, ece, size_mb}}, a DVC metric in git."""
+        """The headline: {accuracy, f1_macro, ece, size_mb}, a DVC metric in git."""
         return METRICS / f"{self.name}.json"
 
     @property
