@@ -13,7 +13,6 @@ import hashlib
 import multiprocessing
 import os
 import statistics
-import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,9 +22,9 @@ import imagehash
 import numpy as np
 from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
-from tqdm import tqdm
 
 from data_processing import schema
+from data_processing.core import progress
 from data_processing.core.errors import DataError
 from data_processing.images import decode, is_image, read_header
 
@@ -98,7 +97,7 @@ def decode_all(paths: Sequence[str], processes: int | None = None) -> Iterator[D
     if processes is None:
         many = len(paths) >= MIN_PARALLEL
         processes = len(os.sched_getaffinity(0)) if many else 1
-    bar = tqdm(total=len(paths), desc="validate", unit="img", mininterval=2, file=sys.stderr)
+    bar = progress.bar(len(paths), "validate")
     with bar:
         if processes < 2:
             for path in paths:

@@ -21,7 +21,6 @@ processes from MIN_PARALLEL images on, with a progress bar on stderr.
 import contextlib
 import multiprocessing
 import os
-import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -29,9 +28,9 @@ from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import Field
-from tqdm import tqdm
 
 from data_processing import schema
+from data_processing.core import progress
 from data_processing.core.params import Params
 from data_processing.images import load
 
@@ -131,7 +130,7 @@ def load_pixels(raw_dir: Path, files: list[str], params: LabelAuditParams) -> np
     else:
         pool = contextlib.nullcontext()
         _init(str(raw_dir), size, channels)
-    bar = tqdm(total=len(files), desc="label audit", unit="img", mininterval=2, file=sys.stderr)
+    bar = progress.bar(len(files), "label audit")
     with pool, bar:
         results = pool.imap(_pixels, chunks) if parallel else map(_pixels, chunks)
         for k, data in enumerate(results):
@@ -263,7 +262,7 @@ def audit(raw_dir: Path, train: schema.Dataset, params: LabelAuditParams, seed: 
         return found
     pixels = load_pixels(raw_dir, [train.images[r].file_name for r in rows.tolist()], params)
     found["folds"] = folds = _folds(y, params, found["notes"])
-    print(f"label audit: {folds}-fold {params.model} on {len(rows)} images", file=sys.stderr)
+    progress.say(f"label audit: {folds}-fold {params.model} on {len(rows)} images")
     probs = out_of_fold(pixels, y, folds, params, seed)
     found["audited"] = len(rows)
     found["accuracy"], found["kappa"] = _agreement(y, probs)

@@ -9,7 +9,6 @@ coordinates are floats rounded to 1e-6 pixel (`COORD_DECIMALS`), so a box read f
 normalized floats and the same box read from COCO integers serialize byte for byte alike.
 """
 
-import sys
 from array import array
 from collections import Counter
 from collections.abc import Iterable
@@ -69,11 +68,13 @@ class RecordTable:
         """`records` collected into a table (a table is returned as it is)."""
         if isinstance(records, RecordTable):
             return records
-        from tqdm import tqdm
+        from data_processing.core import progress
 
         table = cls()  # a counter, not a bar: importers stream, so the total is unknown
-        for record in tqdm(records, desc="read", unit="img", mininterval=2, file=sys.stderr):
-            table.append(record)
+        with progress.bar(None, "read") as bar:
+            for record in records:
+                table.append(record)
+                bar.update()
         return table
 
     def __len__(self) -> int:

@@ -23,17 +23,15 @@ Run: python -m data_processing.shard datasets/raw/digits datasets/normalized/dig
 import base64
 import os
 import random
-import sys
 from collections.abc import Iterator
 from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
 from pydantic import Field
-from tqdm import tqdm
 
 from data_processing import schema
-from data_processing.core import cli
+from data_processing.core import cli, progress
 from data_processing.core.errors import DataError, exit_on_error
 from data_processing.core.io import staged_dir, write_json, write_text
 from data_processing.core.params import BaseParams, Params, load_params, read_params
@@ -118,7 +116,7 @@ def _raise_first(chunk: list[tuple[bool, object]]) -> None:
 
 def _results(pool, fn, items: list, desc: str) -> Iterator:
     """fn's results for every item, in order, with a progress bar; raise the first error."""
-    with tqdm(total=len(items), desc=desc, unit="img", mininterval=2, file=sys.stderr) as bar:
+    with progress.bar(len(items), desc) as bar:
         for chunk in pool.imap(fn, _chunks(items)):
             _raise_first(chunk)
             bar.update(len(chunk))
@@ -139,7 +137,7 @@ def write_split(pool, split: str, dataset: schema.Dataset, out: Path, layout: di
     n_shards = max(1, int(-(-len(names) * layout["record_bytes"] // (layout["shard_mb"] * 2**20))))
     bounds = [len(names) * i // n_shards for i in range(n_shards + 1)]
     size, channels, shards = layout["record_bytes"], layout["channels"], []
-    bar = tqdm(total=len(names), desc=f"shard {split}", unit="img", mininterval=2, file=sys.stderr)
+    bar = progress.bar(len(names), f"shard {split}")
     for s in range(n_shards):  # one shard's tasks at a time: Pool.imap queues all it is given
         file = f"{split}-{s:05d}-of-{n_shards:05d}.rec"
         count = bounds[s + 1] - bounds[s]

@@ -37,6 +37,8 @@ from data_processing.core import cli
 from data_processing.core.errors import DataError, exit_on_error
 from data_processing.core.params import BaseParams, Params, load_params
 
+SHOWN_WARNINGS = 3  # in the summary line's wake; validate.md has them all
+
 
 class ValidateParams(Params):
     max_imbalance: float = 10.0  # warn when the largest class has this many times the smallest
@@ -154,7 +156,12 @@ def main() -> None:
     report.write_report(out_dir, found, pictures, {"label_audit.json": issues})
     if plot is not None:
         write_plot(raw_dir, found, plot)
-    print(f"validate: {raw_dir.name}: 0 errors, {len(found['warnings'])} warning(s) -> {out_dir}")
+    warnings = found["warnings"]
+    print(f"validate: {raw_dir.name}: 0 errors, {len(warnings)} warning(s) -> {out_dir}")
+    for warning in warnings[:SHOWN_WARNINGS]:
+        print(f"  warning: {warning}")
+    if len(warnings) > SHOWN_WARNINGS:
+        print(f"  ... {len(warnings) - SHOWN_WARNINGS} more in {out_dir / 'validate.md'}")
 
 
 if __name__ == "__main__":

@@ -33,9 +33,8 @@ import json
 import sys
 
 import numpy as np
-from tqdm import tqdm
 
-from data_processing.core import cli
+from data_processing.core import cli, progress
 from data_processing.core.errors import exit_on_error
 from data_processing.core.io import staged_dir, write_json
 from data_processing.core.params import BaseParams, Params, load_params
@@ -112,7 +111,7 @@ def evaluate(model, shards: Shards, samples: dict, params: EvaluateParams, out, 
     sampled, first = {}, None
     full = len(files) * len(names) <= FULL_PROBS_LIMIT
     labels = shards.labels("test")
-    bar = tqdm(total=len(files), desc="evaluate", unit="img", mininterval=2, file=sys.stderr)
+    bar = progress.bar(len(files), "evaluate")
     for index, images, _ in shards.dataset("test", BATCH, with_index=True):
         index, images = index.numpy(), images.numpy()
         first = images if first is None else first

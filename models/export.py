@@ -30,7 +30,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from data_processing.core import cli
+from data_processing.core import cli, progress
 from data_processing.core.errors import exit_on_error
 from data_processing.core.io import staged_dir, write_json, write_text
 from data_processing.core.params import BaseParams, load_params, parse_params, read_params
@@ -134,7 +134,7 @@ def export(cell: Cell, out_dir: Path, seed: int) -> None:
     import keras
 
     def step(what: str) -> None:  # export takes a while: say where it is
-        print(f"export: {cell.name}: {what}", file=sys.stderr, flush=True)
+        progress.say(f"export: {cell.name}: {what}")
 
     summary = json.loads((cell.train_dir / "train.json").read_text())
     model = keras.saving.load_model(cell.train_dir / "model.keras")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import models
-from data_processing.core import cli
+from data_processing.core import cli, progress
 from data_processing.core.errors import DataError, exit_on_error
 from data_processing.core.io import staged_dir, write_text
 from data_processing.core.params import PARAMS_FILE, BaseParams, load_params
@@ -50,7 +50,7 @@ def train(
     strategy, policy = devices.strategy(params), devices.precision(params)
     run = devices.scaled(hparams, params, strategy.num_replicas_in_sync)  # the global batch
     distribution = devices.summary(strategy, run, policy)
-    print(f"train: {cell.name}: {devices.describe(distribution)}")
+    progress.say(f"train: {cell.name}: {devices.describe(distribution)}")
     cache = params.cache_mb << 20
     loss = (
         "sparse_categorical_crossentropy" if spec.label_mode == "single" else "binary_crossentropy"

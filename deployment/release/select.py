@@ -160,12 +160,15 @@ def current_production(pointer: Path, runs_dir: Path) -> tuple[dict | None, list
 
 
 def report(pointer: Path, params: SelectParams, best, promote: bool, reason: str, candidates):
-    """Write gate.json beside the pointer and print each candidate's verdict."""
+    """Write gate.json beside the pointer; print how many pass and why each other fails."""
     gate = {"gate": params.model_dump(), "selected": best, "promoted": promote}
-    write_json(pointer.parent / "gate.json", {**gate, "reason": reason, "candidates": candidates})
+    where = pointer.parent / "gate.json"
+    write_json(where, {**gate, "reason": reason, "candidates": candidates})
+    passing = sum(r["passed"] for r in candidates.values())
+    print(f"select: {pointer.parent.name}: {passing} of {len(candidates)} cells pass ({where})")
     for name, r in sorted(candidates.items()):
-        verdict = "passes" if r["passed"] else "fails: " + "; ".join(r["reasons"])
-        print(f"select: {name}: F1 {r['f1_macro']:.4f} {verdict}")
+        if not r["passed"]:
+            print(f"select: {name}: F1 {r['f1_macro']:.4f} fails: " + "; ".join(r["reasons"]))
 
 
 def headline(dataset: str, pointer: Path, verdicts: dict, candidates: dict) -> None:

@@ -6,10 +6,12 @@ checkpoint, TensorBoard logs and per-epoch dvclive metrics named `split/metric`.
 
 import os
 import time
+import warnings
 from pathlib import Path
 
 import keras
 
+from data_processing.core import progress
 from models.common import canonical
 from models.common.devices import save_float32
 from models.common.precise_bn import PreciseBatchNorm
@@ -58,8 +60,30 @@ def optimizer(hparams: HParams, steps_per_epoch: int) -> keras.optimizers.Optimi
     return keras.optimizers.Adam(rate)
 
 
+class EpochBar(keras.callbacks.Callback):
+    """The epochs as one progress bar (data_processing/core/progress.py): on a terminal a bar
+    with the last validation scores, in a log a few plain lines; Keras' own per-epoch lines
+    go to logs/epochs.csv instead of the terminal."""
+
+    def __init__(self, desc: str, epochs: int) -> None:
+        super().__init__()
+        self.desc, self.epochs, self.bar = desc, epochs, None
+
+    def on_train_begin(self, logs=None) -> None:
+        self.bar = progress.bar(self.epochs, self.desc, unit="epochs")
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        shown = {k: v for k, v in (logs or {}).items() if k.startswith("val_")}
+        self.bar.set_postfix_str(", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+        self.bar.update()
+
+    def on_train_end(self, logs=None) -> None:
+        self.bar.close()
+
+
 def _callbacks(params: TrainParams, monitor: str, mode: str, out_dir, logs_dir, live) -> list:
-    """Early stopping on the best weights, the best checkpoint, TensorBoard and dvclive."""
+    """Early stopping on the best weights, the best checkpoint, TensorBoard, dvclive and the
+    per-epoch log (logs/epochs.csv)."""
     return [
         keras.callbacks.EarlyStopping(
             monitor=monitor,
@@ -71,6 +95,7 @@ def _callbacks(params: TrainParams, monitor: str, mode: str, out_dir, logs_dir, 
             out_dir / "model.keras", monitor=monitor, mode=mode, save_best_only=True
         ),
         keras.callbacks.TensorBoard(log_dir=str(logs_dir / "tensorboard"), write_graph=False),
+        keras.callbacks.CSVLogger(str(logs_dir / "epochs.csv")),
         LiveLogger(live),
     ]
 
@@ -104,7 +129,10 @@ def fit(
     model.compile(optimizer(hparams, steps), loss=loss, metrics=["accuracy"], jit_compile=False)
     monitor = keras_name(params.early_stopping.monitor)
     mode = "min" if monitor.endswith("loss") else "max"
-    callbacks = _callbacks(params, monitor, mode, out_dir, logs_dir or out_dir, live)
+    logs_dir = logs_dir or out_dir
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    callbacks = _callbacks(params, monitor, mode, out_dir, logs_dir, live)
+    callbacks.append(EpochBar(f"train {logs_dir.parent.name}", hparams.epochs))
     if bn_images is not None:  # first: statistics are fixed before validation sees them
         batch = max(hparams.batch_size, 256)  # larger batches: cheaper (bench/README.md)
         callbacks.insert(0, PreciseBatchNorm(bn_images, batch, steps))
@@ -112,14 +140,16 @@ def fit(
     # One iterator over the repeated epochs (the same batches, in the same order): the
     # streaming reader then fills the next epoch's shuffle buffer during this epoch's last
     # steps, instead of stalling every epoch's first step on it (bench/train_input.py).
-    history = model.fit(
-        train_ds.repeat(),
-        steps_per_epoch=steps,
-        validation_data=val_ds,
-        epochs=hparams.epochs,
-        callbacks=callbacks,
-        verbose=2,
-    )
+    with warnings.catch_warnings():  # the dataset is shuffled by the shard reader already
+        warnings.filterwarnings("ignore", message=r"`shuffle=True` was passed")
+        history = model.fit(
+            train_ds.repeat(),
+            steps_per_epoch=steps,
+            validation_data=val_ds,
+            epochs=hparams.epochs,
+            callbacks=callbacks,
+            verbose=0,  # EpochBar and logs/epochs.csv instead
+        )
     seconds = time.perf_counter() - start
     save_float32(model, out_dir / "model.keras")  # a mixed-precision model's checkpoint
     canonical.keras_file(out_dir / "model.keras")  # no save time in it: the same model, same bytes
