@@ -208,7 +208,7 @@ def summary(name: str, fmt: str, found: dict, dest: Path, staged: list[str]) -> 
 
 
 def _parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
+    parser = cli.make_parser(__doc__)
     parser.add_argument("path", type=Path, help="the dataset folder to add")
     parser.add_argument("--name", required=True, help="dataset name: [a-z0-9_-]+")
     parser.add_argument(

@@ -9,7 +9,7 @@ per dataset of params.yaml (a dataset's cells are never ranked against another's
 F1 first. The promoted cell is marked * when production serves this very training of it (the
 same model.keras); when the gate kept an earlier, better model, a line says so.
 
-Run: python -m models.leaderboard
+Run: reprovision leaderboard
 """
 
 import hashlib
@@ -96,18 +96,49 @@ def table(dataset: str, found: list[dict], pointer: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    cli.parse(__doc__)
-    tables = []
-    for dataset in read_params().get("datasets") or []:
+def table_command(datasets: list[str]) -> str:
+    """The `dvc exp show` that fits a 200-column terminal: each dataset's best.json (its best
+    cell and production model) and the params that changed; every per-cell column is left to
+    `dvc metrics diff`, since ten cells of headline never fit."""
+    names = "|".join(datasets)
+    keep = f"({names})\\.(best|f1_macro|production)$"
+    drop = f".*/|({names})\\.|Created|Executor"  # the dates and executors cost 30 columns
+    return f"dvc exp show --only-changed --drop '{drop}' --keep '{keep}'"
+
+
+def next_steps(datasets: list[str], cell: str | None) -> str:
+    """What to run next, each command whole (tests/test_readme.py runs them)."""
+    example = cell or "<dataset>-<model>-<hparams>"
+    hparams = example.rsplit("-", 1)[-1]
+    rows = [
+        (table_command(datasets), "the experiments: each dataset's best cell, what changed"),
+        (
+            f"dvc exp run -S hparams.{hparams}.epochs=5 export@{example}",
+            "an experiment on one cell (only it retrains)",
+        ),
+        ("dvc metrics diff && dvc plots diff", "what it changed, cell by cell, against HEAD"),
+        ("reprovision keep", "commit the best experiment (git log keeps the results)"),
+        ("dvc plots show", "curves, confusion, failures -> dvc_plots/index.html"),
+        ("reprovision serve", "every dataset's production model on 127.0.0.1:8080"),
+    ]
+    return "Next:\n" + "\n".join(f"  {command}\n      {what}" for command, what in rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli.parse(__doc__, argv=argv)
+    datasets = read_params().get("datasets") or []
+    tables, first = [], None
+    for dataset in datasets:
         found = rows(dataset)
         if found:
+            first = first or next((r["cell"] for r in found if "quick" in r["cell"]), None)
             tables.append(f"{dataset}:\n" + table(dataset, found, production(dataset)))
     if not tables:
         print("no evaluated cells yet: run `dvc repro`")
         return
     print("\n\n".join(tables))
-    print("ms/image: batch 1 on this machine (models/runs/<cell>/logs/, not in dvc.lock)")
+    print("ms/image: batch 1 on this machine (models/runs/<cell>/logs/, not in dvc.lock)\n")
+    print(next_steps(datasets, first))
 
 
 if __name__ == "__main__":

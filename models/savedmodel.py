@@ -20,7 +20,7 @@ from models.common.quiet import import_tensorflow
 def main() -> None:
     bundle, out = cli.paths(
         __doc__,
-        ("bundle", "an export bundle (models/runs/<cell>/bundle, deployment/production)"),
+        ("bundle", "a bundle: models/runs/<cell>/bundle, deployment/<dataset>/production"),
         ("out", "the SavedModel folder to write (TF Serving: <model>/<version>)"),
     )
     if not (bundle / "model.keras").is_file():

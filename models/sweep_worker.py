@@ -7,14 +7,14 @@ Indexed Job, a Slurm array, a GitHub Actions matrix; `python -m models.sweep --e
    upstream outputs already pushed, and the run cache (unchanged stages are not rerun).
 3. `dvc exp run -n <name> [-S key=value ...] export@<cell>`.
 4. `dvc exp push --run-cache origin <name>`: the experiment's git ref to the git remote, and
-   its outputs and run cache to the default DVC remote (S3 in production, README "Beyond one
-   machine").
+   its outputs and run cache to the default DVC remote (S3 in production:
+   docs/pages/cluster.md).
 5. Remove the clone; the exit status is the cell's.
 
 A cell comes by name (`worker CELL`) or by index into a plan (`worker --index I`, the plan's
 JSON in $REPROVISION_PLAN): the form array schedulers use, where the index is the task's.
 
-Run: python -m models.sweep worker digits-cnn-base --rev $(git rev-parse HEAD)
+Run: reprovision sweep worker digits-cnn-base --rev $(git rev-parse HEAD)
 """
 
 import argparse

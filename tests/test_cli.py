@@ -1,6 +1,7 @@
 """Every command answers --help, and a wrong call with a usage line and exit 2, not a
 traceback: the stage scripts dvc.yaml runs and the tools people run by hand."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,17 +21,21 @@ STAGES = {  # module: its positional arguments, as dvc.yaml passes them
     "deployment.release.select": ["dataset"],
     "deployment.release.deploy_test": ["pointer", "out"],
 }
-TOOLS = [
-    "data_processing.add_dataset",
-    "models.sweep",
-    "models.keep",
-    "models.leaderboard",
-    "models.savedmodel",
-    "deployment.server.serve",
-    "deployment.release.watch",
-    "deployment.release.registry",
-    "deployment.release.rollback",
-]
+TOOLS = {  # module: the reprovision command it is, and names itself in --help
+    "data_processing.add_dataset": "add-dataset",
+    "models.sweep": "sweep",
+    "models.keep": "keep",
+    "models.leaderboard": "leaderboard",
+    "models.savedmodel": "savedmodel",
+    "models.run": "run",
+    "models.results": "results",
+    "deployment.server.serve": "serve",
+    "deployment.server.predict": "predict",
+    "deployment.server.retention": "retention",
+    "deployment.release.watch": "watch",
+    "deployment.release.registry": "registry",
+    "deployment.release.rollback": "rollback",
+}
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -43,9 +48,25 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_help(module: str) -> None:
     proc = run(module, "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.startswith(f"usage: python -m {module} ")
-    for name in STAGES.get(module, ()):
-        assert f"\n  {name} " in proc.stdout  # each argument is explained
+    name = f"reprovision {TOOLS[module]}" if module in TOOLS else f"python -m {module}"
+    assert proc.stdout.startswith(f"usage: {name} ")
+    for argument in STAGES.get(module, ()):
+        assert f"\n  {argument} " in proc.stdout  # each argument is explained
+    assert_complete(proc.stdout)
+
+
+def assert_complete(shown: str) -> None:
+    """The description is whole sentences, and every argument has its help text."""
+    blocks = shown.split("\n\n")
+    description = " ".join(blocks[1].split())
+    assert description.endswith((".", ")")), f"cut off: {description!r}"
+    lines = shown.splitlines()
+    for i, line in enumerate(lines):
+        # a flag or argument alone on its line: argparse puts its help on the next one
+        alone = line.startswith("  ") and line[2] != " " and "  " not in line.strip()
+        if alone and ":" not in line:
+            following = lines[i + 1] if i + 1 < len(lines) else ""
+            assert following.startswith(" " * 10), f"no help text for {line.strip()!r}"
 
 
 @pytest.mark.parametrize("module", list(STAGES))
@@ -59,12 +80,14 @@ def test_a_wrong_call_is_a_usage_error(module: str) -> None:
 def test_every_printed_set_param_hint_names_a_params_key() -> None:
     """`dvc exp run -S key=value` hints (make run's closing lines, the README) name keys
     params.yaml has, so the strict params accept them (`make run` once printed a stale one)."""
-    import re
-
     import yaml
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    text = (ROOT / "Makefile").read_text() + (ROOT / "README.md").read_text()
+    from models.leaderboard import next_steps
+
+    docs = [p.read_text() for p in sorted((ROOT / "docs").rglob("*.md"))]
+    text = "\n".join([next_steps(["digits"], "digits-cnn-quick"), *docs])
+    text += (ROOT / "README.md").read_text()
     keys = re.findall(r"-S ([a-z_]+\.[a-z_.]+)=", text)  # dotted: not the "key=value" placeholder
     assert "hparams.quick.epochs" in keys  # the one make run prints
     for key in keys:
@@ -80,7 +103,7 @@ REPROVISION = Path(sys.executable).with_name("reprovision")  # pyproject.toml [p
 def test_one_console_entry_point_lists_and_runs_every_tool() -> None:
     from data_processing.core.cli import COMMANDS
 
-    assert sorted(module for module, _ in COMMANDS.values()) == sorted(TOOLS)
+    assert {module: name for name, (module, _) in COMMANDS.items()} == TOOLS
     listing = subprocess.run([REPROVISION, "--help"], capture_output=True, text=True, cwd=ROOT)
     assert listing.returncode == 0 and all(name in listing.stdout for name in COMMANDS)
     for name in COMMANDS:
@@ -88,8 +111,7 @@ def test_one_console_entry_point_lists_and_runs_every_tool() -> None:
             [REPROVISION, name, "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120
         )
         assert done.returncode == 0, (name, done.stderr[-2000:])
-        shown = "python -m deployment.server.serve" if name == "serve" else f"reprovision {name}"
-        assert done.stdout.startswith(f"usage: {shown}"), (name, done.stdout[:200])
+        assert done.stdout.startswith(f"usage: reprovision {name} "), (name, done.stdout[:200])
     wrong = subprocess.run([REPROVISION, "trian"], capture_output=True, text=True, cwd=ROOT)
     assert wrong.returncode == 2 and "unknown command 'trian'" in wrong.stderr
     assert "Traceback" not in wrong.stderr

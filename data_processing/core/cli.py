@@ -24,6 +24,10 @@ COMMANDS = {
     "watch": ("deployment.release.watch", "continuous training from served feedback"),
     "add-dataset": ("data_processing.add_dataset", "check a dataset, copy it in, dvc add it"),
     "savedmodel": ("models.savedmodel", "write a bundle's TensorFlow SavedModel (TF Serving)"),
+    "run": ("models.run", "dvc repro, quietly, then the leaderboard: what `make run` runs"),
+    "predict": ("deployment.server.predict", "label image files with a production model"),
+    "retention": ("deployment.server.retention", "purge expired uploads, or delete one"),
+    "results": ("models.results", "write the README's and docs' results tables from the metrics"),
 }
 _command: str | None = None  # "reprovision <command>" while main() runs one
 
@@ -34,24 +38,34 @@ Argument = tuple[str, str] | tuple[str, str, None]  # (name, help), or optional:
 def parse(doc: str, *arguments: Argument, argv: list[str] | None = None) -> list[str | None]:
     """The values of `arguments` ((name, help), ...), in order, from the command line; an
     optional one (a third element, None) last, None when not given."""
-    lines = (doc or "").strip().splitlines()
-    run = [line.strip() for line in lines if line.strip().startswith("Run:")]
-    summary = " ".join(lines[: lines.index("")] if "" in lines else lines[:1])
-    parser = argparse.ArgumentParser(
-        prog=prog(), description=summary or None, epilog=run[0] if run else None
-    )
+    parser = make_parser(doc)
     for name, help_text, *optional in arguments:
         parser.add_argument(name, help=help_text, **({"nargs": "?"} if optional else {}))
     args = parser.parse_args(argv)
     return [getattr(args, name) for name, *_ in arguments]
 
 
+def make_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A parser named by `prog()`: the description is the docstring's first paragraph whole,
+    the epilog its "Run:" line."""
+    lines = (doc or "").strip().splitlines()
+    run = [line.strip() for line in lines if line.strip().startswith("Run:")]
+    summary = " ".join(lines[: lines.index("")] if "" in lines else lines[:1])
+    return argparse.ArgumentParser(
+        prog=prog(), description=summary or None, epilog=run[0] if run else None
+    )
+
+
 def prog() -> str:
-    """ "python -m package.module" for the running module (how the docs and dvc.yaml call it)."""
+    """ "reprovision <command>" for a command's module, however it was started; else
+    "python -m package.module" (how dvc.yaml calls a stage)."""
     if _command:
         return _command
     spec = getattr(sys.modules["__main__"], "__spec__", None)
-    return f"python -m {spec.name}" if spec else Path(sys.argv[0]).name
+    if spec is None:
+        return Path(sys.argv[0]).name
+    named = [name for name, (module, _) in COMMANDS.items() if module == spec.name]
+    return f"reprovision {named[0]}" if named else f"python -m {spec.name}"
 
 
 def paths(doc: str, *arguments: Argument, argv: list[str] | None = None) -> list[Path | None]:

@@ -12,10 +12,9 @@ metrics, the plot data, deployment/) are not committed, this prints the git comm
 commits them and exits 0; the local pointer is already in place (select wrote it). Running it
 twice registers nothing new.
 
-Run: python -m deployment.release.registry [DATASET ...] [--rev HEAD]
+Run: reprovision registry [DATASET ...] [--rev HEAD]
 """
 
-import argparse
 import shlex
 import subprocess
 import sys
@@ -105,7 +104,7 @@ def assign_prod(name: str, version: str, message: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
+    parser = cli.make_parser(__doc__)
     parser.add_argument(
         "datasets", nargs="*", help="the datasets to register (default: every one in production)"
     )

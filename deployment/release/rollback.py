@@ -10,10 +10,9 @@ previous/ is a local folder (not a DVC output). In a fresh clone, fetch the earl
 from the registry first:
     dvc artifacts get . digits-classifier --version vX.Y.Z -o deployment/digits/previous
 
-Run: python -m deployment.release.rollback digits
+Run: reprovision rollback digits
 """
 
-import argparse
 import sys
 
 from data_processing.core import cli
@@ -22,7 +21,7 @@ from deployment.server import pointer as server_pointer
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
+    parser = cli.make_parser(__doc__)
     parser.add_argument("dataset", help="the dataset whose production model goes back")
     args = parser.parse_args()
     pointer = server_pointer.of(args.dataset)

@@ -24,10 +24,9 @@ nothing new does nothing, and a cycle that failed or was killed runs again at th
 check. A lock (deployment/watch.lock) keeps two watches from running at once. A failed
 cycle is reported with the command's output and retried at the next check.
 
-Run: python -m deployment.release.watch [--once] [--interval 60] [--min-records N]
+Run: reprovision watch [--once] [--interval 60] [--min-records N]
 """
 
-import argparse
 import fcntl
 import hashlib
 import json
@@ -134,7 +133,7 @@ def check(min_records: int) -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
+    parser = cli.make_parser(__doc__)
     parser.add_argument("--once", action="store_true", help="check once, then exit")
     parser.add_argument("--interval", type=float, default=60.0, help="seconds between checks")
     parser.add_argument("--min-records", type=int, help="default: params feedback.min_records")

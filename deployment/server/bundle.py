@@ -8,7 +8,7 @@ first drops the previous bundle's modules and code/; objects made from it keep w
 they hold their own module objects.
 
 Use:
-    bundle = load_bundle(Path("deployment/production"))
+    bundle = load_bundle(Path("deployment/digits/production"))
     probs = bundle.predictor.predict_images([bundle.predictor.prepare(png_bytes)])  # [1, K]
 """
 

@@ -1,7 +1,5 @@
 """The server's command line: its flags, and the Config they make (workers.py hands it to
-the worker processes of --workers N as JSON).
-
-params.yaml's `serve` section, when the working directory has one, sets the defaults of the
+the worker processes of --workers N as JSON). params.yaml's `serve` section, when the working directory has one, sets the defaults of the
 flags it names (store_uploads, retention_days, ...: a flag's name with _ for -); a flag given
 on the command line wins. A container without params.yaml gets Config's defaults, the same.
 """
@@ -219,18 +217,21 @@ FLAGS = {
     ),
     "--require-model": dict(
         action="store_true",
-        help="exit (status 2) when there is no production model yet, instead of waiting "
-        "for the pointer to appear",
+        help="exit (status 2) when there is no production model yet, not wait for one",
     ),
 }
 PARAMS = Path("params.yaml")  # its `serve` section: defaults of the flags
 DERIVED = ("bundle", "pointers", "deployment", "watch_interval", "model_threads")  # by `config`
 
 
+def summary(doc: str) -> str | None:
+    """A docstring's first paragraph, whole (the server imports no repo cli helpers)."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split()) or None
+
+
 def parse(argv: list[str] | None = None, doc: str = "") -> argparse.Namespace:
     """The flags; exits 2 on a bad bundle, or with no model and nothing to wait for."""
-    prog = "python -m deployment.server.serve"  # the server imports no repo cli helpers
-    parser = argparse.ArgumentParser(prog=prog, description=doc.splitlines()[0] if doc else None)
+    parser = argparse.ArgumentParser(prog="reprovision serve", description=summary(doc))
     for flag, options in FLAGS.items():
         if options.get("default") is not None and options.get("action") != "store_true":
             options = {**options, "help": options["help"] + " (default: %(default)s)"}

@@ -11,10 +11,19 @@ reaches the model as the pixels training saw. Decoding runs in a worker thread, 
 `slots` images at once across requests, one at a time per request, after the request's
 image count, pixels and model input passed the budget (budget.py), all read from the image
 headers before a pixel is decoded.
+
+`reprovision predict FILE...` runs the same bundle predictor on files, without a server:
+one line per file, its decided label(s) and the top scores; files stream in chunks of 64.
+
+Run: reprovision predict datasets/raw/digits/test/digit_0004.png [--model digits] [--json]
 """
 
+import argparse
 import io
+import json
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
@@ -127,3 +136,79 @@ def top_k(probs: np.ndarray, labels: list[str], k: int) -> list[list[tuple[float
         [(float(row[j]), int(j), labels[j]) for j in idx]
         for row, idx in zip(probs, order, strict=True)
     ]
+
+
+CHUNK = 64  # files per model call: memory stays flat however many are named
+
+
+def _bundle_path(args) -> Path:
+    """--bundle, or the production bundle of --model (a dataset), or the only one there is."""
+    if args.bundle:
+        return args.bundle
+    from deployment.server import pointer  # only the command reads pointers
+
+    found = {p.parent.name: p for p in pointer.every(args.deployment)}
+    if args.model and args.model not in found:
+        sys.exit(f"predict: --model {args.model}: no {pointer.of(args.model, args.deployment)}")
+    if not args.model and len(found) != 1:
+        names = ", ".join(found) or f"none under {args.deployment} (run `reprovision run`)"
+        sys.exit(f"predict: name a model with --model (production models: {names})")
+    return pointer.read(found[args.model or next(iter(found))]).bundle
+
+
+def _line(path: str, scores: np.ndarray, bundle, k: int, as_json: bool) -> str:
+    best = top_k(scores, bundle.labels, k)[0]
+    labels = decide_labels(scores, bundle)
+    if as_json:
+        top = [{"label": label, "score": round(score, 6)} for score, _, label in best]
+        return json.dumps({"file": path, "labels": labels, "top": top})
+    rest = "  ".join(f"{label} {score:.4f}" for score, _, label in best)
+    return f"{path}\t{','.join(labels) or '-'}\t{rest}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    what = "Label image files with a dataset's production model (or --bundle), no server."
+    parser = argparse.ArgumentParser(prog="reprovision predict", description=what)
+    parser.add_argument("files", nargs="+", type=Path, help="image files (any size or mode)")
+    parser.add_argument("--model", help="the dataset whose production model labels them")
+    parser.add_argument("--bundle", type=Path, help="an export bundle instead of production")
+    parser.add_argument(
+        "--deployment",
+        type=Path,
+        default=Path("deployment"),
+        help="where the production pointers are (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "onnx", "tf"),
+        default="auto",
+        help="onnx never imports TensorFlow (default: %(default)s)",
+    )
+    parser.add_argument("--top-k", type=int, default=3, help="scores shown (default: 3)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per line")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    from deployment.server.bundle import load_bundle
+
+    args = _parser().parse_args(argv)
+    bundle = load_bundle(_bundle_path(args), backend=args.backend)
+    failed = 0
+    for start in range(0, len(args.files), CHUNK):
+        names, images = [], []
+        for path in args.files[start : start + CHUNK]:
+            try:
+                images.append(bundle.predictor.prepare(path))
+                names.append(str(path))
+            except (OSError, UnidentifiedImageError, ValueError) as err:
+                failed += 1
+                print(f"predict: {path}: not an image this model reads: {err}", file=sys.stderr)
+        scores = bundle.predictor.predict_images(images) if images else []
+        for name, row in zip(names, scores, strict=True):
+            print(_line(name, row[None], bundle, args.top_k, args.json), flush=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -16,7 +16,7 @@ Each runs in one write transaction (BEGIN IMMEDIATE), so a server writing the sa
 from another process (--workers N) never names an image this removes. Deleted rows are
 overwritten on disk (PRAGMA secure_delete, feedback_store.connect).
 
-Run: python -m deployment.server.retention --purge [--feedback-dir DIR] [--retention-days N]
+Run: reprovision retention --purge [--feedback-dir DIR] [--retention-days N]
      python -m deployment.server.retention --delete REQUEST_ID [--feedback-dir DIR]
 """
 
@@ -196,7 +196,7 @@ def main() -> None:
     from deployment.server import options  # it imports lifecycle, which imports this
 
     parser = argparse.ArgumentParser(
-        prog="python -m deployment.server.retention", description=__doc__.splitlines()[0]
+        prog="reprovision retention", description=options.summary(__doc__)
     )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--purge", action="store_true", help="remove what is past retention")

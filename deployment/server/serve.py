@@ -1,10 +1,12 @@
-"""HTTP server for one export bundle: Open Inference Protocol v2, TF Serving v1, a web page.
+"""HTTP server for every dataset's production model: Open Inference Protocol v2, TF Serving v1,
+a web page.
 
-Reads the bundle named by the production pointer deployment/production.json (or --bundle)
+Reads the bundles named by the production pointers deployment/<dataset>/production.json
+(or one --bundle)
 through deployment.server.bundle.load_bundle (--backend auto | onnx | tf); writes feedback as a
 seed-format dataset under --feedback-dir (deployment/server/feedback_store.py).
 
-Run: python -m deployment.server.serve --host 127.0.0.1 --port 8080 [--bundle PATH]
+Run: reprovision serve --host 127.0.0.1 --port 8080 [--bundle PATH]
         [--workers N] [--backend auto] [--drift-window 500] [--max-images 256] ...
 
 Endpoints (every JSON answer carries model_version; errors are {"error": ...}):

@@ -21,7 +21,7 @@ replaced (its ready file and live gauges go first); one that stops by itself (it
 failed) stops the server, status 1. A worker whose parent is gone drains and exits. The
 folder is removed at exit.
 
-Run: python -m deployment.server.serve --workers 2 ...
+Run: reprovision serve --workers 2 ...
 """
 
 import json
