@@ -18,7 +18,7 @@ and pushing its experiment to the git remote --repo and the DVC remote:
   then pulls the experiments back (`dvc exp pull`) for the same leaderboard;
 - `--emit k8s|slurm|github` writes the scheduler's job (models/sweep_emit.py) for --rev.
 
-Run: python -m models.sweep [--dry-run] [-j 2] [--models cnn,mlp]
+Run: reprovision sweep [--dry-run] [-j 2] [--models cnn,mlp]
          [-S hparams.base.learning_rate=0.001,0.01]
      python -m models.sweep --engine ray --address 127.0.0.1:6379
      python -m models.sweep --emit k8s --rev $(git rev-parse HEAD) > sweep-job.yaml
@@ -130,7 +130,7 @@ def plan(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=cli.prog(), description=__doc__.splitlines()[0])
+    parser = cli.make_parser(__doc__)
     for axis in ("datasets", "models", "hparams"):
         parser.add_argument(
             f"--{axis}",
@@ -217,6 +217,11 @@ def main(argv: list[str] | None = None) -> None:
         rev = git_out("rev-parse", args.rev or "HEAD")
         repo = args.repo or sweep_worker.origin_url()
         jobs = args.jobs or sweep.jobs
+        errors, warnings = sweep_emit.check(repo)
+        for line in errors + warnings:
+            print(f"sweep --emit {args.emit}: {line}", file=sys.stderr)
+        if errors:
+            raise SystemExit(2)
         print(sweep_emit.emit(args.emit, combos, rev, repo, jobs), end="")
         return
     for i, combo in enumerate(combos, start=1):

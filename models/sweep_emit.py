@@ -13,7 +13,9 @@ secrets (AWS_* for the S3 remote, a git token in the remote's URL), never from t
 """
 
 import json
+import re
 import shlex
+import subprocess
 
 from models.common.yaml_dump import dump
 from models.sweep_worker import PLAN_ENV
@@ -140,3 +142,43 @@ FORMATS = tuple(EMITTERS)
 
 def emit(kind: str, combos, rev: str, repo: str, parallel: int) -> str:
     return EMITTERS[kind](combos, rev, repo, parallel)
+
+
+def is_local(url: str) -> bool:
+    """A path on this machine (or file://), not a URL another machine can reach."""
+    return url.startswith("file://") or not (
+        "://" in url or re.match(r"^[\w.-]+@[\w.-]+:", url)  # scp-like git@host:team/repo
+    )
+
+
+def dvc_remote() -> tuple[str, str] | None:
+    """The default DVC remote's (name, url), or None without one."""
+    name = subprocess.run(["dvc", "remote", "default"], capture_output=True, text=True)
+    listed = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True)
+    urls = dict(line.split(maxsplit=1) for line in listed.stdout.splitlines() if line.strip())
+    found = name.stdout.strip()
+    return (found, urls.get(found, "").strip()) if name.returncode == 0 and found else None
+
+
+def check(repo: str) -> tuple[list[str], list[str]]:
+    """(errors, warnings) for a job whose tasks clone `repo` and push to the DVC remote: with
+    no default DVC remote a task's models go nowhere; local paths reach only this machine
+    (on Slurm with a shared filesystem they may be right, hence a warning)."""
+    errors, warnings = [], []
+    remote = dvc_remote()
+    if remote is None:
+        errors.append(
+            "no default DVC remote: each task pushes its cell's models there "
+            "(dvc remote add -d NAME s3://bucket/path, then commit .dvc/config)"
+        )
+    elif is_local(remote[1]):
+        warnings.append(
+            f"the DVC remote {remote[0]} is {remote[1]!r}, a path: only tasks that mount it "
+            "at that path reach it"
+        )
+    if is_local(repo):
+        warnings.append(
+            f"--repo is {repo!r}, a path on this machine: a pod or node elsewhere cannot "
+            "clone it; pass --repo with a URL the cluster reaches (https://, ssh://, git@host:)"
+        )
+    return errors, warnings

@@ -19,7 +19,7 @@ from conftest import (
 )
 
 BUCKET = "grid"
-# What a user sets for a real bucket (README "Beyond one machine"); moto accepts any.
+# What a user sets for a real bucket (docs/pages/cluster.md); moto accepts any.
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

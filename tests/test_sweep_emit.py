@@ -9,18 +9,39 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import BIN, ROOT, sh
+from conftest import BIN, ROOT, sh, tool_env
 
 REV = "0123456789abcdef0123456789abcdef01234567"
 REPO = "https://git.example.invalid/team/vision.git"  # only written into files, never reached
 PLAN = ["digits-mlp-quick", "digits-mlp-base"]  # --models mlp, the params order of the sets
 
 
-def emit(kind: str, tmp_path: Path) -> Path:
-    out = sh(
-        str(BIN / "python"), "-m", "models.sweep", "--emit", kind, "--models", "mlp",
-        "--rev", REV, "--repo", REPO, "-j", "2", cwd=ROOT, stdout_only=True,
-    )  # fmt: skip
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's params in a git and DVC repo with a default DVC remote (never reached)."""
+    repo = tmp_path_factory.mktemp("emit")
+    (repo / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    sh("git", "init", "-q", cwd=repo)
+    sh("dvc", "init", "-q", cwd=repo)
+    sh("dvc", "remote", "add", "-d", "store", "s3://bucket.example.invalid/dvc", cwd=repo)
+    return repo
+
+
+def run_emit(cwd: Path, kind: str, *more: str) -> subprocess.CompletedProcess:
+    """The repo's own code (PYTHONPATH) run in `cwd`, as a user runs it in their clone."""
+    return subprocess.run(
+        [str(BIN / "python"), "-m", "models.sweep", "--emit", kind, "--models", "mlp", *more],
+        cwd=cwd,
+        env=tool_env(PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+    )
+
+
+def emit(kind: str, tmp_path: Path, project: Path) -> Path:
+    proc = run_emit(project, kind, "--rev", REV, "--repo", REPO, "-j", "2")
+    assert proc.returncode == 0 and not proc.stderr, proc.stderr
+    out = proc.stdout
     path = tmp_path / f"sweep.{kind}"
     path.write_text(out)
     return path
@@ -35,8 +56,8 @@ def yamllint(path: Path) -> None:
     sh(str(BIN / "yamllint"), "--strict", "-d", config, str(path), cwd=ROOT)
 
 
-def test_k8s_indexed_job_is_valid_and_runs_the_worker(tmp_path: Path) -> None:
-    path = emit("k8s", tmp_path)
+def test_k8s_indexed_job_is_valid_and_runs_the_worker(tmp_path: Path, project: Path) -> None:
+    path = emit("k8s", tmp_path, project)
     out = sh(str(BIN / "kubernetes-validate"), "--strict", str(path), cwd=ROOT)
     assert "passed for resource job/" in out
     yamllint(path)
@@ -56,8 +77,8 @@ def test_k8s_indexed_job_is_valid_and_runs_the_worker(tmp_path: Path) -> None:
     )
 
 
-def test_slurm_array_script_parses_and_exports_the_plan(tmp_path: Path) -> None:
-    path = emit("slurm", tmp_path)
+def test_slurm_array_script_parses_and_exports_the_plan(tmp_path: Path, project: Path) -> None:
+    path = emit("slurm", tmp_path, project)
     subprocess.run(["bash", "-n", str(path)], check=True)
     text = path.read_text()
     assert re.search(r"^#SBATCH --array=0-1%2$", text, re.M)
@@ -74,8 +95,8 @@ def test_slurm_array_script_parses_and_exports_the_plan(tmp_path: Path) -> None:
     assert plan_names(shown) == PLAN
 
 
-def test_github_matrix_workflow(tmp_path: Path) -> None:
-    path = emit("github", tmp_path)
+def test_github_matrix_workflow(tmp_path: Path, project: Path) -> None:
+    path = emit("github", tmp_path, project)
     yamllint(path)
     workflow = yaml.safe_load(path.read_text())
     assert "workflow_dispatch" in workflow["on"]  # the key is quoted: YAML 1.1 reads on as true
@@ -109,3 +130,18 @@ def test_worker_refuses_a_bad_plan(plan: str | None, expected: str) -> None:
         text=True,
     )
     assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+
+
+def test_emit_refuses_a_project_without_a_dvc_remote(tmp_path: Path) -> None:
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    sh("git", "init", "-q", cwd=tmp_path)
+    sh("dvc", "init", "-q", cwd=tmp_path)
+    proc = run_emit(tmp_path, "k8s", "--rev", REV, "--repo", REPO)
+    assert proc.returncode == 2 and not proc.stdout, proc.stdout
+    assert "no default DVC remote" in proc.stderr and "dvc remote add -d" in proc.stderr
+
+
+def test_emit_warns_on_a_local_repository_path(project: Path) -> None:
+    proc = run_emit(project, "k8s", "--rev", REV, "--repo", str(project))
+    assert proc.returncode == 0 and "kind: Job" in proc.stdout
+    assert f"--repo is {str(project)!r}, a path on this machine" in proc.stderr, proc.stderr
