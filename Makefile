@@ -15,12 +15,13 @@ export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: help install install-browser run test test-scale test-fault test-zoo test-train test-grid test-cluster lint bench clean
+.PHONY: help install install-browser run docs test test-loop test-scale test-fault test-zoo test-train test-grid test-cluster lint bench clean
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
 	@echo "make run    install into .venv, then dvc repro on the default dataset (digits)"
 	@echo "make test   install if needed, then the test suite"
+	@echo "make docs   build the documentation into docs/site (strict)"
 	@echo "make bench  run the benchmarks under bench/"
 
 install: $(STAMP)
@@ -34,18 +35,9 @@ $(STAMP): pyproject.toml requirements.lock models/common/offline_plots.py
 	$(BIN)/python -m models.common.offline_plots $(VENV)/vega/node_modules .dvc/plots/offline.html
 	touch $@
 
+# dvc repro --quiet --keep-going, then the leaderboard (models/run.py)
 run: install
-	dvc repro
-	@echo
-	python -m models.leaderboard
-	@echo
-	@echo "Next:"
-	@echo "  dvc plots show          # curves, confusion matrices, failure cases -> dvc_plots/index.html"
-	@echo "  dvc exp show            # experiments table (dvc exp run -S hparams.quick.epochs=5 makes one)"
-	@echo "  cat deployment/production.json   # the promoted model: name, version, sha256, bundle"
-	@echo "  python -m deployment.server.serve   # serve it on http://127.0.0.1:8080 (page, v2, v1, /metrics)"
-	@echo "  python -m deployment.release.registry  # after a commit: register it in the GTO registry as prod"
-	@echo "  source .venv/bin/activate        # to use dvc and python interactively"
+	@reprovision run
 
 # Debian's chromium and its driver, for tests/test_page.py (the web page in a real browser).
 install-browser:
@@ -63,6 +55,14 @@ test-scale: install  # the photo pipeline end to end (minutes); .ci/run runs it 
 test-fault: install  # fault injection and the wrk soak (minutes); .ci/run runs it after make test
 	command -v wrk >/dev/null || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk)
 	$(BIN)/python -m pytest -q -m fault
+
+test-loop: install  # the daily loop on two datasets, and the README's commands (after make run; minutes)
+	$(BIN)/python -m pytest -q -m loop -n 2 --dist loadfile
+
+# The documentation (docs/pages) into docs/site: mkdocs-material, strict (a broken link fails;
+# not --quiet, which hides the warnings strict counts).
+docs: install
+	cd docs && NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 test-zoo: install  # every model trained on small photo sets (minutes); .ci/run runs it
 	$(BIN)/python -m pytest -q -m zoo
