@@ -25,7 +25,7 @@ from test_page import ARTIFACTS, WAIT, _browser_problem, browser  # noqa: F401 (
 
 from deployment.release.feedback_export import count, export
 from deployment.server.feedback_store import FeedbackStore
-from deployment.server.retention import DAY
+from deployment.server.forget import DAY
 from deployment.server.review import refusal, render
 from deployment.server.review_store import Conflict, client_id
 

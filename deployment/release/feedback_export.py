@@ -20,7 +20,8 @@ import shutil
 from pathlib import Path
 
 from data_processing.core.io import write_text
-from deployment.server.feedback_store import CSV_NAME, DATABASE, SPLITS, connect
+from data_processing.sources.seed import CSV_NAME  # the seed format the export writes
+from deployment.server.feedback_store import DATABASE, SPLITS, connect
 
 
 def _accepted(root: Path, labels: list[str] | None) -> list[tuple[str, str, str]]:

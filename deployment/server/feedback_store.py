@@ -22,20 +22,17 @@ it was. Records of older servers (records/<request_id>.json) move into the datab
 import errno
 import hashlib
 import json
-import os
 import re
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
-from deployment.server import pending, review_store, scrub
+from deployment.server import forget, pending, review_store, scrub
 from deployment.server.errors import ApiError
 
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex; always .fullmatch (no "\n" after it)
-CSV_NAME = "groundtruth.csv"  # as data_processing/sources/seed.py, which we may not import
 SPLITS = ("train", "test")
 DATABASE = "feedback.sqlite3"
 IMAGES = "images"  # <root>/images/<sha256>.<ext>: every image once
@@ -140,22 +137,18 @@ class FeedbackStore:
                 print(f"serve: cannot store upload {request_id}: {err}", file=sys.stderr)
 
     def delete(self, request_id: str) -> list[str] | None:
-        """Remove all that is kept of request_id (retention.delete): the files removed, or
+        """Remove all that is kept of request_id (forget.delete): the files removed, or
         None when nothing was kept."""
-        from deployment.server import retention  # it imports this module
-
         waiting = self.recent.forget(request_id)
         with self._db_lock:
-            removed = retention.delete(self._db, self.root, request_id)
+            removed = forget.delete(self._db, self.root, request_id)
         return [] if removed is None and waiting else removed
 
     def purge(self) -> dict:
-        """Remove what is past retention (retention.purge); return the counts."""
-        from deployment.server import retention
-
+        """Remove what is past retention (forget.purge); return the counts."""
         expired = self.recent.expire()
         with self._db_lock:
-            counts = retention.purge(self._db, self.root, self.retention_days, self.pending_s)
+            counts = forget.purge(self._db, self.root, self.retention_days, self.pending_s)
         return counts | {"pending": counts["pending"] + expired}
 
     def record(self, body: object) -> dict:
@@ -239,7 +232,7 @@ class FeedbackStore:
         data, ext = scrub.clean(data)
         name = f"{IMAGES}/{hashlib.sha256(data).hexdigest()}{ext}"
         if not (self.root / name).is_file():
-            _write(self.root / name, data)
+            forget.write_whole(self.root / name, data)
         return name
 
     def _migrate(self) -> None:
@@ -285,16 +278,3 @@ def _storage_status(err: Exception) -> int | None:
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
         return 507
     return 503 if err.errno in (errno.EFBIG, errno.EIO) else None
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,7 +1,8 @@
 """The server's command line: its flags, and the Config they make (workers.py hands it to
-the worker processes of --workers N as JSON). params.yaml's `serve` section, when the working directory has one, sets the defaults of the
-flags it names (store_uploads, retention_days, ...: a flag's name with _ for -); a flag given
-on the command line wins. A container without params.yaml gets Config's defaults, the same.
+the worker processes of --workers N as JSON). params.yaml's `serve` section, when the working
+directory has one, sets the defaults of the flags it names (store_uploads, retention_days,
+...: a flag's name with _ for -); a flag given on the command line wins. A container without
+params.yaml gets Config's defaults, the same.
 """
 
 import argparse
