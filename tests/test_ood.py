@@ -13,7 +13,7 @@ from PIL import Image
 from servers import b64, call, encode, image_input, multipart, running, shared_bundle
 
 from deployment.server import ood
-from models.common import input_stats
+from models.common import input_stats, serving
 
 pytestmark = pytest.mark.slow
 STATS = ood.InputStats(  # what load makes of a dataset of 100x50 L images of mid-gray
@@ -26,6 +26,7 @@ STATS = ood.InputStats(  # what load makes of a dataset of 100x50 L images of mi
     modes=("L",),
     top_p1=0.6,
     stored_size=(8, 8),
+    gray_stats=serving.gray_stats,
 )
 INSIDE = {"long_side": 100, "short_side": 50, "brightness": 120.0, "contrast": 30.0, "mode": "L"}
 
@@ -95,12 +96,14 @@ def test_tensors_at_the_stored_size_skip_the_size_and_mode_checks() -> None:
 
 
 @pytest.mark.parametrize("shape", [(8, 8, 1), (28, 28, 3), (300, 200, 3), (1000, 10, 1)])
-def test_server_and_export_measure_pixels_alike(shape: tuple[int, ...]) -> None:
+def test_gray_stats_is_the_mean_and_deviation_of_gray(shape: tuple[int, ...]) -> None:
+    """Export and the server share one measure (the bundle's serving.gray_stats; the import
+    graph test finds any copy): on a small image it is numpy's own mean and std."""
     image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
-    assert ood.gray_stats(image) == input_stats.gray_stats(image)
-    if shape[0] * shape[1] <= ood.MAX_VALUES:  # the whole image: numpy's own mean and std
+    assert input_stats.gray_stats is serving.gray_stats
+    if shape[0] * shape[1] <= serving.MAX_VALUES:  # the whole image
         gray = image.mean(axis=2)
-        assert ood.gray_stats(image) == pytest.approx((gray.mean(), gray.std()))
+        assert serving.gray_stats(image) == pytest.approx((gray.mean(), gray.std()))
 
 
 def _white(side: int = 3000) -> bytes:

@@ -200,7 +200,7 @@ def load_bundle(
         digest[:12],
         predictor,
         serving,
-        ood.load(path),
+        ood.load(path, serving),
         explain=explain,
         input_size=input_size,
         model_size=model_size,

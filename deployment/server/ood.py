@@ -21,20 +21,21 @@ A range check scores d / (1 + d): 0.5 one unit outside the range, 0.9 nine units
 score is its worst check's, and its reasons are the checks that scored above 0, worst first:
 {"check", "value", "range": [low, high] (mode: "seen": [modes]), "score"}.
 
-Cost per image: gray mean and deviation on at most MAX_VALUES pixels (a strided grid), then a
-few comparisons with bounds precomputed by `load`: about 10 us for a small image.
+Cost per image: gray mean and deviation on a strided grid (the bundle's serving.gray_stats),
+then a few comparisons with bounds precomputed by `load`: about 10 us for a small image.
 """
 
 import json
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
 FILE = "input_stats.json"
-MAX_VALUES = 4096  # as models/common/input_stats.py: the same grid in training and serving
 MIN_SPREAD = 2.0  # gray levels: the unit of a brightness or contrast distance at least
 MODE_SCORE = 0.5
 SIDES, PIXELS = ("long_side", "short_side"), ("brightness", "contrast")
@@ -49,13 +50,22 @@ class InputStats:
     modes: tuple[str, ...]  # modes seen in training; () when unknown: mode is unchecked
     top_p1: float | None  # the test set's 1st percentile of the top score
     stored_size: tuple[int, int] | None  # (h, w) of the pixels the model was trained on
+    gray_stats: Callable[[np.ndarray], tuple[float, float]]  # the bundle's serving.gray_stats
 
 
-def load(bundle_dir: Path) -> InputStats | None:
-    """The bundle's input_stats.json, or None when it has none or it is unreadable (logged:
-    the server serves on, without OOD scores)."""
+def load(bundle_dir: Path, serving: ModuleType) -> InputStats | None:
+    """The bundle's input_stats.json with its code's measure (serving.gray_stats: export
+    measured the training images with it), or None when it has none or it is unreadable
+    (logged: the server serves on, without OOD scores)."""
     path = Path(bundle_dir) / FILE
     if not path.is_file():
+        return None
+    if not hasattr(serving, "gray_stats"):
+        print(
+            f"serve: no OOD score: {bundle_dir} predates serving.gray_stats (re-export)",
+            file=sys.stderr,
+            flush=True,
+        )
         return None
     try:
         data = json.loads(path.read_text())
@@ -70,23 +80,11 @@ def load(bundle_dir: Path) -> InputStats | None:
             tuple(data.get("modes") or ()),
             float(top["p1"]) if "p1" in top else None,
             (int(size[0]), int(size[1])) if size else None,
+            serving.gray_stats,
         )
     except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
         print(f"serve: no OOD score: {path}: {err!r}", file=sys.stderr, flush=True)
         return None
-
-
-def gray_stats(image: np.ndarray) -> tuple[float, float]:
-    """(brightness, contrast) of uint8 [h, w, C]: the mean and standard deviation of its gray
-    values (the channel mean) on a strided grid of at most MAX_VALUES pixels; the same as
-    models/common/input_stats.gray_stats, which measured the training images."""
-    h, w, channels = image.shape
-    step = max(1, math.ceil(math.sqrt(h * w / MAX_VALUES)))
-    view = image[::step, ::step] if step > 1 else image
-    flat = view.reshape(-1, channels).astype(np.float64)
-    gray = flat[:, 0] if channels == 1 else flat @ np.full(channels, 1.0 / channels)
-    mean = float(gray.sum()) / gray.size  # sums and a dot: a few us, where np.std takes 10+
-    return mean, math.sqrt(max(float(gray @ gray) / gray.size - mean * mean, 0.0))
 
 
 def _distance(value: float, low: float, high: float, unit: float) -> float:
@@ -133,7 +131,7 @@ def _reason(check: str, value, score: float, **expected) -> dict:
 def measure(image: np.ndarray, header: tuple[int, int, str] | None, stats: InputStats) -> dict:
     """The statistics `score` checks of one prepared image, uint8 [h, w, C]; header is the
     upload's (width, height, mode), None for a pixels tensor (its own H x W, no mode)."""
-    brightness, contrast = gray_stats(image)
+    brightness, contrast = stats.gray_stats(image)
     meta = {"brightness": round(brightness, 2), "contrast": round(contrast, 2)}
     if header is not None:
         width, height, meta["mode"] = header

@@ -14,7 +14,7 @@ included) and from the test predictions evaluate wrote:
                            decode); long and short, so an EXIF-rotated photo measures the same
     brightness, contrast   mean and standard deviation of the stored pixels (the shards': the
                            very pixels a server's `prepare` makes of a file), gray = channel
-                           mean, on at most MAX_VALUES of them (`gray_stats`, a strided grid)
+                           mean, on a strided grid of them (serving.gray_stats)
     top_score.p1           the test set's 1st percentile of the served top score, read from
                            eval/predictions.jsonl line by line into a histogram of BINS bins
                            (bounded memory; the bin's lower edge: at most 1e-4 under the exact
@@ -39,28 +39,15 @@ from PIL import Image as PILImage
 
 from data_processing.core.params import Params
 from models.common.data import Shards
+from models.common.serving import gray_stats  # the bundle's: the server measures with it
 
 PERCENTILES = {"p1": 1, "p25": 25, "p50": 50, "p75": 75, "p99": 99}
-MAX_VALUES = 4096  # pixels a brightness/contrast measure reads at most (deployment/server/ood.py)
 BINS = 10_000  # top-score histogram bins over [0, 1]
 CHUNK = 256  # records read from the shards at once
 
 
 class ExportParams(Params):
     input_stats_images: int = 2000  # train images sampled for input_stats.json; 0: none
-
-
-def gray_stats(image: np.ndarray) -> tuple[float, float]:
-    """(brightness, contrast) of uint8 [h, w, C]: the mean and standard deviation of its
-    gray values (the channel mean), on a strided grid of at most MAX_VALUES pixels. The
-    server's ood.gray_stats is the same function (tests/test_ood.py checks it)."""
-    h, w, channels = image.shape
-    step = max(1, math.ceil(math.sqrt(h * w / MAX_VALUES)))
-    view = image[::step, ::step] if step > 1 else image
-    flat = view.reshape(-1, channels).astype(np.float64)
-    gray = flat[:, 0] if channels == 1 else flat @ np.full(channels, 1.0 / channels)
-    mean = float(gray.sum()) / gray.size  # sums and a dot: a few us, where np.std takes 10+
-    return mean, math.sqrt(max(float(gray @ gray) / gray.size - mean * mean, 0.0))
 
 
 def summarize(values) -> dict:
