@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from deployment.server.drift import EPSILON, DriftCollector, DriftWindow, psi
-from models.common.reference import CONFIDENCE_BINS, confidence_bin, reference
+from models.common.reference import CONFIDENCE_BINS, Reference, confidence_bin
 
 LABELS = ["a", "b", "c"]
 PREDICTIONS = {  # evaluate's predictions.json: 4 test images, 3 classes
@@ -25,6 +25,14 @@ PREDICTIONS = {  # evaluate's predictions.json: 4 test images, 3 classes
     },
 }
 PER_CLASS = [{"class": c, "support": n, "f1": 1.0} for c, n in zip(LABELS, (2, 1, 1), strict=True)]
+
+
+def reference(per_class: list[dict] | None = None, batches: int = 1) -> dict:
+    """What evaluate writes as reference.json for PREDICTIONS, streamed in `batches`."""
+    acc = Reference(LABELS)
+    for rows in np.array_split(np.array(list(PREDICTIONS["predictions"].values())), batches):
+        acc.update(rows)
+    return acc.result(per_class)
 
 
 def test_psi_of_identical_distributions_is_zero() -> None:
@@ -43,10 +51,9 @@ def test_psi_known_values() -> None:
     assert math.isnan(psi([0, 0], [0.5, 0.5]))
 
 
-def test_reference_from_eval_predictions(tmp_path: Path) -> None:
-    (tmp_path / "predictions.json").write_text(json.dumps(PREDICTIONS))
-    ref = reference(tmp_path, PER_CLASS)  # the eval dir, as models/export.py passes it
-    assert ref == reference(PREDICTIONS, PER_CLASS)
+def test_reference_of_test_predictions() -> None:
+    ref = reference(PER_CLASS)
+    assert ref == reference(PER_CLASS, batches=3)  # streamed as evaluate does: the same
     assert ref["labels"] == LABELS and ref["images"] == 4
     assert ref["predicted"] == [0.5, 0.25, 0.25]  # top-1 of the 4 rows: a, b, c, a
     assert ref["true"] == [0.5, 0.25, 0.25]
@@ -56,14 +63,14 @@ def test_reference_from_eval_predictions(tmp_path: Path) -> None:
     # 0.35 -> (0.3, 0.4]; 0.7 -> (0.6, 0.7]; 0.8 -> (0.7, 0.8]; 0.9 -> (0.8, 0.9]
     assert [i for i, f in enumerate(conf["histogram"]) if f] == [3, 6, 7, 8]
     assert confidence_bin(0.1) == 0 and confidence_bin(1.0) == len(CONFIDENCE_BINS) - 1
-    assert reference(PREDICTIONS)["true"] is None
+    assert reference()["true"] is None
     with pytest.raises(ValueError, match="per_class"):
-        reference(PREDICTIONS, PER_CLASS[:2])
+        reference(PER_CLASS[:2])
 
 
 def _bundle(tmp_path: Path, with_reference: bool = True) -> SimpleNamespace:
     if with_reference:
-        (tmp_path / "reference.json").write_text(json.dumps(reference(PREDICTIONS, PER_CLASS)))
+        (tmp_path / "reference.json").write_text(json.dumps(reference(PER_CLASS)))
     return SimpleNamespace(path=tmp_path, labels=LABELS)
 
 
@@ -105,7 +112,7 @@ def test_no_reference_means_no_drift_gauges(tmp_path: Path) -> None:
     assert "no reference" in window.reset(bundle)
     window.observe(bundle, np.eye(3))
     assert _gauges(window) == {"serve_drift_window_predictions": 3}
-    (tmp_path / "reference.json").write_text(json.dumps({**reference(PREDICTIONS), "labels": []}))
+    (tmp_path / "reference.json").write_text(json.dumps({**reference(), "labels": []}))
     assert "no reference" in window.reset(bundle)  # another model's reference: ignored
 
 

@@ -14,9 +14,7 @@ A confidence histogram bin i holds the top scores in (bins[i-1], bins[i]] (the f
 fractions for serve_drift_psi and serve_confidence_psi. No TensorFlow: numpy and json only.
 """
 
-import json
 from bisect import bisect_left
-from pathlib import Path
 
 import numpy as np
 
@@ -32,13 +30,6 @@ def confidence_bin(score: float, bins: tuple[float, ...] | list[float] = CONFIDE
 def _fractions(counts: np.ndarray) -> list[float]:
     total = counts.sum()
     return [round(float(c / total), 6) if total else 0.0 for c in counts]
-
-
-def _load(predictions: Path | str | dict) -> dict:
-    if isinstance(predictions, dict):
-        return predictions
-    path = Path(predictions)
-    return json.loads((path / "predictions.json" if path.is_dir() else path).read_text())
 
 
 class Reference:
@@ -90,27 +81,3 @@ class Reference:
                 "histogram": _fractions(self.histogram),
             },
         }
-
-
-def reference(predictions: Path | str | dict, per_class: list[dict] | None = None) -> dict:
-    """The predicted-class, true-class and top-score distributions of test predictions.
-
-    Args:
-        predictions: {"categories": [K], "predictions": {file: [K probabilities]}}, or a
-            JSON file (or a folder holding predictions.json) with that content.
-        per_class: evaluate's per-class rows ({"class", "support", ...}); gives "true".
-
-    Returns:
-        The reference.json content (see the module docstring).
-
-    Raises:
-        ValueError: no predictions, rows of the wrong length, or per_class naming classes
-            that are not the predictions' categories.
-    """
-    data = _load(predictions)
-    acc = Reference(list(data["categories"]))
-    probs = np.array(list(data["predictions"].values()), np.float64)
-    if probs.ndim != 2 or probs.shape[0] == 0:
-        raise ValueError(f"predictions: want [N > 0, {len(acc.labels)}] scores, got {probs.shape}")
-    acc.update(probs)
-    return acc.result(per_class)
