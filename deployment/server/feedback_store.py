@@ -35,6 +35,7 @@ from deployment.server.errors import ApiError
 REQUEST_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex; always .fullmatch (no "\n" after it)
 SPLITS = ("train", "test")
 DATABASE = "feedback.sqlite3"
+LOCK_WAIT_S = 30.0  # how long a writer waits for another process's lock
 IMAGES = "images"  # <root>/images/<sha256>.<ext>: every image once
 RECORDS = "records"  # older servers: <root>/records/<request_id>.json, migrated on start
 SQLITE_IOERR, SQLITE_FULL = 10, 13  # sqlite3's primary result codes
@@ -70,15 +71,30 @@ def connect(root: Path) -> sqlite3.Connection:
     watch) never block the server, and a crash mid-write loses nothing committed."""
     root.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(
-        root / DATABASE, timeout=30, isolation_level=None, check_same_thread=False
+        root / DATABASE, timeout=LOCK_WAIT_S, isolation_level=None, check_same_thread=False
     )
+    deadline, attempt = time.monotonic() + LOCK_WAIT_S, 0
+    while True:
+        try:
+            _set_up(db)
+            return db
+        except sqlite3.OperationalError as err:
+            # serve --workers N: N processes create the same new database at once, and the
+            # switch to WAL fails at once ("locked") instead of waiting on the busy timeout
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                db.close()
+                raise
+            attempt += 1
+            time.sleep(min(0.01 * attempt, 0.2))
+
+
+def _set_up(db: sqlite3.Connection) -> None:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across crashes of the process
     db.execute("PRAGMA cache_size=-32768")  # 32 MiB of pages: the id index stays in memory
     db.execute("PRAGMA secure_delete=ON")  # a deleted row's bytes (an image) are overwritten
     db.executescript(SCHEMA)
     review_store.migrate(db)  # an older database gains the review columns
-    return db
 
 
 class FeedbackStore:
