@@ -203,12 +203,14 @@ def wait_idle(servers: list[Server], timeout: float = 60.0) -> None:
         before = after
 
 
-def wrk(url: str, concurrency: int, seconds: float, body: Path | None) -> dict:
+def wrk(
+    url: str, concurrency: int, seconds: float, body: Path | None, content_type: str = ""
+) -> dict:
     """Run wrk; return its RESULT line (bench/wrk/request.lua) plus non-2xx responses."""
     threads = min(concurrency, 2)
     cmd = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds:g}s", "--latency"]
     cmd += ["--timeout", "5s", "-s", str(LUA), url]
-    env = {**os.environ, "WRK_BODY": str(body or "")}
+    env = {**os.environ, "WRK_BODY": str(body or ""), "WRK_CONTENT_TYPE": content_type}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
     non_2xx = [line for line in out.splitlines() if "Non-2xx" in line]

@@ -1,11 +1,14 @@
--- wrk script for bench/serve.py: POST the JSON body in file $WRK_BODY (GET when unset),
+-- wrk script for bench/serve.py and bench/peers.py: POST the body in file $WRK_BODY (GET when
+-- unset) as $WRK_CONTENT_TYPE (default application/json),
 -- then print one line "RESULT {json}" with counts, errors and latency percentiles (us).
 local body_file = os.getenv("WRK_BODY")
 if body_file and body_file ~= "" then
   local f = assert(io.open(body_file, "rb"))
   wrk.method = "POST"
   wrk.body = f:read("*a")
-  wrk.headers["Content-Type"] = "application/json"
+  local content_type = os.getenv("WRK_CONTENT_TYPE")
+  if not content_type or content_type == "" then content_type = "application/json" end
+  wrk.headers["Content-Type"] = content_type
   f:close()
 end
 
