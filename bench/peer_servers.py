@@ -151,6 +151,7 @@ def mlserver_main(args: argparse.Namespace) -> None:
         "parallel_workers": args.workers if args.workers > 1 else 0,
         "debug": False,
         "host": "127.0.0.1",
+        "metrics_dir": str(work / "metrics"),  # not ./.metrics in the repository
     }
     (work / "settings.json").write_text(json.dumps(settings))
     model = {
