@@ -54,7 +54,7 @@ def test_repro_killed_in_a_train_stage_completes_with_the_same_metrics(tmp_path:
                 args = child.cmdline()
                 if args[1:3] == ["-m", "models.train"]:
                     name = "-".join(args[3:6])
-                    if (repo / "models/runs" / name / "train/live").exists():
+                    if (repo / "models/runs" / name / "logs/live").exists():  # dvclive began
                         cell = name
         assert proc.poll() is None, log.read_text()[-3000:]
         assert time.monotonic() < deadline, log.read_text()[-3000:]
