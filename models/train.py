@@ -50,7 +50,11 @@ def train(
     strategy, policy = devices.strategy(params), devices.precision(params)
     run = devices.scaled(hparams, params, strategy.num_replicas_in_sync)  # the global batch
     distribution = devices.summary(strategy, run, policy)
-    progress.say(f"train: {cell.name}: {devices.describe(distribution)}")
+    line = f"train: {cell.name}: {devices.describe(distribution)}"
+    if distribution["replicas"] > 1 or policy != "float32":  # not the default: the log says
+        print(line, flush=True)
+    else:
+        progress.say(line)
     cache = params.cache_mb << 20
     loss = (
         "sparse_categorical_crossentropy" if spec.label_mode == "single" else "binary_crossentropy"
