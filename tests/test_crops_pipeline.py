@@ -49,6 +49,7 @@ def test_the_deploy_test_passes_for_every_cell(repo: Path, dataset: str, tmp_pat
             json.dumps(
                 {
                     "name": run.name,
+                    "dataset": dataset,
                     "bundle": str(run / "bundle"),
                     "eval_samples": str(run / "eval/samples.json"),
                 }
@@ -63,5 +64,5 @@ def test_the_deploy_test_passes_for_every_cell(repo: Path, dataset: str, tmp_pat
             str(out),
             cwd=repo,
         )
-        result = json.loads(out.read_text())["deploy_test"]
+        result = json.loads(out.read_text())[dataset]["deploy_test"]  # keyed by the dataset
         assert result["passed"], (model, result)
