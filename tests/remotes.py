@@ -18,6 +18,8 @@ from conftest import (
     write_seed_dataset,
 )
 
+from data_processing.add_dataset import add_artifact
+
 BUCKET = "grid"
 # What a user sets for a real bucket (docs/pages/cluster.md); moto accepts any.
 AWS_ENV = {
@@ -71,6 +73,7 @@ def project_with_remotes(
             time.sleep(1.1)
         write_seed_dataset(repo / "datasets" / "raw" / name, {"train": 6, "test": 3}, seed=i)
         sh("dvc", "add", "-q", f"datasets/raw/{name}", cwd=repo)
+        add_artifact(name, repo / "dvc.yaml")  # <name>-classifier, as add-dataset declares
         sh("git", "add", "-A", cwd=repo)
         sh("git", "commit", "-qm", f"add {name}, on an S3 remote", cwd=repo)
     remote = tmp_path / "remote.git"

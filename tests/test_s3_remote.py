@@ -30,11 +30,11 @@ def test_fresh_clone_pulls_from_s3_and_repro_is_a_noop(tmp_path: Path, s3: str) 
     assert "Running stage" not in out and "up to date" in out, out
     assert "changed" not in sh("dvc", "status", cwd=fresh)
 
-    # The registry's production model (dvc.yaml `artifacts: classifier`, GTO's prod tag on
-    # the git remote), its files from S3.
-    got = tmp_path / "classifier"
-    get = ["dvc", "artifacts", "get", str(remote), "classifier", "--stage", "prod", "-o", str(got)]
+    # The registry's production model (dvc.yaml `artifacts: tiny-classifier`, GTO's prod tag
+    # on the git remote), its files from S3.
+    got, artifact = tmp_path / "classifier", "tiny-classifier"
+    get = ["dvc", "artifacts", "get", str(remote), artifact, "--stage", "prod", "-o", str(got)]
     sh(*get, cwd=tmp_path)
     for name in ("model.onnx", "model.keras", "labels.json"):
-        theirs = repo / "deployment" / "production" / name
+        theirs = repo / "deployment" / "tiny" / "production" / name
         assert file_sha256(got / name) == file_sha256(theirs), name

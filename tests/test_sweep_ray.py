@@ -16,7 +16,7 @@ import pytest
 from conftest import BIN, free_port, sh, stop_process, tool_env
 from remotes import AWS_ENV, project_with_remotes
 
-from deployment.release.select import SelectParams, choose
+from deployment.release.select import ranked
 from models.common.leaderboard import experiments
 
 DATASETS = ("old", "new")
@@ -118,7 +118,9 @@ def board(repo: Path) -> list[list[str]]:
 
 
 def gate_pick(metrics: dict[str, dict]) -> str | None:
-    return choose(metrics, SelectParams(min_f1=0.0, min_precision=0.0, min_recall=0.0))[0]
+    """The cell select would promote with the gate open: its ranking of the headlines."""
+    order = ranked({name: {**m, "passed": True} for name, m in metrics.items()})
+    return order[0] if order else None
 
 
 @pytest.mark.cluster

@@ -57,9 +57,11 @@ def test_emitted_k8s_task_runs_a_cell_through_git_and_s3(tmp_path: Path, s3: str
     exp = next(e for b in shown for e in (b.get("experiments") or []) if e.get("name") == CELL)
     metrics = exp["revs"][0]["data"]["metrics"][f"models/metrics/{CELL}.json"]["data"]
     assert 0.0 <= metrics["f1_macro"] <= 1.0
-    # The cell's dvc.lock from the experiment's commit (`dvc exp apply` would also check out
-    # every other stage's outputs, which this one-cell grid never made).
-    sh("git", "checkout", exp["revs"][0]["rev"], "--", "dvc.lock", cwd=fresh)
+    # The cell's dvc.lock and its git-kept outputs (cache: false metrics and plot data) from
+    # the experiment's commit (`dvc exp apply` would also check out every other stage's
+    # outputs, which this one-cell grid never made).
+    in_git = ("dvc.lock", "models/metrics", "models/plots")
+    sh("git", "checkout", exp["revs"][0]["rev"], "--", *in_git, cwd=fresh)
     sh("dvc", "pull", f"export@{CELL}", "--with-deps", cwd=fresh)
     assert (fresh / f"models/runs/{CELL}/bundle/model.onnx").is_file()
     again = sh("dvc", "repro", f"export@{CELL}", cwd=fresh)
