@@ -50,15 +50,10 @@ def train(
     strategy, policy = devices.strategy(params), devices.precision(params)
     run = devices.scaled(hparams, params, strategy.num_replicas_in_sync)  # the global batch
     distribution = devices.summary(strategy, run, policy)
-    line = f"train: {cell.name}: {devices.describe(distribution)}"
-    if distribution["replicas"] > 1 or policy != "float32":  # not the default: the log says
-        print(line, flush=True)
-    else:
-        progress.say(line)
-    cache = params.cache_mb << 20
-    loss = (
-        "sparse_categorical_crossentropy" if spec.label_mode == "single" else "binary_crossentropy"
-    )
+    say = print if distribution["replicas"] > 1 or policy != "float32" else progress.say
+    say(f"train: {cell.name}: {devices.describe(distribution)}")  # not the default: logged
+    cache, single = params.cache_mb << 20, spec.label_mode == "single"
+    loss = "sparse_categorical_crossentropy" if single else "binary_crossentropy"
     with strategy.scope(), devices.dtype_policy(policy):  # variables, compile and fit
         model = models.get(cell.model).build(spec, arch_params)
         bn_images = None  # only models with BatchNorm need them
