@@ -237,10 +237,9 @@ def bare_rps(args, work: Path) -> float:
     server = start("bare", [sys.executable, *BARE, "--host", "127.0.0.1"], work)
     try:
         wait_ready_plain(server)
-        runs = [wrk(server.url + "/", 8, args.duration, None)["requests"] / args.duration]
-        runs += [
+        runs = [
             wrk(server.url + "/", 8, args.duration, None)["requests"] / args.duration
-            for _ in range(args.reps - 1)
+            for _ in range(args.reps)
         ]
     finally:
         stop(server)
